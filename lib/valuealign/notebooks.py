@@ -1,0 +1,102 @@
+"""Execute a numbered notebook with papermill under a parameter profile.
+
+``make all`` calls this once per notebook; the sweep calls :func:`execute` per grid cell.
+Parameters are validated against the notebook's ``parameters`` cell before the kernel
+starts, and the executed notebook is written atomically together with an HTML rendering
+for the supervisor (who reads, and runs nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from valuealign import config, paths, provenance
+
+
+def render_html(executed: Path, target: Path | None = None) -> Path:
+    """HTML rendering of an executed notebook (inputs kept: the notebooks are thin)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(executed, as_version=4)
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
+    target = target or executed.with_suffix(".html")
+    return provenance.write_text(body, target)
+
+
+def execute(
+    notebook: str | Path,
+    out_dir: Path,
+    parameters: dict[str, Any] | None = None,
+    *,
+    profile: Path | None = None,
+    html: bool = True,
+    log_output: bool = False,
+) -> Path:
+    """Run one notebook into ``out_dir/<name>.ipynb`` (+ ``.html``); return the executed path.
+
+    A failing notebook is still written (papermill keeps the failing cell and its traceback)
+    and the error is re-raised.
+    """
+    import papermill as pm
+
+    src = config._notebook_path(notebook)
+    params = dict(parameters or {})
+    if profile is not None:
+        params = {**config.parameters_for(src, profile), **params}
+    params = config.validate(params, config.notebook_parameters(src), where=str(src.name))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / src.name
+    tmp = out_dir / f".{src.stem}.running.ipynb"
+    os.environ["VALUEALIGN_NOTEBOOK"] = src.stem
+    t0 = time.time()
+    try:
+        pm.execute_notebook(
+            str(src), str(tmp), parameters=params, kernel_name="python3",
+            cwd=str(src.parent), progress_bar=False, log_output=log_output,
+            request_save_on_cell_execute=False,
+        )
+    finally:
+        if tmp.exists():
+            os.replace(tmp, target)
+            if html:
+                render_html(target)
+    print(f"[{src.stem}] done in {time.time() - t0:.1f} s -> {paths.relative(target)}")
+    return target
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("notebook", help="notebook name (e.g. 00_survey_data) or path")
+    ap.add_argument("--profile", type=Path, default=paths.CONFIGS / "smoke.yaml")
+    ap.add_argument("--out", type=Path, default=None, help="output folder (default executed/<profile>)")
+    ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "YAML"),
+                    help="override one parameter (value parsed as YAML)")
+    ap.add_argument("--stamp", type=Path, default=None, help="touch this file on success (make)")
+    args = ap.parse_args(argv)
+    import yaml
+
+    overrides = {k: yaml.safe_load(v) for k, v in args.param}
+    out = args.out or paths.EXECUTED / args.profile.stem
+    try:
+        execute(args.notebook, out, overrides, profile=args.profile)
+    except config.ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # papermill's PapermillExecutionError carries the cell's traceback
+        print(f"error: notebook {args.notebook} failed: {type(err).__name__}: {str(err)[:2000]}",
+              file=sys.stderr)
+        return 1
+    if args.stamp:
+        args.stamp.parent.mkdir(parents=True, exist_ok=True)
+        args.stamp.touch()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
