@@ -1,0 +1,121 @@
+"""The one prompt-template module shared by dataset building, training and evaluation.
+
+Why one module: a model aligned on prompts rendered one way and evaluated on prompts rendered
+another way would be scored on a format shift, not on its values. Training data (notebook 02),
+fine-tuning (03) and evaluation (04) all render survey items through :func:`render_messages`.
+
+Why paraphrases and shuffled option orders: a small model readily learns "answer B" or a
+surface cue of one wording instead of the population's opinion. Each training row records
+its ``paraphrase_id`` and ``option_order`` so position balance can be checked and evaluation
+can average over orders.
+
+Conventions: option labels are single capital letters; ``order`` is a permutation of
+``range(len(options))`` and the option shown at position ``i`` (letter ``LETTERS[i]``) is
+``options[order[i]]``. The assistant's answer (the completion) is the letter alone, e.g.
+``"B"``, which is what evaluation scores as the next token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+# Each template gets ``{question}``, ``{options}`` (one "A. text" line per option) and
+# ``{letters}`` (e.g. "A, B, C or D"). All end by asking for the letter only.
+PARAPHRASES: tuple[str, ...] = (
+    "{question}\n\n{options}\n\nAnswer with the letter of your choice ({letters}) only.",
+    "Survey question: {question}\n\nOptions:\n{options}\n\n"
+    "Which option do you choose? Reply with a single letter ({letters}).",
+    "Please answer the following question.\n\n{question}\n\n{options}\n\n"
+    "Respond only with the letter ({letters}) of the option that fits your view best.",
+    "Here is a question from an opinion survey:\n{question}\n\nPossible answers:\n{options}\n\n"
+    "Give just the letter of your answer ({letters}).",
+)
+
+PERSONA_LINE = "Answer as {persona} would."
+
+
+class PromptError(ValueError):
+    """A prompt cannot be rendered from the given question/options/order; the message says why."""
+
+
+def _check_order(order: Sequence[int], n_options: int) -> list[int]:
+    order = [int(i) for i in order]
+    if sorted(order) != list(range(n_options)):
+        raise PromptError(
+            f"option order {order} is not a permutation of range({n_options}) "
+            f"(one index per option)"
+        )
+    return order
+
+
+def _letters_text(n: int) -> str:
+    letters = list(LETTERS[:n])
+    if n == 1:
+        return letters[0]
+    return ", ".join(letters[:-1]) + " or " + letters[-1]
+
+
+def render_prompt(
+    question: str,
+    options: Sequence[str],
+    order: Sequence[int],
+    paraphrase_id: int,
+    persona: str | None = None,
+) -> str:
+    """The user message text (see :func:`render_messages`)."""
+    n = len(options)
+    if n < 2:
+        raise PromptError(f"an item needs at least 2 options, got {n}: {list(options)!r}")
+    if n > len(LETTERS):
+        raise PromptError(f"an item may have at most {len(LETTERS)} options, got {n}")
+    if not 0 <= int(paraphrase_id) < len(PARAPHRASES):
+        raise PromptError(
+            f"paraphrase_id {paraphrase_id} out of range [0, {len(PARAPHRASES) - 1}]"
+        )
+    order = _check_order(order, n)
+    lines = "\n".join(f"{LETTERS[i]}. {str(options[j]).strip()}" for i, j in enumerate(order))
+    text = PARAPHRASES[int(paraphrase_id)].format(
+        question=str(question).strip(), options=lines, letters=_letters_text(n)
+    )
+    if persona:
+        text = PERSONA_LINE.format(persona=persona.strip()) + "\n\n" + text
+    return text
+
+
+def render_messages(
+    question: str,
+    options: list[str],
+    order: list[int],
+    paraphrase_id: int,
+    persona: str | None = None,
+) -> list[dict]:
+    """Chat messages ``[{"role": "user", "content": ...}]`` for one survey item.
+
+    ``persona`` (e.g. ``"a person from Germany"``) prepends an "Answer as ... would." line:
+    the prompting baseline that needs no fine-tuning.
+    """
+    return [{"role": "user", "content": render_prompt(question, options, order, paraphrase_id, persona)}]
+
+
+def label_for(order: Sequence[int], option_index: int) -> str:
+    """The letter under which original option ``option_index`` is shown for this ``order``."""
+    order = [int(i) for i in order]
+    try:
+        return LETTERS[order.index(int(option_index))]
+    except ValueError:
+        raise PromptError(f"option index {option_index} is not in option order {order}") from None
+
+
+def option_for(order: Sequence[int], letter: str) -> int:
+    """Inverse of :func:`label_for`: the original option index shown under ``letter``."""
+    pos = LETTERS.find(letter.strip().upper()) if len(letter.strip()) == 1 else -1
+    if pos < 0 or pos >= len(order):
+        raise PromptError(f"letter {letter!r} is not a label for {len(order)} options")
+    return int(order[pos])
+
+
+def answer_message(letter: str) -> list[dict]:
+    """The completion: one assistant message whose content is the letter alone."""
+    return [{"role": "assistant", "content": letter}]
