@@ -1,0 +1,748 @@
+"""Survey loaders: every source into one tidy schema (stage 00).
+
+Why one schema: the taxonomy, the alignment datasets and the evaluation must not care
+whether an answer distribution came from GlobalOpinionQA's country marginals, from WVS-7
+respondent-level microdata, or from another survey plugged in through a codebook. Every
+loader returns a :class:`SurveyData` with
+
+* ``items``: ``item_id, source, question, options (list[str]), nonsubstantive (list[bool]),
+  ordinal (bool), section``;
+* ``distributions``: ``item_id, group, group_type, shares (list[float], sums to 1),
+  n (Int64, null for aggregated sources), weighted (bool), source``;
+* ``dropped``: every input row that was left out, with ``file, row, column, value, reason``.
+
+Bad input is either an error naming the file, row, column and value (``on_invalid="raise"``,
+the default for user-supplied files) or a recorded drop (``on_invalid="drop"``, used by
+notebook 00 so the supervisor sees every dropped row and why). Nothing is ever ``eval``-ed:
+GlobalOpinionQA's ``selections`` column is a Python repr parsed with ``ast.literal_eval``
+on its dict part and validated.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from valuealign import paths
+
+OnInvalid = Literal["raise", "drop"]
+
+ITEM_COLUMNS = ["item_id", "source", "question", "options", "nonsubstantive", "ordinal", "section"]
+DIST_COLUMNS = ["item_id", "group", "group_type", "shares", "n", "weighted", "source"]
+DROP_COLUMNS = ["file", "row", "column", "value", "reason"]
+
+GOQA_REQUIRED = ("question", "selections", "options")
+GOQA_SECTIONS = {"WVS": "World Values Survey", "GAS": "Pew Global Attitudes"}
+WVS_MISSING_NOTE = "negative codes (-1 don't know, -2 no answer, -4 not asked, -5 missing) are missing"
+
+_NONSUBSTANTIVE = re.compile(
+    r"\b(don'?t know|dk|refused|no answer|not sure|decline|missing|not asked|hard to say|"
+    r"no opinion|depends|other answer)\b|\(vol\)",
+    re.IGNORECASE,
+)
+_INTENSITY = re.compile(
+    r"\b(very|somewhat|not too|not at all|not very|at all|a lot|some|great deal|fair amount|"
+    r"completely|mostly|strongly|agree|disagree|major|minor|not a|favou?rable|unfavou?rable|good|bad|"
+    r"big|small|moderately|important|confidence|well|much|never|always|often|rarely|sometimes|"
+    r"usually|likely|unlikely|more|less|better|worse|same|satisfied|dissatisfied|quite|rather|"
+    r"fairly|extremely|none|all|increase|decrease|approve|disapprove|priority|lower|higher|most|least|\d+)\b",
+    re.IGNORECASE,
+)
+
+
+class SurveyDataError(ValueError):
+    """Invalid survey input; the message names the file, row/column and value."""
+
+
+@dataclass
+class SurveyData:
+    items: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ITEM_COLUMNS))
+    distributions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DIST_COLUMNS))
+    dropped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DROP_COLUMNS))
+
+    @staticmethod
+    def concat(parts: Iterable[SurveyData]) -> SurveyData:
+        parts = list(parts)
+        if not parts:
+            return SurveyData()
+        return SurveyData(
+            items=pd.concat([p.items for p in parts], ignore_index=True),
+            distributions=pd.concat([p.distributions for p in parts], ignore_index=True),
+            dropped=pd.concat([p.dropped for p in parts], ignore_index=True),
+        )
+
+
+class _Drops:
+    """Collects dropped rows, or raises at once when the caller asked for strictness."""
+
+    def __init__(self, file: Path, on_invalid: OnInvalid) -> None:
+        if on_invalid not in ("raise", "drop"):
+            raise ValueError(f"on_invalid must be 'raise' or 'drop', got {on_invalid!r}")
+        self.file, self.on_invalid, self.rows = file, on_invalid, []
+
+    def __call__(self, row: Any, column: str, value: Any, reason: str) -> None:
+        text = _short(value)
+        if self.on_invalid == "raise":
+            raise SurveyDataError(f"{self.file}: row {row}, column {column!r}, value {text}: {reason}")
+        self.rows.append({"file": paths.relative(self.file), "row": str(row), "column": column,
+                          "value": text, "reason": reason})
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=DROP_COLUMNS)
+
+
+def _number(x: float) -> int | float:
+    x = float(x)
+    return int(x) if x.is_integer() else x
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ------------------------------------------------------------------ shared helpers
+def read_table(path: Path | str, required: Sequence[str] = (), sep: str | None = None) -> pd.DataFrame:
+    """Read a CSV/TSV with errors that say what is wrong with which file."""
+    path = Path(path)
+    if not path.exists():
+        raise SurveyDataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise SurveyDataError(f"{path}: file is empty")
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SurveyDataError(
+            f"{path}: not UTF-8 (byte {raw[err.start]:#04x} at offset {err.start}); "
+            "re-save the file as UTF-8"
+        ) from err
+    if sep is None:
+        sep = "\t" if path.suffix in (".tsv", ".tab") else ","
+    try:
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
+    except pd.errors.EmptyDataError as err:
+        raise SurveyDataError(f"{path}: file has no header or rows") from err
+    except pd.errors.ParserError as err:
+        raise SurveyDataError(f"{path}: cannot be parsed as {'TSV' if sep == chr(9) else 'CSV'}: {err}") from err
+    check_columns(df, required, path)
+    if df.empty:
+        raise SurveyDataError(f"{path}: has a header but no data rows")
+    return df
+
+
+def check_columns(df: pd.DataFrame, required: Iterable[str], path: Path | str) -> None:
+    cols = [str(c) for c in df.columns]
+    missing = [c for c in required if c not in cols]
+    if missing:
+        hints = {c: difflib.get_close_matches(c, cols, n=1) for c in missing}
+        hint = "; ".join(f"{c!r} (did you mean {h[0]!r}?)" if h else repr(c) for c, h in hints.items())
+        raise SurveyDataError(f"{path}: missing required column(s) {hint}; found {cols[:20]}")
+
+
+def stable_id(prefix: str, *parts: str) -> str:
+    digest = hashlib.sha1("\x1f".join(parts).encode("utf-8")).hexdigest()[:10]
+    return f"{prefix}-{digest}"
+
+
+def nonsubstantive_flags(options: Sequence[str]) -> list[bool]:
+    return [bool(_NONSUBSTANTIVE.search(o)) for o in options]
+
+
+def looks_ordinal(options: Sequence[str]) -> bool:
+    """Heuristic for aggregated sources without metadata: >= 3 substantive options that all
+    carry an intensity word or a scale number (e.g. Very/Somewhat/Not too good)."""
+    flags = nonsubstantive_flags(options)
+    subst = [o for o, f in zip(options, flags, strict=True) if not f]
+    return len(subst) >= 3 and all(_INTENSITY.search(o) for o in subst)
+
+
+def _option_label(option: str | int | float) -> str:
+    if isinstance(option, float) and option.is_integer():
+        return str(int(option))
+    return str(option)
+
+
+def numeric_scale_order(options: Sequence[str]) -> list[int]:
+    """Permutation that puts numeric labels in numeric order (labels first, then the rest).
+
+    Some GlobalOpinionQA 0-10 scales list their options in string order ('0', '9', '10', ...);
+    the shares follow the same permutation, so reordering both keeps them aligned and makes
+    ordinal metrics (Wasserstein over positions) meaningful.
+    """
+    def key(j: int) -> tuple[int, float]:
+        try:
+            return (0, float(options[j]))
+        except ValueError:
+            return (1, float(j))
+
+    numeric = sum(1 for o in options if o.replace(".", "", 1).isdigit())
+    if numeric < 3:
+        return list(range(len(options)))
+    return sorted(range(len(options)), key=key)
+
+
+def validate_shares(shares: Sequence[Any], n_options: int, tol: float) -> tuple[np.ndarray | None, str]:
+    """(normalised shares, "") or (None, reason)."""
+    if len(shares) != n_options:
+        return None, f"{len(shares)} shares but {n_options} options"
+    try:
+        arr = np.asarray([float(s) for s in shares], dtype=float)
+    except (TypeError, ValueError):
+        return None, "shares must be numbers"
+    if not np.all(np.isfinite(arr)):
+        return None, "shares contain NaN or infinity"
+    if np.any(arr < -1e-9):
+        return None, "negative share"
+    total = float(arr.sum())
+    if total <= 0:
+        return None, "all shares are zero (no answers)"
+    if abs(total - 1.0) > tol:
+        return None, f"shares sum to {total:.4f}, not 1 within tolerance {tol}"
+    return np.clip(arr, 0, None) / total, ""
+
+
+def parse_literal(text: str, kind: type, what: str) -> Any:
+    """``ast.literal_eval`` of a literal, checked to be ``kind``; anything else is refused."""
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError) as err:
+        raise ValueError(f"{what} is not a {kind.__name__} literal") from err
+    if not isinstance(value, kind):
+        raise ValueError(f"{what} is a {type(value).__name__}, expected {kind.__name__}")
+    return value
+
+
+def parse_selections(cell: str) -> dict[str, list[float]]:
+    """Parse ``defaultdict(<class 'list'>, {...})`` safely: only its dict literal is read."""
+    start, end = cell.find("{"), cell.rfind("}")
+    if start < 0 or end < start:
+        raise ValueError("no dict literal found")
+    prefix, suffix = cell[:start].strip(), cell[end + 1 :].strip()
+    if (prefix, suffix) not in (("", ""), ("defaultdict(<class 'list'>,", ")")):
+        raise ValueError(f"unexpected text around the dict literal: {prefix[:40]!r} ... {suffix[:40]!r}")
+    value = parse_literal(cell[start : end + 1], dict, "selections")
+    for k, v in value.items():
+        if not isinstance(k, str) or not isinstance(v, list):
+            raise ValueError(f"entry {k!r} must map a group name to a list of shares")
+    return value
+
+
+def _frames(items: list[dict], dists: list[dict], drops: _Drops) -> SurveyData:
+    items_df = pd.DataFrame(items, columns=ITEM_COLUMNS)
+    dist_df = pd.DataFrame(dists, columns=DIST_COLUMNS)
+    dist_df["n"] = dist_df["n"].astype("Int64")
+    dist_df["weighted"] = dist_df["weighted"].astype(bool)
+    items_df["ordinal"] = items_df["ordinal"].astype(bool)
+    return SurveyData(items_df, dist_df, drops.frame())
+
+
+# ------------------------------------------------------------------ GlobalOpinionQA
+def goqa_file(choice: str = "auto") -> Path:
+    """The full Anthropic CSV when the user dropped it in data/raw/goqa/, else the shipped subset."""
+    if choice and choice != "auto":
+        p = Path(choice)
+        return p if p.is_absolute() else paths.RAW / p
+    full = paths.GOQA_DIR / "global_opinions.csv"
+    return full if full.exists() else paths.GOQA_DIR / "global_opinions_subset.csv"
+
+
+def load_goqa(path: Path | str, on_invalid: OnInvalid = "raise", tol: float = 0.02) -> SurveyData:
+    """GlobalOpinionQA (HF ``Anthropic/llm_global_opinions`` schema) -> tidy schema."""
+    path = Path(path)
+    df = read_table(path, GOQA_REQUIRED)
+    drops = _Drops(path, on_invalid)
+    items: list[dict] = []
+    dists: list[dict] = []
+    seen: set[str] = set()
+    has_source = "source" in df.columns
+    for i, row in enumerate(df.itertuples(index=False), start=2):  # row 1 is the header
+        question = str(row.question).strip()
+        if not question:
+            drops(i, "question", row.question, "empty question")
+            continue
+        try:
+            options = parse_literal(row.options, list, "options")
+            if not options or not all(isinstance(o, str | int | float) for o in options):
+                raise ValueError("options must be a non-empty list of labels")
+            options = [_option_label(o) for o in options]
+        except ValueError as err:
+            drops(i, "options", row.options, str(err))
+            continue
+        try:
+            selections = parse_selections(row.selections)
+        except ValueError as err:
+            drops(i, "selections", row.selections, f"not a dict literal of group -> shares ({err})")
+            continue
+        item_id = stable_id("goqa", question, *options)
+        if item_id in seen:
+            drops(i, "question", question, "duplicate of an earlier row (same question and options)")
+            continue
+        order = numeric_scale_order(options)
+        options = [options[j] for j in order]
+        kept = 0
+        for group, shares in selections.items():
+            norm, reason = validate_shares(shares, len(options), tol)
+            if norm is None:
+                drops(i, f"selections[{group}]", shares, reason)
+                continue
+            norm = norm[order]
+            kept += 1
+            dists.append({"item_id": item_id, "group": group, "group_type": "country",
+                          "shares": norm.tolist(), "n": None, "weighted": True, "source": "goqa"})
+        if not kept:
+            drops(i, "selections", row.selections, "no valid group distribution left")
+            continue
+        seen.add(item_id)
+        origin = str(getattr(row, "source", "")) if has_source else ""
+        items.append({
+            "item_id": item_id, "source": "goqa", "question": question, "options": options,
+            "nonsubstantive": nonsubstantive_flags(options), "ordinal": looks_ordinal(options),
+            "section": GOQA_SECTIONS.get(origin, "GlobalOpinionQA"),
+        })
+    return _frames(items, dists, drops)
+
+
+# ------------------------------------------------------------------ codebook-driven surveys
+@dataclass(frozen=True)
+class ItemSpec:
+    """One survey column: its question, its answer codes (in scale order) and labels."""
+
+    column: str
+    question: str
+    codes: tuple[float, ...]  # raw codes, in option order; several codes may share an option
+    option_of_code: tuple[int, ...]  # option index for each code
+    options: tuple[str, ...]
+    ordinal: bool
+    section: str
+
+
+@dataclass(frozen=True)
+class SurveySpec:
+    name: str
+    items: tuple[ItemSpec, ...]
+    group: str
+    weight: str | None = None
+    missing_codes: tuple[float, ...] = ()
+    missing_below: float | None = 0.0  # codes < this are missing (WVS: negatives)
+    min_respondents: int = 30
+    group_labels: Mapping[str, str] = field(default_factory=dict)
+    group_type: str | None = None
+
+
+def wvs7_items(wvs_dir: Path = paths.WVS7_DIR) -> list[ItemSpec]:
+    """The 239 WVS-7 value questions from the shipped codebook, recoded to monotone scales."""
+    codebook = json.loads((wvs_dir / "wvs7_codebook.json").read_text(encoding="utf-8"))
+    meta = json.loads((wvs_dir / "wvs7_question_metadata.json").read_text(encoding="utf-8"))
+    adjust = json.loads((wvs_dir / "wvs7_answer_adjustment.json").read_text(encoding="utf-8"))
+    specs = []
+    for var, m in meta.items():
+        if m.get("use_case") != "value" or var not in codebook:
+            continue
+        choices = {int(k): v for k, v in codebook[var]["choices"].items() if int(k) >= 0}
+        recode = {int(k): (int(v) if v != "" else None) for k, v in adjust.get(var, {}).items()}
+        new_of = {c: recode.get(c, c) for c in choices}
+        targets = sorted({v for v in new_of.values() if v is not None})
+        labels = []
+        for t in targets:
+            sources = [c for c, v in new_of.items() if v == t]
+            src = t if t in sources else sources[0]
+            labels.append(choices[src])
+        labels = _label_numeric_scale(targets, labels)
+        codes, opt_idx = [], []
+        for c in sorted(choices):
+            if new_of[c] is not None:
+                codes.append(float(c))
+                opt_idx.append(targets.index(new_of[c]))
+        specs.append(ItemSpec(
+            column=var, question=m["question"], codes=tuple(codes), option_of_code=tuple(opt_idx),
+            options=tuple(labels), ordinal=m.get("answer_data_type") == "ordinal",
+            section=m.get("category", "World Values Survey"),
+        ))
+    return specs
+
+
+def _label_numeric_scale(codes: Sequence[int], labels: list[str]) -> list[str]:
+    """'1'..'10' scales label only their ends; show the number everywhere: '1 (Not at all)'."""
+    if not any(lbl.strip().isdigit() for lbl in labels):
+        return labels
+    return [lbl if lbl.strip() == str(c) else f"{c} ({lbl})" for c, lbl in zip(codes, labels, strict=True)]
+
+
+def wvs7_spec(group_by: str = "B_COUNTRY_ALPHA", weight: str | None = "W_WEIGHT",
+              min_respondents: int = 100, wvs_dir: Path = paths.WVS7_DIR) -> SurveySpec:
+    codebook = json.loads((wvs_dir / "wvs7_codebook.json").read_text(encoding="utf-8"))
+    labels = {}
+    if group_by in codebook:
+        labels = {str(k): v for k, v in codebook[group_by]["choices"].items()}
+    return SurveySpec(
+        name="wvs7", items=tuple(wvs7_items(wvs_dir)), group=group_by, weight=weight,
+        missing_below=0.0, min_respondents=min_respondents, group_labels=labels,
+        group_type="country" if group_by in ("B_COUNTRY_ALPHA", "B_COUNTRY") else group_by,
+    )
+
+
+def items_frame(spec: SurveySpec) -> pd.DataFrame:
+    rows = [{
+        "item_id": f"{spec.name}-{it.column}", "source": spec.name, "question": it.question,
+        "options": list(it.options), "nonsubstantive": nonsubstantive_flags(it.options),
+        "ordinal": it.ordinal, "section": it.section,
+    } for it in spec.items]
+    return pd.DataFrame(rows, columns=ITEM_COLUMNS)
+
+
+def _require_in_header(path: Path, header: Sequence[str], required: Sequence[str]) -> None:
+    for col in required:
+        if col not in header:
+            close = difflib.get_close_matches(col, list(header), n=3)
+            raise SurveyDataError(
+                f"{path}: unknown column {col!r} (group/weight columns must exist)"
+                + (f"; did you mean {', '.join(close)}?" if close else "")
+            )
+
+
+def read_microdata(path: Path | str, columns: Sequence[str] | None = None,
+                   required: Sequence[str] = ()) -> pd.DataFrame:
+    """Respondent-level file: CSV (comma/semicolon/tab), SPSS .sav or Stata .dta (pyreadstat).
+
+    Only ``columns`` that exist are read (a survey may lack some items); ``required`` ones
+    (group, weight) must exist, else the error suggests the closest column names.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise SurveyDataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise SurveyDataError(f"{path}: file is empty")
+    suffix = path.suffix.lower()
+    if suffix in (".sav", ".zsav", ".dta"):
+        import pyreadstat
+
+        reader = pyreadstat.read_sav if suffix != ".dta" else pyreadstat.read_dta
+        try:
+            _, meta = reader(str(path), metadataonly=True)
+            _require_in_header(path, meta.column_names, required)
+            usecols = [c for c in columns if c in meta.column_names] if columns else None
+            df, _ = reader(str(path), usecols=usecols, apply_value_formats=False)
+        except SurveyDataError:
+            raise
+        except Exception as err:  # pyreadstat raises its own error types
+            raise SurveyDataError(f"{path}: cannot be read as {suffix}: {err}") from err
+        return df
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 4:  # not just a multi-byte char cut at the buffer end
+            raise SurveyDataError(
+                f"{path}: not UTF-8 (byte {head[err.start]:#04x} at offset {err.start})"
+            ) from err
+    first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace")
+    sep = max((",", ";", "\t"), key=first.count)
+    header = [h.strip().strip('"') for h in first.split(sep)]
+    _require_in_header(path, header, required)
+    usecols = [c for c in columns if c in header] if columns else None
+    try:
+        return pd.read_csv(path, sep=sep, usecols=usecols, engine="pyarrow" if sep != ";" else "c",
+                           encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise SurveyDataError(f"{path}: not UTF-8 ({err})") from err
+    except (pd.errors.ParserError, ValueError) as err:
+        raise SurveyDataError(f"{path}: cannot be parsed as CSV: {err}") from err
+
+
+def aggregate_microdata(df: pd.DataFrame, spec: SurveySpec, path: Path | str,
+                        on_invalid: OnInvalid = "raise") -> SurveyData:
+    """Weighted answer distributions per group, vectorised over respondents (one pass per item)."""
+    path = Path(path)
+    drops = _Drops(path, on_invalid)
+    needed = [spec.group] + ([spec.weight] if spec.weight else [])
+    if spec.group not in df.columns:
+        close = difflib.get_close_matches(spec.group, [str(c) for c in df.columns], n=3)
+        raise SurveyDataError(
+            f"{path}: unknown group column {spec.group!r}"
+            + (f" (did you mean {', '.join(close)}?)" if close else "")
+        )
+    check_columns(df, needed, path)
+    items = [it for it in spec.items if it.column in df.columns]
+    if not items:
+        raise SurveyDataError(f"{path}: none of the {len(spec.items)} item columns of {spec.name!r} are present")
+    groups = df[spec.group].astype(str).str.strip()
+    group_codes, group_names = pd.factorize(groups, sort=True)
+    n_groups = len(group_names)
+    if spec.weight:
+        w = pd.to_numeric(df[spec.weight], errors="coerce").to_numpy(dtype=float)
+        bad = ~np.isfinite(w) | (w < 0)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            drops(first + 2, spec.weight, df[spec.weight].iloc[first],
+                  f"weight must be a non-negative number ({int(bad.sum())} such rows; they get weight 0)")
+            w = np.where(bad, 0.0, w)
+    else:
+        w = np.ones(len(df))
+    missing = np.asarray(spec.missing_codes, dtype=float)
+    dists: list[dict] = []
+    for it in items:
+        raw = pd.to_numeric(df[it.column], errors="coerce").to_numpy(dtype=float)
+        is_missing = np.isnan(raw) | np.isin(raw, missing)
+        if spec.missing_below is not None:
+            is_missing |= raw < spec.missing_below
+        codes = np.asarray(it.codes)
+        order = np.argsort(codes)
+        pos = np.searchsorted(codes[order], raw)
+        pos = np.clip(pos, 0, len(codes) - 1)
+        known = codes[order][pos] == raw
+        invalid = ~is_missing & ~known
+        if invalid.any():
+            first = int(np.flatnonzero(invalid)[0])
+            drops(first + 2, it.column, _number(raw[first]),
+                  f"code not in the codebook (valid: {sorted(_number(c) for c in set(it.codes))}); "
+                  f"{int(invalid.sum())} such answers treated as missing")
+        valid = ~is_missing & known
+        opt = np.asarray(it.option_of_code)[order][pos]
+        k = len(it.options)
+        flat = group_codes[valid] * k + opt[valid]
+        wsum = np.bincount(flat, weights=w[valid], minlength=n_groups * k).reshape(n_groups, k)
+        nresp = np.bincount(group_codes[valid], minlength=n_groups)
+        totals = wsum.sum(axis=1)
+        item_id = f"{spec.name}-{it.column}"
+        for g in np.flatnonzero((nresp >= spec.min_respondents) & (totals > 0)):
+            name = str(group_names[g])
+            dists.append({
+                "item_id": item_id, "group": spec.group_labels.get(name, name),
+                "group_type": spec.group_type or spec.group, "shares": (wsum[g] / totals[g]).tolist(),
+                "n": int(nresp[g]), "weighted": spec.weight is not None, "source": spec.name,
+            })
+        for g in np.flatnonzero((nresp > 0) & (nresp < spec.min_respondents)):
+            drops(f"group {group_names[g]}", it.column, int(nresp[g]),
+                  f"fewer than min_respondents={spec.min_respondents} answers")
+    items_df = items_frame(SurveySpec(spec.name, tuple(items), spec.group))
+    out = _frames([], dists, drops)
+    out.items = items_df
+    return out
+
+
+def load_wvs7_microdata(path: Path | str, group_by: str = "B_COUNTRY_ALPHA",
+                        weight: str | None = "W_WEIGHT", min_respondents: int = 100,
+                        on_invalid: OnInvalid = "raise") -> SurveyData:
+    """WVS-7 respondent-level data (licensed to the user; never committed) -> distributions."""
+    spec = wvs7_spec(group_by, weight, min_respondents)
+    required = [spec.group] + ([weight] if weight else [])
+    df = read_microdata(path, required + [it.column for it in spec.items], required)
+    return aggregate_microdata(df, spec, path, on_invalid)
+
+
+def find_wvs7_microdata(raw_dir: Path = paths.RAW) -> Path | None:
+    """A WVS-7 file the user placed in data/raw/ (the official names start with WVS_Cross-National)."""
+    hits = sorted(p for p in raw_dir.glob("*") if p.is_file() and re.match(r"(?i)wvs", p.name)
+                  and p.suffix.lower() in (".csv", ".sav", ".dta", ".zsav"))
+    return hits[0] if hits else None
+
+
+def load_codebook_spec(spec_path: Path | str) -> tuple[SurveySpec, Path]:
+    """A YAML codebook that plugs another survey (NZAVS, ESS, ...) in without code.
+
+    Keys: ``name``, ``file`` (relative to the YAML), ``group``, optional ``weight``,
+    ``missing_codes``, ``missing_below``, ``min_respondents``, ``group_labels``, and ``items``:
+    a list of ``{column, question, options: {code: label}, ordinal, section}``; options are in
+    scale order as listed.
+    """
+    spec_path = Path(spec_path)
+    try:
+        raw = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as err:
+        raise SurveyDataError(f"{spec_path}: cannot read codebook: {err}") from err
+    if not isinstance(raw, dict):
+        raise SurveyDataError(f"{spec_path}: a codebook must be a mapping")
+    for key in ("name", "file", "group", "items"):
+        if key not in raw:
+            raise SurveyDataError(f"{spec_path}: missing required key {key!r}")
+    items = []
+    for i, it in enumerate(raw["items"]):
+        where = f"{spec_path}: items[{i}]"
+        for key in ("column", "question", "options"):
+            if key not in it:
+                raise SurveyDataError(f"{where}: missing required key {key!r}")
+        opts = it["options"]
+        if not isinstance(opts, dict) or not opts:
+            raise SurveyDataError(f"{where} ({it['column']}): options must be a non-empty mapping code -> label")
+        try:
+            codes = tuple(float(c) for c in opts)
+        except (TypeError, ValueError) as err:
+            raise SurveyDataError(f"{where} ({it['column']}): option codes must be numbers") from err
+        labels = tuple(str(v) for v in opts.values())
+        items.append(ItemSpec(
+            column=str(it["column"]), question=str(it["question"]), codes=codes,
+            option_of_code=tuple(range(len(codes))), options=labels,
+            ordinal=bool(it.get("ordinal", False)), section=str(it.get("section", raw["name"])),
+        ))
+    spec = SurveySpec(
+        name=str(raw["name"]), items=tuple(items), group=str(raw["group"]), weight=raw.get("weight"),
+        missing_codes=tuple(float(c) for c in raw.get("missing_codes", [])),
+        missing_below=raw.get("missing_below"), min_respondents=int(raw.get("min_respondents", 30)),
+        group_labels={str(k): str(v) for k, v in (raw.get("group_labels") or {}).items()},
+        group_type=raw.get("group_type"),
+    )
+    data_file = Path(raw["file"])
+    if not data_file.is_absolute():
+        data_file = spec_path.parent / data_file
+    return spec, data_file
+
+
+def load_codebook_survey(spec_path: Path | str, on_invalid: OnInvalid = "raise") -> SurveyData:
+    spec, data_file = load_codebook_spec(spec_path)
+    required = [spec.group] + ([spec.weight] if spec.weight else [])
+    df = read_microdata(data_file, required + [it.column for it in spec.items], required)
+    return aggregate_microdata(df, spec, data_file, on_invalid)
+
+
+# ------------------------------------------------------------------ combining and checking
+def finalize(data: SurveyData, min_groups_per_item: int = 1) -> SurveyData:
+    """Deterministic order, schema check, and items without enough groups recorded as dropped.
+
+    Items of a codebook source without any distribution (e.g. WVS-7 without microdata) are
+    kept: their text still feeds the value taxonomy.
+    """
+    items = data.items.drop_duplicates("item_id", keep="first")
+    dists = data.distributions
+    counts = dists.groupby("item_id")["group"].nunique()
+    too_few = counts[counts < min_groups_per_item].index
+    dropped = [data.dropped]
+    if len(too_few):
+        dropped.append(pd.DataFrame({
+            "file": "", "row": "", "column": "item_id", "value": list(too_few),
+            "reason": f"fewer than min_groups_per_item={min_groups_per_item} groups",
+        }))
+        dists = dists[~dists["item_id"].isin(too_few)]
+        items = items[~items["item_id"].isin(too_few)]
+    dup = dists.duplicated(["item_id", "group"], keep="first")
+    if dup.any():
+        dropped.append(pd.DataFrame({
+            "file": "", "row": "", "column": "group",
+            "value": (dists.loc[dup, "item_id"] + " / " + dists.loc[dup, "group"]).tolist(),
+            "reason": "duplicate (item, group): kept the first source's distribution",
+        }))
+        dists = dists[~dup]
+    items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
+    dists = dists.sort_values(["item_id", "group"], kind="stable").reset_index(drop=True)
+    check_schema(items, dists)
+    return SurveyData(items, dists, pd.concat(dropped, ignore_index=True)[DROP_COLUMNS])
+
+
+def check_schema(items: pd.DataFrame, dists: pd.DataFrame, tol: float = 1e-6) -> None:
+    """Invariants every later stage relies on; violations are bugs, so they raise."""
+    check_columns(items, ITEM_COLUMNS, "items")
+    check_columns(dists, DIST_COLUMNS, "distributions")
+    n_opts = dict(zip(items["item_id"], items["options"].map(len), strict=True))
+    for row in dists.itertuples(index=False):
+        if row.item_id not in n_opts:
+            raise SurveyDataError(f"distributions: item {row.item_id!r} has no row in items")
+        if len(row.shares) != n_opts[row.item_id]:
+            raise SurveyDataError(
+                f"distributions: item {row.item_id!r} group {row.group!r}: "
+                f"{len(row.shares)} shares for {n_opts[row.item_id]} options"
+            )
+        if not math.isclose(float(np.sum(row.shares)), 1.0, abs_tol=tol):
+            raise SurveyDataError(f"distributions: item {row.item_id!r} group {row.group!r} does not sum to 1")
+
+
+def coverage(items: pd.DataFrame, dists: pd.DataFrame) -> pd.DataFrame:
+    """Items per source x section, and how many groups answer them."""
+    per_item = dists.groupby("item_id")["group"].nunique().rename("n_groups")
+    df = items.merge(per_item, left_on="item_id", right_index=True, how="left").fillna({"n_groups": 0})
+    return (df.groupby(["source", "section"])
+              .agg(items=("item_id", "size"), with_distributions=("n_groups", lambda s: int((s > 0).sum())),
+                   mean_groups=("n_groups", "mean"))
+              .reset_index())
+
+
+# ------------------------------------------------------------------ the stage, as notebook 00 runs it
+def load_sources(sources: Sequence[str], *, goqa_choice: str = "auto", goqa_tolerance: float = 0.02,
+                 wvs7_microdata: str = "auto", wvs7_group_by: str = "B_COUNTRY_ALPHA",
+                 wvs7_weight: str = "W_WEIGHT", wvs7_min_respondents: int = 100,
+                 codebook_specs: Sequence[str] = (), on_invalid: OnInvalid = "drop",
+                 ) -> tuple[SurveyData, list[Path]]:
+    """Load every requested source; returns the combined data and the input files read."""
+    parts: list[SurveyData] = []
+    inputs: list[Path] = []
+    for source in sources:
+        if source == "goqa":
+            f = goqa_file(goqa_choice)
+            parts.append(load_goqa(f, on_invalid=on_invalid, tol=goqa_tolerance))
+            inputs.append(f)
+        elif source == "wvs7":
+            spec = wvs7_spec(wvs7_group_by, wvs7_weight or None, wvs7_min_respondents)
+            inputs.append(paths.WVS7_DIR)
+            micro = find_wvs7_microdata() if wvs7_microdata == "auto" else (
+                (paths.RAW / wvs7_microdata) if wvs7_microdata else None)
+            if micro is None:
+                parts.append(SurveyData(items=items_frame(spec)))
+            else:
+                parts.append(load_wvs7_microdata(micro, wvs7_group_by, wvs7_weight or None,
+                                                 wvs7_min_respondents, on_invalid))
+                inputs.append(micro)
+        elif source == "codebook":
+            for spec_file in codebook_specs:
+                p = Path(spec_file) if Path(spec_file).is_absolute() else paths.RAW / spec_file
+                parts.append(load_codebook_survey(p, on_invalid=on_invalid))
+                inputs.append(p)
+        else:
+            raise SurveyDataError(f"unknown source {source!r}; valid: goqa, wvs7, codebook")
+    return SurveyData.concat(parts), inputs
+
+
+def plot_coverage(items: pd.DataFrame, dists: pd.DataFrame, max_groups: int = 40) -> Any:
+    """Heatmap of which group answered which item (items grouped by source and section)."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    top = dists["group"].value_counts().head(max_groups).index
+    present = (dists[dists["group"].isin(top)].assign(v=1)
+               .pivot_table(index="item_id", columns="group", values="v", fill_value=0))
+    meta = items.set_index("item_id").loc[present.index, ["source", "section"]]
+    order = meta.assign(cov=present.sum(axis=1)).sort_values(["source", "section", "cov"]).index
+    present = present.loc[order, list(top)]
+    fig, ax = plt.subplots(figsize=plotting.figsize(1.0, 0.55))
+    ax.imshow(present.to_numpy().T, aspect="auto", interpolation="nearest", cmap="Greys")
+    ax.set_yticks(range(len(top)), [str(g)[:18] for g in top], fontsize=5)
+    ax.set_xlabel(f"items with distributions (n = {len(present)}), grouped by source and section")
+    ax.set_title(f"Coverage: the {len(top)} groups with most items")
+    return fig
+
+
+def plot_example_items(items: pd.DataFrame, dists: pd.DataFrame, item_ids: Sequence[str],
+                       max_groups: int = 4) -> Any:
+    """Bar charts of a few items' answer distributions in several groups."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    fig, axes = plt.subplots(1, len(item_ids), figsize=plotting.figsize(1.0, 0.42), squeeze=False)
+    for ax, item_id in zip(axes[0], item_ids, strict=True):
+        it = items.set_index("item_id").loc[item_id]
+        sub = dists[dists["item_id"] == item_id].head(max_groups)
+        width = 0.8 / max(len(sub), 1)
+        for j, row in enumerate(sub.itertuples(index=False)):
+            xs = np.arange(len(it["options"])) + j * width
+            ax.bar(xs, row.shares, width=width, label=str(row.group)[:16])
+        ax.set_xticks(np.arange(len(it["options"])) + 0.4 - width / 2,
+                      [o[:14] for o in it["options"]], rotation=60, ha="right", fontsize=5)
+        q = it["question"]
+        ax.set_title((q[:60] + "...") if len(q) > 60 else q, fontsize=6, wrap=True)
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=5, frameon=False)
+    axes[0][0].set_ylabel("share of respondents")
+    return fig

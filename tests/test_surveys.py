@@ -1,0 +1,221 @@
+"""Survey loaders: one tidy schema, and bad input rejected with file, row, column and value."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from valuealign import paths, surveys
+
+from conftest import REPO
+
+HEADER = "question,selections,options,source\n"
+GOOD = (
+    '"Is it good?","defaultdict(<class \'list\'>, {\'Germany\': [0.25, 0.75], \'Japan\': [0.5, 0.5]})",'
+    '"[\'Yes\', \'No\']",GAS\n'
+)
+
+
+def goqa_csv(tmp_path: Path, *rows: str, header: str = HEADER) -> Path:
+    path = tmp_path / "goqa.csv"
+    path.write_text(header + "".join(rows), encoding="utf-8")
+    return path
+
+
+def test_goqa_good_row_gives_tidy_schema(tmp_path) -> None:
+    data = surveys.load_goqa(goqa_csv(tmp_path, GOOD))
+    assert list(data.items.columns) == surveys.ITEM_COLUMNS
+    assert list(data.distributions.columns) == surveys.DIST_COLUMNS
+    item = data.items.iloc[0]
+    assert item["options"] == ["Yes", "No"] and item["section"] == "Pew Global Attitudes"
+    shares = dict(zip(data.distributions["group"], data.distributions["shares"], strict=True))
+    assert shares == {"Germany": [0.25, 0.75], "Japan": [0.5, 0.5]}
+    assert data.distributions["n"].isna().all()
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        (GOOD.replace("0.25, 0.75", "0.25, 0.5"), r"row 2, column 'selections\[Germany\]'.*sum to 0.75"),
+        (GOOD.replace("0.25, 0.75", "0.2, 0.3, 0.5"), r"row 2.*3 shares but 2 options"),
+        (GOOD.replace("{'Germany'", "__import__('os').system('echo pwned') or {'Germany'"),
+         r"row 2, column 'selections'.*not a dict literal"),
+        (GOOD.replace("defaultdict(<class 'list'>, {'Germany': [0.25, 0.75], 'Japan': [0.5, 0.5]})",
+                      "__import__('os').system('echo pwned')"), r"column 'selections'.*no dict literal"),
+        (GOOD.replace("{'Germany'", "{'x': __import__('os'), 'Germany'"), r"column 'selections'.*not a dict literal"),
+        (GOOD.replace("['Yes', 'No']", "Yes or No"), r"row 2, column 'options'"),
+        (GOOD.replace("0.25, 0.75", "float('nan'), 1.0"), r"column 'selections'"),
+    ],
+)
+def test_goqa_bad_rows_name_file_row_column_value(tmp_path, row, message) -> None:
+    path = goqa_csv(tmp_path, row)
+    with pytest.raises(surveys.SurveyDataError, match=message) as err:
+        surveys.load_goqa(path)
+    assert str(path) in str(err.value)
+
+
+def test_goqa_code_in_selections_is_never_executed(tmp_path) -> None:
+    marker = tmp_path / "pwned"
+    row = GOOD.replace("{'Germany'", f"{{'x': open('{marker}', 'w'), 'Germany'")
+    with pytest.raises(surveys.SurveyDataError):
+        surveys.load_goqa(goqa_csv(tmp_path, row))
+    assert not marker.exists()
+
+
+def test_goqa_drop_mode_records_every_dropped_row(tmp_path) -> None:
+    bad = (GOOD.replace("Is it good?", "Is it bad?").replace("0.25, 0.75", "0.0, 0.0")
+           .replace("0.5, 0.5", "0.0, 0.0"))
+    data = surveys.load_goqa(goqa_csv(tmp_path, GOOD, bad), on_invalid="drop")
+    assert len(data.items) == 1
+    assert set(data.dropped["row"]) == {"3"}
+    assert data.dropped["reason"].str.contains("all shares are zero").any()
+
+
+def test_goqa_missing_column_empty_and_non_utf8_files(tmp_path) -> None:
+    with pytest.raises(surveys.SurveyDataError, match=r"missing required column.*'selections'"):
+        surveys.load_goqa(goqa_csv(tmp_path, "q,x,['a']\n", header="question,selection,options\n"))
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(surveys.SurveyDataError, match="empty.csv: file is empty"):
+        surveys.load_goqa(empty)
+    latin = tmp_path / "latin1.csv"
+    latin.write_bytes((HEADER + GOOD.replace("Is it good?", "Est-ce bien fait? été")).encode("latin-1"))
+    with pytest.raises(surveys.SurveyDataError, match=r"latin1.csv: not UTF-8 \(byte 0xe9 at offset"):
+        surveys.load_goqa(latin)
+    header_only = goqa_csv(tmp_path)
+    with pytest.raises(surveys.SurveyDataError, match="no data rows"):
+        surveys.load_goqa(header_only)
+
+
+def test_numeric_scales_are_put_in_numeric_order(tmp_path) -> None:
+    row = ('"Scale?","{\'A\': [0.1, 0.2, 0.3, 0.4]}","[0.0, 10.0, 2.0, \'DK/Refused\']",WVS\n')
+    data = surveys.load_goqa(goqa_csv(tmp_path, row))
+    assert data.items.iloc[0]["options"] == ["0", "2", "10", "DK/Refused"]
+    assert data.distributions.iloc[0]["shares"] == pytest.approx([0.1, 0.3, 0.2, 0.4])
+    assert data.items.iloc[0]["nonsubstantive"] == [False, False, False, True]
+
+
+def test_shipped_goqa_subset_loads_with_documented_drops() -> None:
+    data = surveys.load_goqa(paths.GOQA_DIR / "global_opinions_subset.csv", on_invalid="drop")
+    assert len(data.items) == 1726  # 1,727 rows; one has no valid country left
+    assert data.dropped["reason"].str.contains("all shares are zero").sum() == 9  # SOURCES.md: 9 rows
+    assert data.distributions["group"].nunique() == 130
+    sums = data.distributions["shares"].map(sum)
+    assert np.allclose(sums, 1.0)
+
+
+# ------------------------------------------------------------------ WVS-7 microdata (synthetic, real layout)
+def synthetic_wvs(n: int = 3000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({
+        "B_COUNTRY_ALPHA": rng.choice(["DEU", "NZL", "JPN"], size=n),
+        "W_WEIGHT": rng.uniform(0.5, 1.5, size=n).round(3),
+        "Q260": rng.choice([1, 2], size=n),
+    })
+    df["Q1"] = rng.choice([1, 2, 3, 4, -1, -2], size=n, p=[0.4, 0.3, 0.15, 0.1, 0.03, 0.02])
+    df["Q56"] = rng.choice([1, 2, 3, -5], size=n)
+    df.loc[df["B_COUNTRY_ALPHA"] == "JPN", "Q56"] = -4  # not asked in one country
+    return df
+
+
+def test_wvs7_weighted_shares_and_missing_codes(tmp_path) -> None:
+    df = synthetic_wvs()
+    path = tmp_path / "WVS_synthetic.csv"
+    df.to_csv(path, index=False)
+    data = surveys.load_wvs7_microdata(path, min_respondents=50)
+    de = df[(df.B_COUNTRY_ALPHA == "DEU") & (df.Q1 > 0)]
+    expected = de.groupby("Q1")["W_WEIGHT"].sum().reindex([1, 2, 3, 4]).to_numpy()
+    row = data.distributions.query("item_id == 'wvs7-Q1' and group == 'Germany'").iloc[0]
+    assert row["shares"] == pytest.approx(expected / expected.sum())
+    assert row["n"] == len(de) and row["weighted"]
+    # Q56 is recoded (2 <-> 3) so that the scale is monotone: Better off, About the same, Worse off
+    q56 = data.items.set_index("item_id").loc["wvs7-Q56", "options"]
+    assert q56 == ["Better off", "Or about the same", "Worse off"]
+    nz = df[(df.B_COUNTRY_ALPHA == "NZL") & (df.Q56 > 0)]
+    share_worse = nz.loc[nz.Q56 == 2, "W_WEIGHT"].sum() / nz["W_WEIGHT"].sum()
+    row56 = data.distributions.query("item_id == 'wvs7-Q56' and group == 'New Zealand'").iloc[0]
+    assert row56["shares"][2] == pytest.approx(share_worse)
+    assert "Japan" not in set(data.distributions.query("item_id == 'wvs7-Q56'")["group"])
+
+
+def test_wvs7_groups_by_demographic_and_thresholds(tmp_path) -> None:
+    df = synthetic_wvs(n=400)
+    path = tmp_path / "WVS_synthetic.csv"
+    df.to_csv(path, index=False)
+    data = surveys.load_wvs7_microdata(path, group_by="Q260", min_respondents=150, on_invalid="drop")
+    assert set(data.distributions["group_type"]) == {"Q260"}
+    small = surveys.load_wvs7_microdata(path, group_by="B_COUNTRY_ALPHA", min_respondents=1000,
+                                        on_invalid="drop")
+    assert small.distributions.empty
+    assert small.dropped["reason"].str.contains("min_respondents=1000").any()
+
+
+def test_wvs7_unknown_group_column_and_bad_codes(tmp_path) -> None:
+    df = synthetic_wvs(n=200)
+    path = tmp_path / "WVS_synthetic.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(surveys.SurveyDataError, match=r"unknown column 'B_COUNTRY_ALPH'.*did you mean B_COUNTRY_ALPHA"):
+        surveys.load_wvs7_microdata(path, group_by="B_COUNTRY_ALPH")
+    df.loc[5, "Q1"] = 7
+    df.to_csv(path, index=False)
+    with pytest.raises(surveys.SurveyDataError, match=r"row 7, column 'Q1', value 7: code not in the codebook"):
+        surveys.load_wvs7_microdata(path, min_respondents=1)
+
+
+def test_wvs7_reads_spss_and_stata(tmp_path) -> None:
+    import pyreadstat
+
+    df = synthetic_wvs(n=300)
+    csv = tmp_path / "WVS_a.csv"
+    df.to_csv(csv, index=False)
+    ref = surveys.load_wvs7_microdata(csv, min_respondents=10).distributions
+    for name, writer in (("WVS_a.sav", pyreadstat.write_sav), ("WVS_a.dta", pyreadstat.write_dta)):
+        writer(df, str(tmp_path / name))
+        got = surveys.load_wvs7_microdata(tmp_path / name, min_respondents=10).distributions
+        assert list(got["group"]) == list(ref["group"])
+        for a, b in zip(got["shares"], ref["shares"], strict=True):
+            assert np.allclose(a, b)
+
+
+def test_codebook_adapter_plugs_in_another_survey(tmp_path) -> None:
+    rng = np.random.default_rng(1)
+    pd.DataFrame({"region": rng.choice(["North", "South"], 500), "wt": 1.0,
+                  "pride": rng.choice([1, 2, 3, 9], 500)}).to_csv(tmp_path / "nzavs.csv", index=False)
+    (tmp_path / "nzavs.yaml").write_text(
+        "name: nzavs\nfile: nzavs.csv\ngroup: region\nweight: wt\nmissing_codes: [9]\nmin_respondents: 10\n"
+        "items:\n  - column: pride\n    question: How proud are you to be a New Zealander?\n"
+        "    options: {1: Very proud, 2: Somewhat proud, 3: Not proud}\n    ordinal: true\n"
+        "    section: Identity\n"
+    )
+    data = surveys.load_codebook_survey(tmp_path / "nzavs.yaml")
+    assert data.items.iloc[0]["item_id"] == "nzavs-pride"
+    assert set(data.distributions["group"]) == {"North", "South"}
+    assert np.allclose(data.distributions["shares"].map(sum), 1)
+    (tmp_path / "broken.yaml").write_text("name: x\nfile: nzavs.csv\ngroup: region\nitems:\n  - column: pride\n")
+    with pytest.raises(surveys.SurveyDataError, match=r"broken.yaml: items\[0\]: missing required key 'question'"):
+        surveys.load_codebook_survey(tmp_path / "broken.yaml")
+
+
+# ------------------------------------------------------------------ the whole stage
+@pytest.mark.slow
+def test_notebook_00_twice_gives_byte_identical_parquet(tmp_path) -> None:
+    """Run the real notebook twice (papermill) against a scratch root that shares data/raw."""
+    root = tmp_path / "root"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "raw").symlink_to(REPO / "data" / "raw")
+    (root / "notebooks").symlink_to(REPO / "notebooks")
+    (root / "configs").symlink_to(REPO / "configs")
+    env = {**os.environ, "VALUEALIGN_ROOT": str(root)}
+    outputs = []
+    for run in range(2):
+        subprocess.run([sys.executable, "-m", "valuealign.notebooks", "00_survey_data",
+                        "--out", str(tmp_path / f"exec{run}")], env=env, check=True, capture_output=True)
+        outputs.append({p.name: p.read_bytes() for p in (root / "data/processed").glob("*.parquet")})
+    assert set(outputs[0]) == {"items.parquet", "distributions.parquet", "dropped_rows.parquet"}
+    assert outputs[0] == outputs[1]
