@@ -1,0 +1,291 @@
+"""The experiment-grid sweep on tiny synthetic notebooks (real papermill, real submitit).
+
+Each synthetic notebook has a tagged parameters cell and writes a small output, so a test
+can count how often a cell really ran. The real fine-tune notebooks are far too slow here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import yaml
+
+from valuealign import sweep
+from valuealign.config import ConfigError
+
+TOUCH_PARAMS = '''tag = "a"  # the cell's tag
+out_dir = ""  # where to write the per-tag log
+fail_on = ""  # a tag that fails until out_dir/fixed exists
+sleep_on = ""  # a tag that sleeps until out_dir/nosleep exists
+method = "sft"  # alignment method {sft, dpo, kto}
+n = 1  # a number [0, 100]
+runs_dir = ""  # where to write a toy run (empty: none)
+'''
+TOUCH_BODY = '''import json, os, time
+from pathlib import Path
+out = Path(out_dir)
+out.mkdir(parents=True, exist_ok=True)
+(out / f"{tag}.pid").write_text(str(os.getpid()))
+with open(out / f"{tag}.log", "a") as fh:
+    fh.write(f"{method} {n}\\n")
+if tag == sleep_on:
+    t0 = time.time()
+    while not (out / "nosleep").exists() and time.time() - t0 < 120:
+        time.sleep(0.2)
+if tag == fail_on and not (out / "fixed").exists():
+    raise ValueError(f"tag {tag} is broken")
+if runs_dir:
+    run = Path(runs_dir) / f"toy__{method}__{tag}"
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "manifest.json").write_text(json.dumps({"parameters": {"method": method, "tag": tag}}))
+    (run / "DONE").write_text("ok")
+'''
+REPORT_PARAMS = '''runs = []  # run ids to report on
+out_dir = ""  # where to write the report
+runs_dir = ""  # the runs folder
+'''
+REPORT_BODY = '''import json
+from pathlib import Path
+for r in runs:
+    (Path(runs_dir) / r / "eval").mkdir(parents=True, exist_ok=True)
+    (Path(runs_dir) / r / "eval" / "metrics.json").write_text(json.dumps({"score": len(r)}))
+name = "all" if len(runs) > 1 else "-".join(runs)
+Path(out_dir, f"report_{name}.json").write_text(json.dumps(sorted(runs)))
+'''
+
+
+def _notebook(path: Path, params: str, body: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_markdown_cell("# synthetic"), nbformat.v4.new_code_cell(params),
+                nbformat.v4.new_code_cell(body)]
+    nb.cells[1].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "configs" / "grids").mkdir(parents=True)
+    _notebook(tmp_path / "notebooks" / "01_touch.ipynb", TOUCH_PARAMS, TOUCH_BODY)
+    _notebook(tmp_path / "notebooks" / "02_report.ipynb", REPORT_PARAMS, REPORT_BODY)
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+def _grid(root: Path, name: str = "g", **over) -> Path:
+    grid = {"notebooks": ["01_touch"], "axes": {"tag": ["a", "b"]},
+            "set": {"out_dir": str(root / "out")}}
+    grid.update(over)
+    path = root / "configs" / "grids" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    return path
+
+
+def _lines(root: Path, tag: str) -> int:
+    p = root / "out" / f"{tag}.log"
+    return len(p.read_text().splitlines()) if p.exists() else 0
+
+
+# ---------------------------------------------------------------- validation (nothing runs)
+@pytest.mark.parametrize(("over", "message"), [
+    ({"axes": {"tga": ["a"]}}, "unknown axis 'tga'"),
+    ({"notebooks": ["01_tuch"]}, "unknown notebook '01_tuch'"),
+    ({"axes": {"tag": []}}, "axis 'tag' is empty"),
+    ({"axes": {"tag": ["a", "a"]}}, "duplicate cell"),
+    ({"axes": {"tag": ["a"], "method": ["sft", "sft"]}}, "duplicate cell"),
+    ({"set": {"out_dri": "x"}}, "unknown parameter 'out_dri'; did you mean out_dir?"),
+    ({"map": {"01_touch": {"fail_onn": "{tag}"}}}, "unknown parameter 'fail_onn'"),
+    ({"map": {"02_report": {"runs": ["{tag}"]}}}, "map: unknown notebook '02_report'"),
+    ({"map": {"01_touch": {"fail_on": "{tg}"}}}, "unknown placeholder"),
+    ({"axes": {"tag": ["a"], "method": ["ppo"]}}, "'ppo' is not one of"),
+    ({"axes": {"tag": ["a"], "n": [1, 500]}}, "out of range"),
+    ({"executor": {"slurm": {"gpus": 1}}}, "executor.slurm: unknown key(s) gpus"),
+])
+def test_bad_grid_is_refused_before_anything_runs(root: Path, over: dict, message: str) -> None:
+    path = _grid(root, **over)
+    with pytest.raises(ConfigError, match=None) as err:
+        sweep.sweep(path, layout=sweep.Layout(root))
+    assert message in str(err.value)
+    assert str(path) in str(err.value)
+    assert not (root / "out" / "a.log").exists() and not (root / "runs").exists()
+
+
+def test_misspelt_parameter_names_the_valid_ones(root: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        sweep.load_grid(_grid(root, set={"out_dir": "x", "sleep_onn": "a"}), sweep.Layout(root))
+    assert "'sleep_onn'" in str(err.value) and "valid: " in str(err.value)
+    assert "sleep_on" in str(err.value).split("valid: ")[1]
+
+
+def test_cells_ids_and_mapping(root: Path) -> None:
+    path = _grid(root, notebooks=["01_touch", "02_report"],
+                 axes={"method": ["sft", "dpo"], "tag": ["x"]},
+                 map={"01_touch": {"fail_on": "{tag}-{method}"},
+                      "02_report": {"runs": "{run_ids}"}})
+    grid = sweep.load_grid(path, sweep.Layout(root))
+    assert [c.cell_id for c in grid.cells] == ["sft__x", "dpo__x"]
+    p = grid.cells[1].parameters
+    assert p["01_touch"] == {"fail_on": "x-dpo", "method": "dpo", "out_dir": str(root / "out"),
+                             "tag": "x"}
+    # 'set' reaches every notebook declaring the name; {run_ids} is filled in after 01 ran
+    assert p["02_report"] == {"out_dir": str(root / "out"), "runs": "{run_ids}"}
+    assert len({c.fingerprint for c in grid.cells}) == 2
+    # {run_ids} cannot feed the first notebook: nothing has run yet
+    with pytest.raises(ConfigError, match="unknown placeholder"):
+        sweep.load_grid(_grid(root, map={"01_touch": {"fail_on": "{run_ids}"}}), sweep.Layout(root))
+
+
+# ---------------------------------------------------------------- running
+@pytest.mark.slow
+def test_local_sweep_failure_retry_registry_index(root: Path, capsys) -> None:
+    layout = sweep.Layout(root)
+    path = _grid(root, notebooks=["01_touch", "02_report"],
+                 axes={"tag": ["a", "b", "c"]},
+                 set={"out_dir": str(root / "out"), "runs_dir": str(root / "runs"), "fail_on": "b"},
+                 map={"02_report": {"runs": "{run_ids}"}},
+                 finalize={"notebook": "02_report", "parameters": {"runs": "{all_run_ids}"}},
+                 executor={"local": {"workers": 2}})
+    assert sweep.sweep(path, layout=layout, dry_run=True) == 0
+    assert "3 to run" in capsys.readouterr().out and not (root / "runs" / "registry.parquet").exists()
+
+    assert sweep.sweep(path, layout=layout) == 1  # one failed cell, the others went on
+    reg = pd.read_parquet(layout.registry)
+    assert list(reg["cell_id"]) == ["a", "b", "c"]
+    st = dict(zip(reg["cell_id"], reg["status"], strict=True))
+    assert st == {"a": "done", "b": "failed", "c": "done"}
+    b = reg.set_index("cell_id").loc["b"]
+    assert "ValueError: tag b is broken" in b["error"] and "01_touch" in b["error"]
+    failed_nb = root / "executed" / "g" / "b" / "01_touch.ipynb"
+    assert failed_nb.exists() and "tag b is broken" in failed_nb.read_text()
+    assert not (root / "executed" / "g" / "b" / "02_report.ipynb").exists()
+    a = reg.set_index("cell_id").loc["a"]
+    assert json.loads(a["run_ids"]) == ["toy__sft__a"] and a["run_folder"] == "runs/toy__sft__a"
+    assert json.loads(a["metrics"]) == {"score": len("toy__sft__a")}
+    assert json.loads((root / "out" / "report_toy__sft__a.json").read_text()) == ["toy__sft__a"]
+    assert json.loads((root / "out" / "report_all.json").read_text()) == ["toy__sft__a",
+                                                                          "toy__sft__c"]
+    index = (root / "executed" / "g" / "index.html").read_text()
+    for cell in "abc":
+        assert f'href="{cell}/01_touch.html"' in index
+    assert "failed" in index and "_combined/02_report.html" in index
+
+    (root / "out" / "fixed").touch()  # the bug is fixed: only b runs again
+    assert sweep.sweep(path, layout=layout) == 0
+    assert [_lines(root, t) for t in "abc"] == [1, 2, 1]
+    reg = pd.read_parquet(layout.registry)
+    assert len(reg) == 3 and set(reg["status"]) == {"done"}
+    assert reg.set_index("cell_id").loc["b", "attempts"] == 2
+
+    capsys.readouterr()
+    t0 = time.time()
+    assert sweep.sweep(path, layout=layout) == 0
+    assert time.time() - t0 < 10
+    assert "nothing to do" in capsys.readouterr().out
+    assert [_lines(root, t) for t in "abc"] == [1, 2, 1]
+
+    # a changed parameter makes the cells stale; a deleted output makes its cell incomplete
+    (root / "executed" / "g" / "c" / "01_touch.ipynb").unlink()
+    states = dict((c.cell_id, s) for c, s in sweep.plan(sweep.load_grid(path, layout), layout))
+    assert states == {"a": "done", "b": "done", "c": "incomplete"}
+    path = _grid(root, notebooks=["01_touch", "02_report"], axes={"tag": ["a", "b", "c"]},
+                 set={"out_dir": str(root / "out"), "runs_dir": str(root / "runs"), "n": 2},
+                 map={"02_report": {"runs": "{run_ids}"}})
+    states = [s for _, s in sweep.plan(sweep.load_grid(path, layout), layout)]
+    assert states == ["changed"] * 3
+
+
+@pytest.mark.slow
+def test_killed_during_third_cell_then_resumed(root: Path) -> None:
+    path = _grid(root, axes={"tag": ["a", "b", "c", "d"]},
+                 set={"out_dir": str(root / "out"), "sleep_on": "c"})
+    env = {**os.environ, "VALUEALIGN_ROOT": str(root)}
+    cmd = [sys.executable, "-m", "valuealign.sweep", str(path)]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while not (root / "out" / "c.log").exists():  # the third cell is sleeping now
+            assert proc.poll() is None and time.time() < deadline
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kernel = root / "out" / "c.pid"
+        if kernel.exists():  # the kernel may live in its own session: end it by its id
+            try:
+                os.kill(int(kernel.read_text()), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+    reg = pd.read_parquet(root / "runs" / "registry.parquet")
+    assert dict(zip(reg["cell_id"], reg["status"], strict=True)) == {
+        "a": "done", "b": "done", "c": "running"}
+
+    (root / "out" / "nosleep").touch()
+    out = subprocess.run(cmd + ["--dry-run"], env=env, capture_output=True, text=True, check=True)
+    assert "[interrupted] run  c" in out.stdout and "[       done] skip a" in out.stdout
+    subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
+    assert [_lines(root, t) for t in "abcd"] == [1, 1, 2, 1]
+    reg = pd.read_parquet(root / "runs" / "registry.parquet")
+    assert list(reg["cell_id"]) == ["a", "b", "c", "d"]  # one row per cell, no duplicates
+    assert set(reg["status"]) == {"done"}
+
+
+# ---------------------------------------------------------------- Slurm through submitit
+SLURM = {"partition": "gpu-a100", "gpus_per_node": 1, "cpus_per_task": 8, "mem_gb": 64,
+         "time_min": 360, "array_parallelism": 2, "account": "thesis",
+         "setup": ["module load cuda/12.4"]}
+
+
+def _check_sbatch(text: str, n: int) -> None:
+    for flag in ("--partition=gpu-a100", "--gpus-per-node=1", "--cpus-per-task=8", "--mem=64GB",
+                 "--time=360", f"--array=0-{n - 1}%2", "--account=thesis", "--job-name=valuealign-g"):
+        assert f"#SBATCH {flag}\n" in text, flag
+    assert "module load cuda/12.4" in text and "submitit.core._submit" in text
+
+
+def test_sbatch_preview_has_the_grid_resources(root: Path) -> None:
+    path = _grid(root, axes={"tag": ["a", "b", "c"]}, executor={"slurm": SLURM})
+    assert sweep.sweep(path, layout=sweep.Layout(root), executor="slurm", dry_run=True) == 0
+    _check_sbatch((root / "executed" / "g" / "preview.sbatch").read_text(), 3)
+    assert not (root / "out" / "a.log").exists()
+
+
+def test_slurm_submission_writes_the_array_script(root: Path, monkeypatch) -> None:
+    """The real AutoExecutor -> sbatch path, with a stand-in ``sbatch`` that only records."""
+    bin_dir = root / "bin"
+    bin_dir.mkdir()
+    for name, body in {"srun": "exit 0", "squeue": "exit 0",
+                       "sbatch": f'cp "$1" {root}/submitted.sh; echo "Submitted batch job 4242"'}.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(stat.S_IRWXU)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    layout = sweep.Layout(root)
+    path = _grid(root, axes={"tag": ["a", "b", "c"]}, executor={"slurm": SLURM})
+    assert sweep.sweep(path, layout=layout, executor="slurm") == 0
+    _check_sbatch((root / "submitted.sh").read_text(), 3)
+    reg = pd.read_parquet(layout.registry)
+    assert list(reg["status"]) == ["queued"] * 3
+    assert list(reg["job_id"]) == ["4242_0", "4242_1", "4242_2"]
+    assert not (root / "out" / "a.log").exists()  # submitted, not run
+
+
+def test_submitit_local_executor_runs_the_cells(root: Path) -> None:
+    layout = sweep.Layout(root)
+    path = _grid(root, axes={"tag": ["a", "b"]}, executor={"slurm": SLURM})
+    assert sweep.sweep(path, layout=layout, executor="submitit-local") == 0
+    reg = pd.read_parquet(layout.registry)
+    assert list(reg["status"]) == ["done", "done"] and reg["job_id"].notna().all()
+    assert [_lines(root, t) for t in "ab"] == [1, 1]
+    assert (root / "executed" / "g" / "b" / "01_touch.html").exists()
+    assert 'href="b/01_touch.html"' in (root / "executed" / "g" / "index.html").read_text()
