@@ -54,11 +54,18 @@ REPORT_PARAMS = '''runs = []  # run ids to report on
 out_dir = ""  # where to write the report
 runs_dir = ""  # the runs folder
 '''
-REPORT_BODY = '''import json
+REPORT_BODY = '''import fcntl, json
 from pathlib import Path
-for r in runs:
-    (Path(runs_dir) / r / "eval").mkdir(parents=True, exist_ok=True)
-    (Path(runs_dir) / r / "eval" / "metrics.json").write_text(json.dumps({"score": len(r)}))
+import pandas as pd
+rows = [{"run": r, "split": "test", "metric": m, "mean": v}
+        for r in runs for m, v in (("score", len(r)), ("half", len(r) / 2))]
+summary = Path(runs_dir) / "eval_summary.parquet"
+with open(Path(runs_dir) / ".summary.lock", "a") as lock:  # parallel cells merge into one table
+    fcntl.lockf(lock, fcntl.LOCK_EX)
+    old = pd.read_parquet(summary) if summary.exists() else pd.DataFrame()
+    if rows:
+        new = pd.concat([old[~old["run"].isin(runs)] if len(old) else old, pd.DataFrame(rows)])
+        new.to_parquet(summary)
 name = "all" if len(runs) > 1 else "-".join(runs)
 Path(out_dir, f"report_{name}.json").write_text(json.dumps(sorted(runs)))
 '''
@@ -171,7 +178,7 @@ def test_local_sweep_failure_retry_registry_index(root: Path, capsys) -> None:
     assert not (root / "executed" / "g" / "b" / "02_report.ipynb").exists()
     a = reg.set_index("cell_id").loc["a"]
     assert json.loads(a["run_ids"]) == ["toy__sft__a"] and a["run_folder"] == "runs/toy__sft__a"
-    assert json.loads(a["metrics"]) == {"score": len("toy__sft__a")}
+    assert json.loads(a["metrics"]) == {"test:half": 5.5, "test:score": 11.0}
     assert json.loads((root / "out" / "report_toy__sft__a.json").read_text()) == ["toy__sft__a"]
     assert json.loads((root / "out" / "report_all.json").read_text()) == ["toy__sft__a",
                                                                           "toy__sft__c"]
@@ -289,3 +296,12 @@ def test_submitit_local_executor_runs_the_cells(root: Path) -> None:
     assert [_lines(root, t) for t in "ab"] == [1, 1]
     assert (root / "executed" / "g" / "b" / "01_touch.html").exists()
     assert 'href="b/01_touch.html"' in (root / "executed" / "g" / "index.html").read_text()
+
+
+@pytest.mark.skipif(not all((sweep.Layout().notebooks / f"{n}.ipynb").exists()
+                            for n in ("03_finetune", "04_evaluate")),
+                    reason="notebooks 03_finetune/04_evaluate not written yet")
+def test_shipped_smoke_grid_is_valid() -> None:
+    grid = sweep.load_grid(sweep.Layout().root / "configs" / "grids" / "smoke.yaml")
+    assert len(grid.cells) == 4 and grid.notebooks == ("03_finetune", "04_evaluate")
+    assert {c.parameters["03_finetune"]["methods"][0] for c in grid.cells} == {"sft", "dpo"}

@@ -509,21 +509,57 @@ def _new_runs(before: Mapping[str, int], layout: Layout, axes: Mapping[str, Any]
     return sorted(r for r in fresh if _matches(layout.runs / r, axes))
 
 
-def _metrics(run_ids: Sequence[str], layout: Layout) -> dict[str, Any]:
-    """Small numeric summary for the registry: mean of each numeric column per run.
+def _expected_runs(notebook: Path, params: Mapping[str, Any], layout: Layout) -> list[str]:
+    """Finished runs a fine-tuning notebook stands for, by their run id.
 
-    Read from the combined evaluation table (``runs/eval_summary.parquet``, rows with a
-    ``run_id``) when there is one, else from ``runs/<run_id>/eval/metrics.json``.
+    A notebook with list parameters ``methods`` and ``value_sets`` trains one run per pair,
+    named by ``valuealign.training`` from its parameters; computing the ids (on the machine
+    that ran the notebook: the id records the resolved quantization) finds runs that the
+    notebook skipped because they were already finished, which no DONE time stamp shows.
+    """
+    specs = config.notebook_parameters(notebook)
+    if not {"methods", "value_sets"} <= set(specs):
+        return []
+    try:
+        from valuealign import training
+    except ImportError:
+        return []
+    full = {**{k: s.default for k, s in specs.items()}, **params}
+    ids = []
+    for method in full["methods"] or []:
+        for value_set in full["value_sets"] or []:
+            try:
+                rid = training.params_for_run(full, method, value_set).run_id
+            except Exception:  # noqa: BLE001 - not a training notebook after all
+                return []
+            if (layout.runs / rid / "DONE").exists():
+                ids.append(rid)
+    return ids
+
+
+def _metrics(run_ids: Sequence[str], layout: Layout) -> dict[str, Any]:
+    """Small numeric summary of a cell's runs for the registry and the index.
+
+    From the combined evaluation table ``runs/eval_summary.parquet`` (rows keyed by ``run``;
+    long format ``metric``/``mean`` -> ``<split>:<metric>``, averaged over the cell's runs and
+    evaluations, on the run's own value set where a ``target_value_set`` column exists),
+    else from ``runs/<run_id>/eval/metrics.json``.
     """
     out: dict[str, Any] = {}
     summary = layout.runs / "eval_summary.parquet"
     if summary.exists() and run_ids:
         df = pd.read_parquet(summary)
-        if "run_id" in df.columns:
-            df = df[df["run_id"].isin(run_ids)]
-            num = df.select_dtypes("number")
-            if len(num):
-                out = {k: round(float(v), 6) for k, v in num.mean().items() if pd.notna(v)}
+        key = "run" if "run" in df.columns else "run_id" if "run_id" in df.columns else None
+        df = df[df[key].isin(run_ids)] if key else df.iloc[0:0]
+        if {"target_value_set", "value_set"} <= set(df.columns):
+            df = df[df["target_value_set"] == df["value_set"]]
+        if len(df) and {"metric", "mean"} <= set(df.columns):
+            split = df["split"].astype(str) + ":" if "split" in df.columns else ""
+            means = df.assign(k=split + df["metric"].astype(str)).groupby("k")["mean"].mean()
+            out = {k: round(float(v), 6) for k, v in means.items() if pd.notna(v)}
+        elif len(df):
+            out = {k: round(float(v), 6) for k, v in df.select_dtypes("number").mean().items()
+                   if pd.notna(v)}
     if not out:
         for r in run_ids:
             mj = layout.runs / r / "eval" / "metrics.json"
@@ -595,7 +631,8 @@ def run_cell(cell: Cell, layout: Layout | None = None, job_id: str | None = None
             finally:
                 if target.exists():
                     executed.append(target)
-            run_ids = sorted(set(run_ids) | set(_new_runs(before, layout, cell.axes)))
+            found = _expected_runs(layout.notebooks / f"{nb}.ipynb", params, layout)
+            run_ids = sorted(set(run_ids) | set(found or _new_runs(before, layout, cell.axes)))
     except KeyboardInterrupt:
         status, error = "interrupted", "interrupted (KeyboardInterrupt)"
         raise
