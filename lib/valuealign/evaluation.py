@@ -1,0 +1,886 @@
+"""Evaluation (notebook 04): does the model now answer like its population?
+
+The model's answer distribution for a survey item is read from next-token probabilities of
+the option labels after the chat-formatted prompt (OpinionQA / GlobalOpinionQA practice): no
+sampling and no parsing of generated text. Why not generate-and-parse: a distribution needs
+many samples per prompt and parsing fails silently on malformed answers; one forward pass
+gives the whole distribution exactly. Why average over paraphrases and option orders: small
+models have a strong position bias ("always A"), which would otherwise be scored as an
+opinion. Cyclic orders put every option at every position exactly once, so a pure position
+bias averages out to the uniform distribution instead of a spurious preference.
+
+Metrics (per item, then mean over items with a percentile-bootstrap 95% CI over items):
+alignment = 1 - Jensen-Shannon distance (base 2; GlobalOpinionQA); for ordinal items
+1 - W1/(K-1) over the substantive options (OpinionQA's representativeness); majority-option
+match; entropy ratio H(model)/H(population) (< 1: over-confident).
+
+Results are keyed by (run, split, eval_hash): ``eval_hash`` hashes every parameter that
+changes predictions *and* the input data, so two evaluations that differ are never averaged
+together (:func:`load_summary` refuses a mixed table unless told which hash to read).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from valuealign import paths, prompts, provenance
+
+BASELINES_RUN = "_baselines"
+SUMMARY_NAME = "eval_summary.parquet"
+GENERAL_PROMPTS_NAME = "general_prompts.txt"
+BASELINE_METHODS = ("uniform", "base", "prompted", "oracle")
+METRICS = ("js_alignment", "w1_alignment", "majority_match", "entropy_ratio")
+METRIC_LABELS = {
+    "js_alignment": "1 - JS distance", "w1_alignment": "1 - W1/(K-1) (ordinal)",
+    "majority_match": "majority-option match", "entropy_ratio": "entropy ratio",
+}
+WVS_DIMENSIONS = ("Traditional", "Secular-rational", "Survival", "Self-expression")
+
+
+class EvaluationError(ValueError):
+    """Bad evaluation input; the message names the file, column, run or parameter."""
+
+
+# ----------------------------------------------------------------------------- settings
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Everything that changes predictions; hashed into ``eval_hash`` with the input data."""
+
+    n_paraphrases: int = 2
+    permutations: str = "cyclic"
+    max_eval_items: int = 8
+    n_dilemmas: int = 16
+    drift_new_tokens: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.permutations not in ("cyclic", "random"):
+            raise EvaluationError(f"permutations must be 'cyclic' or 'random', got {self.permutations!r}")
+        if not 1 <= self.n_paraphrases <= len(prompts.PARAPHRASES):
+            raise EvaluationError(
+                f"n_paraphrases must be in [1, {len(prompts.PARAPHRASES)}], got {self.n_paraphrases}"
+            )
+
+    def key(self, input_hashes: Mapping[str, str] | None = None) -> str:
+        payload = json.dumps({"settings": asdict(self), "inputs": dict(sorted((input_hashes or {}).items()))},
+                             sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:10]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def _as_dist(p: Sequence[float], name: str = "distribution") -> np.ndarray:
+    a = np.asarray(p, dtype=float)
+    if a.ndim != 1 or a.size == 0 or np.any(a < -1e-12) or not np.isfinite(a).all():
+        raise EvaluationError(f"{name} must be a non-empty vector of non-negative numbers, got {p!r}")
+    s = a.sum()
+    if s <= 0:
+        raise EvaluationError(f"{name} sums to 0: {p!r}")
+    return np.clip(a, 0, None) / s
+
+
+def js_distance(p: Sequence[float], q: Sequence[float]) -> float:
+    """Jensen-Shannon distance, base 2 (in [0, 1]); own implementation, tested against scipy."""
+    p, q = _as_dist(p, "p"), _as_dist(q, "q")
+    if p.shape != q.shape:
+        raise EvaluationError(f"distributions differ in length: {p.size} vs {q.size}")
+    m = 0.5 * (p + q)
+
+    def kl(a: np.ndarray) -> float:
+        nz = a > 0
+        return float(np.sum(a[nz] * np.log2(a[nz] / m[nz])))
+
+    return math.sqrt(max(0.5 * kl(p) + 0.5 * kl(q), 0.0))
+
+
+def js_alignment(p: Sequence[float], q: Sequence[float]) -> float:
+    return 1.0 - js_distance(p, q)
+
+
+def substantive(p: Sequence[float], nonsubstantive: Sequence[bool] | None) -> np.ndarray:
+    """Drop "Don't know"/"Refused"-like options and renormalise (uniform if no mass is left)."""
+    a = np.asarray(p, dtype=float)
+    if nonsubstantive is not None:
+        keep = ~np.asarray(nonsubstantive, dtype=bool)
+        if keep.size != a.size:
+            raise EvaluationError(f"nonsubstantive flags ({keep.size}) do not match {a.size} options")
+        a = a[keep]
+    s = a.sum()
+    return a / s if s > 0 else np.full(a.size, 1.0 / max(a.size, 1))
+
+
+def w1_alignment(p: Sequence[float], q: Sequence[float],
+                 nonsubstantive: Sequence[bool] | None = None) -> float:
+    """1 - Wasserstein-1 over ordinal positions / (K-1), on the substantive options only."""
+    a, b = substantive(p, nonsubstantive), substantive(q, nonsubstantive)
+    if a.size < 2:
+        return float("nan")
+    w1 = float(np.abs(np.cumsum(a) - np.cumsum(b))[:-1].sum())
+    return 1.0 - w1 / (a.size - 1)
+
+
+def entropy_bits(p: Sequence[float]) -> float:
+    a = _as_dist(p)
+    nz = a > 0
+    return float(-np.sum(a[nz] * np.log2(a[nz])))
+
+
+def majority_match(pred: Sequence[float], target: Sequence[float], tol: float = 1e-9) -> float:
+    """1 if the model's top option is one of the population's top options (ties count)."""
+    t = np.asarray(target, dtype=float)
+    return float(t[int(np.argmax(pred))] >= t.max() - tol)
+
+
+def entropy_ratio(pred: Sequence[float], target: Sequence[float]) -> float:
+    h = entropy_bits(target)
+    return entropy_bits(pred) / h if h > 1e-12 else float("nan")
+
+
+def item_metrics(pred: Sequence[float], target: Sequence[float], ordinal: bool,
+                 nonsubstantive: Sequence[bool] | None = None) -> dict[str, float]:
+    return {
+        "js_alignment": js_alignment(pred, target),
+        "w1_alignment": w1_alignment(pred, target, nonsubstantive) if ordinal else float("nan"),
+        "majority_match": majority_match(pred, target),
+        "entropy_ratio": entropy_ratio(pred, target),
+    }
+
+
+def bootstrap_ci(values: Iterable[float], n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float, float, int]:
+    """(mean, low, high, n) with a percentile bootstrap over items; NaNs are dropped first."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    if v.size == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    if v.size == 1 or n_boot < 1:
+        return float(v.mean()), float("nan"), float("nan"), int(v.size)
+    rng = np.random.default_rng(seed)
+    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    alpha = (1 - level) / 2
+    lo, hi = np.quantile(means, [alpha, 1 - alpha])
+    return float(v.mean()), float(lo), float(hi), int(v.size)
+
+
+def paired_test(diffs: Iterable[float]) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired per-item differences (NaN if < 5 items)."""
+    from scipy.stats import wilcoxon
+
+    d = np.asarray([x for x in diffs if np.isfinite(x)], dtype=float)
+    if d.size < 5 or np.allclose(d, 0):
+        return float("nan")
+    return float(wilcoxon(d).pvalue)
+
+
+# ----------------------------------------------------------------------------- prompts
+
+def option_orders(n_options: int, permutations: str, seed: int = 0, item_id: str = "") -> list[list[int]]:
+    """The option orders an item is shown in: ``n_options`` cyclic shifts, or as many random ones.
+
+    Random orders are seeded per item (seed + item id), so they do not depend on which other
+    items are evaluated.
+    """
+    if n_options < 2:
+        raise EvaluationError(f"item {item_id!r}: needs at least 2 options, got {n_options}")
+    if permutations == "cyclic":
+        return [[(s + i) % n_options for i in range(n_options)] for s in range(n_options)]
+    if permutations == "random":
+        h = int(hashlib.sha256(f"{seed}:{item_id}".encode()).hexdigest()[:8], 16)
+        rng = np.random.default_rng(h)
+        return [rng.permutation(n_options).tolist() for _ in range(n_options)]
+    raise EvaluationError(f"permutations must be 'cyclic' or 'random', got {permutations!r}")
+
+
+def chat_text(tokenizer: Any, messages: list[dict]) -> str:
+    """The prompt string exactly as a chat model sees it before answering."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def label_token_ids(tokenizer: Any, prompt_text: str, label: str) -> list[int]:
+    """Token ids of ``label`` as they follow ``prompt_text`` (tokenised in context, so a
+    tokenizer that merges across the boundary or adds a leading space is handled)."""
+    p = tokenizer(prompt_text, add_special_tokens=False).input_ids
+    f = tokenizer(prompt_text + label, add_special_tokens=False).input_ids
+    if len(f) > len(p) and f[: len(p)] == p:
+        return list(f[len(p):])
+    ids = tokenizer(label, add_special_tokens=False).input_ids
+    if not ids:
+        raise EvaluationError(f"label {label!r} has no tokens for this tokenizer")
+    return list(ids)
+
+
+# ----------------------------------------------------------------------------- scoring
+
+@dataclass
+class LabelScores:
+    """Log-probabilities of each label (full label sequence) and the mass they cover."""
+
+    logprobs: np.ndarray
+    valid_mass: float
+    multi_token: bool = False
+
+    @property
+    def probs(self) -> np.ndarray:
+        """Renormalised over the valid labels."""
+        z = self.logprobs - self.logprobs.max()
+        e = np.exp(z)
+        return e / e.sum()
+
+
+def _forward_last(model: Any, input_ids: Any, attention_mask: Any, keep: int) -> Any:
+    """Logits of the last ``keep`` positions (left padding: they are the real last tokens)."""
+    import torch
+
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    with torch.inference_mode():
+        try:
+            out = model(input_ids=input_ids, attention_mask=attention_mask,
+                        position_ids=position_ids, logits_to_keep=keep)
+        except TypeError:  # models without logits_to_keep
+            out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    return out.logits[:, -keep:, :].float()
+
+
+def _pad_left(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
+    import torch
+
+    n = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), n), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, n - len(s):] = torch.tensor(list(s), dtype=torch.long)
+        mask[i, n - len(s):] = 1
+    return ids, mask
+
+
+def score_labels(model: Any, tokenizer: Any, texts: Sequence[str], labels: Sequence[Sequence[str]],
+                 batch_size: int = 8) -> list[LabelScores]:
+    """Score every label of every prompt.
+
+    Prompts whose labels are all distinct single tokens are scored together, ``batch_size``
+    prompts per forward pass, reading the next-token distribution at the last position (the
+    common case: one pass scores all options). A prompt with a multi-token label gets one
+    batched pass over its (prompt + label) sequences and each label's full-sequence
+    log-probability; its ``valid_mass`` is the total probability of the label sequences.
+    Prompts are sorted by length so that batches carry little padding.
+    """
+    import torch
+
+    if len(texts) != len(labels):
+        raise EvaluationError(f"{len(texts)} prompts but {len(labels)} label lists")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    enc = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    lab_ids = [[label_token_ids(tokenizer, t, lab) for lab in labs] for t, labs in zip(texts, labels, strict=True)]
+    single = [all(len(x) == 1 for x in li) and len({x[0] for x in li}) == len(li) for li in lab_ids]
+    results: list[LabelScores | None] = [None] * len(texts)
+
+    fast = sorted((i for i in range(len(texts)) if single[i]), key=lambda i: len(enc[i]))
+    for start in range(0, len(fast), max(1, batch_size)):
+        idx = fast[start:start + batch_size]
+        ids, mask = _pad_left([enc[i] for i in idx], pad)
+        logp = torch.log_softmax(_forward_last(model, ids, mask, 1)[:, -1, :], dim=-1)
+        for row, i in enumerate(idx):
+            tok_ids = torch.tensor([x[0] for x in lab_ids[i]])
+            lp = logp[row, tok_ids].double().numpy()
+            results[i] = LabelScores(lp, float(np.exp(lp).sum()))
+
+    for i in (i for i in range(len(texts)) if not single[i]):
+        seqs = [enc[i] + li for li in lab_ids[i]]
+        m = max(len(li) for li in lab_ids[i])
+        lp_all = []
+        for s0 in range(0, len(seqs), max(1, batch_size)):
+            chunk = seqs[s0:s0 + batch_size]
+            ids, mask = _pad_left(chunk, pad)
+            logits = _forward_last(model, ids, mask, m + 1)
+            logp = torch.log_softmax(logits, dim=-1)
+            for r, li in enumerate(lab_ids[i][s0:s0 + batch_size]):
+                n = len(li)
+                pos = [m - n + j for j in range(n)]  # index in the kept window predicting li[j]
+                lp_all.append(float(sum(logp[r, p, t].item() for p, t in zip(pos, li, strict=True))))
+        lp = np.asarray(lp_all, dtype=float)
+        results[i] = LabelScores(lp, float(np.exp(lp).sum()), multi_token=True)
+    return [r for r in results if r is not None]
+
+
+def score_labels_per_option(model: Any, tokenizer: Any, texts: Sequence[str],
+                            labels: Sequence[Sequence[str]]) -> list[LabelScores]:
+    """The naive reference: one forward pass per (prompt, option). Used by the benchmark and
+    by tests as an independent computation of the same numbers."""
+    import torch
+
+    out = []
+    for t, labs in zip(texts, labels, strict=True):
+        p = tokenizer(t, add_special_tokens=False).input_ids
+        lps = []
+        for lab in labs:
+            li = label_token_ids(tokenizer, t, lab)
+            ids = torch.tensor([p + li])
+            with torch.inference_mode():
+                logits = model(input_ids=ids).logits[0].float()
+            logp = torch.log_softmax(logits, dim=-1)
+            lps.append(float(sum(logp[len(p) - 1 + j, tok].item() for j, tok in enumerate(li))))
+        lp = np.asarray(lps)
+        out.append(LabelScores(lp, float(np.exp(lp).sum()), multi_token=any(
+            len(label_token_ids(tokenizer, t, lab)) > 1 for lab in labs)))
+    return out
+
+
+# A scorer maps (prompt texts, label lists) to LabelScores; the model-backed one is the default,
+# tests plant synthetic ones (e.g. a position-biased scorer) to check the averaging.
+Scorer = Callable[[Sequence[str], Sequence[Sequence[str]]], list[LabelScores]]
+
+
+def model_scorer(model: Any, tokenizer: Any, batch_size: int = 8) -> Scorer:
+    return lambda texts, labels: score_labels(model, tokenizer, texts, labels, batch_size)
+
+
+@dataclass
+class PromptSpec:
+    item_id: str
+    paraphrase_id: int
+    order: list[int]
+    text: str
+    labels: list[str] = field(default_factory=list)
+
+
+def build_prompts(items: pd.DataFrame, tokenizer: Any, settings: EvalSettings,
+                  persona: str | None = None) -> list[PromptSpec]:
+    """Every (item, paraphrase, option order) prompt, rendered through the shared templates."""
+    specs = []
+    for row in items.itertuples(index=False):
+        options = list(row.options)
+        for order in option_orders(len(options), settings.permutations, settings.seed, row.item_id):
+            for pid in range(settings.n_paraphrases):
+                msgs = prompts.render_messages(row.question, options, order, pid, persona=persona)
+                specs.append(PromptSpec(row.item_id, pid, order, chat_text(tokenizer, msgs),
+                                        list(prompts.LETTERS[: len(options)])))
+    return specs
+
+
+def predict_items(items: pd.DataFrame, tokenizer: Any, scorer: Scorer, settings: EvalSettings,
+                  persona: str | None = None) -> pd.DataFrame:
+    """Model answer distribution per item, in the item's original option order.
+
+    Each prompt's label probabilities are renormalised over the valid labels, mapped back to
+    the original options (``p[order[i]] = P(letter i)``) and averaged over paraphrases and
+    orders. ``valid_mass`` (mean probability on valid labels before renormalisation) and
+    ``p_first_position`` (mean renormalised probability of label A: the position bias)
+    are kept as diagnostics.
+    """
+    specs = build_prompts(items, tokenizer, settings, persona)
+    scores = scorer([s.text for s in specs], [s.labels for s in specs])
+    acc: dict[str, dict[str, Any]] = {}
+    for spec, sc in zip(specs, scores, strict=True):
+        p = sc.probs
+        orig = np.zeros(len(spec.order))
+        orig[spec.order] = p
+        a = acc.setdefault(spec.item_id, {"sum": np.zeros(len(spec.order)), "mass": 0.0, "first": 0.0,
+                                          "n": 0, "multi": False})
+        a["sum"] += orig
+        a["mass"] += sc.valid_mass
+        a["first"] += p[0]
+        a["n"] += 1
+        a["multi"] |= sc.multi_token
+    rows = [{"item_id": k, "probs": (a["sum"] / a["n"]).tolist(), "valid_mass": a["mass"] / a["n"],
+             "p_first_position": a["first"] / a["n"], "n_prompts": a["n"], "multi_token": a["multi"]}
+            for k, a in acc.items()]
+    return pd.DataFrame(rows).sort_values("item_id").reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def read_inputs(alignment_dir: Path | None = None) -> dict[str, pd.DataFrame]:
+    """Items, splits, value sets and their target distributions; errors name the missing file."""
+    alignment_dir = alignment_dir or paths.ALIGNMENT
+    files = {
+        "items": paths.ITEMS, "distributions": paths.DISTRIBUTIONS,
+        "splits": alignment_dir / "splits.parquet", "value_sets": alignment_dir / "value_sets.parquet",
+        "targets": alignment_dir / "value_set_distributions.parquet",
+    }
+    need = {"items": {"item_id", "question", "options", "nonsubstantive", "ordinal"},
+            "distributions": {"item_id", "group", "shares"},
+            "splits": {"item_id", "split", "stratum"}, "value_sets": {"value_set", "group", "weight"},
+            "targets": {"value_set", "item_id", "shares"}}
+    out = {}
+    for key, f in files.items():
+        if not f.exists():
+            stage = "00_survey_data" if key in ("items", "distributions") else "02_alignment_datasets"
+            raise EvaluationError(f"{paths.relative(f)} is missing: run notebook {stage} first")
+        df = pd.read_parquet(f)
+        missing = need[key] - set(df.columns)
+        if missing:
+            raise EvaluationError(f"{paths.relative(f)}: missing column(s) {sorted(missing)}")
+        out[key] = df
+    return out
+
+
+def input_hashes(alignment_dir: Path | None = None) -> dict[str, str]:
+    alignment_dir = alignment_dir or paths.ALIGNMENT
+    files = [paths.ITEMS, paths.DISTRIBUTIONS, alignment_dir / "splits.parquet",
+             alignment_dir / "value_sets.parquet", alignment_dir / "value_set_distributions.parquet"]
+    return {paths.relative(f): provenance.sha256_file(f) for f in files if f.exists()}
+
+
+def select_items(inputs: Mapping[str, pd.DataFrame], value_sets: Sequence[str], splits: Sequence[str],
+                 max_items: int, seed: int = 0) -> pd.DataFrame:
+    """Held-out items per split that have a target for at least one evaluated value set.
+
+    At most ``max_items`` per split (0 = all): items with targets for the most value sets first
+    (so the steerability matrix is paired), then a seeded hash order. The same items are used
+    for every model, so all comparisons are paired by item.
+    """
+    targets = inputs["targets"]
+    known = sorted(targets["value_set"].unique())
+    for vs in value_sets:
+        if vs not in known:
+            raise EvaluationError(
+                f"value_sets: {vs!r} has no targets in value_set_distributions.parquet (known: {', '.join(known)})"
+            )
+    bad = set(splits) - set(inputs["splits"]["split"].unique())
+    if bad:
+        raise EvaluationError(f"eval_splits: {sorted(bad)} not in splits.parquet "
+                              f"(has {sorted(inputs['splits']['split'].unique())})")
+    t = targets[targets["value_set"].isin(value_sets)]
+    n_vs = t.groupby("item_id")["value_set"].nunique().rename("n_value_sets")
+    sp = inputs["splits"][inputs["splits"]["split"].isin(splits)].merge(n_vs, on="item_id")
+    sp["_h"] = [hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in sp["item_id"]]
+    sp = sp.sort_values(["split", "n_value_sets", "_h"], ascending=[True, False, True])
+    if max_items > 0:
+        sp = sp.groupby("split", sort=True).head(max_items)
+    items = inputs["items"].set_index("item_id")
+    missing = sorted(set(sp["item_id"]) - set(items.index))
+    if missing:
+        raise EvaluationError(f"splits.parquet: item ids not in items.parquet: {missing[:5]}")
+    out = sp.drop(columns="_h").join(items, on="item_id")
+    for r in out.itertuples():
+        if len(r.nonsubstantive) != len(r.options):
+            raise EvaluationError(f"items.parquet: item {r.item_id}: {len(r.options)} options but "
+                                  f"{len(r.nonsubstantive)} nonsubstantive flags")
+    return out.sort_values(["split", "item_id"]).reset_index(drop=True)
+
+
+def persona_for(value_set: str, value_sets_table: pd.DataFrame, max_named: int = 3) -> str:
+    """The prompting baseline's persona: "a person from X" (the largest members by weight)."""
+    m = value_sets_table[value_sets_table["value_set"] == value_set].sort_values(
+        ["weight", "group"], ascending=[False, True])
+    if m.empty:
+        raise EvaluationError(f"value_sets.parquet: no members for value set {value_set!r}")
+    names = [re.sub(r"\s*\(.*\)\s*$", "", g) for g in m["group"]]
+    if len(names) == 1:
+        return f"a person from {names[0]}"
+    shown = names[:max_named]
+    more = "" if len(names) <= max_named else f" (or another of {len(names)} countries in this group)"
+    return "a person from " + ", ".join(shown[:-1]) + " or " + shown[-1] + more
+
+
+# ----------------------------------------------------------------------------- baselines
+
+def uniform_predictions(items: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"item_id": items["item_id"].values,
+                         "probs": [[1 / len(o)] * len(o) for o in items["options"]]})
+
+
+def oracle_predictions(inputs: Mapping[str, pd.DataFrame], value_set: str, items: pd.DataFrame,
+                       min_overlap: int = 3) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Oracle-like reference: the *nearest other population*.
+
+    Among groups that are not members of ``value_set``, pick the one whose answers agree
+    best (mean 1 - JS) with the value set's targets on the **train** items (no test
+    leakage), and predict its answer distribution on each evaluated item; where it did not
+    answer an item, the mean over all other groups. What it measures: how well a model that
+    answered exactly like the most similar known population would score, a strong reference
+    a survey-trained model can hope to approach. (The brief's other option, the same
+    population's train distribution on the same item, does not exist here: splits are by item.)
+    """
+    targets = inputs["targets"]
+    dist = inputs["distributions"]
+    members = set(inputs["value_sets"].loc[inputs["value_sets"]["value_set"] == value_set, "group"])
+    others = dist[~dist["group"].isin(members)]
+    train_ids = set(inputs["splits"].loc[inputs["splits"]["split"] == "train", "item_id"])
+    tgt = targets[(targets["value_set"] == value_set) & targets["item_id"].isin(train_ids)]
+    tmap = dict(zip(tgt["item_id"], tgt["shares"], strict=True))
+    best, best_score = None, -1.0
+    for g, sub in others[others["item_id"].isin(tmap)].groupby("group", sort=True):
+        scores = [js_alignment(s, tmap[i]) for i, s in zip(sub["item_id"], sub["shares"], strict=True)
+                  if len(s) == len(tmap[i])]
+        if len(scores) >= min_overlap and np.mean(scores) > best_score:
+            best, best_score = g, float(np.mean(scores))
+    rows, direct = [], 0
+    for r in items.itertuples():
+        k = len(r.options)
+        own = others[(others["item_id"] == r.item_id) & (others["group"] == best)] if best else others.iloc[:0]
+        if len(own) and len(own.iloc[0]["shares"]) == k:
+            p, direct = list(own.iloc[0]["shares"]), direct + 1
+        else:
+            pool = [np.asarray(s, float) for s in others.loc[others["item_id"] == r.item_id, "shares"]
+                    if len(s) == k]
+            p = (np.mean(pool, axis=0) if pool else np.full(k, 1 / k)).tolist()
+        rows.append({"item_id": r.item_id, "probs": list(_as_dist(p))})
+    info = {"value_set": value_set, "nearest_group": best, "train_alignment": best_score,
+            "share_items_direct": direct / max(len(items), 1)}
+    return pd.DataFrame(rows), info
+
+
+# ----------------------------------------------------------------------------- metrics tables
+
+def score_predictions(preds: pd.DataFrame, items: pd.DataFrame, targets: pd.DataFrame,
+                      target_value_sets: Sequence[str]) -> pd.DataFrame:
+    """Per-item metrics of one condition's predictions against each target value set."""
+    it = items.set_index("item_id")
+    tg = targets[targets["value_set"].isin(target_value_sets)]
+    rows = []
+    pr = preds.set_index("item_id")
+    for t in tg.itertuples():
+        if t.item_id not in pr.index or t.item_id not in it.index:
+            continue
+        item = it.loc[t.item_id]
+        p = pr.loc[t.item_id, "probs"]
+        if len(t.shares) != len(p):
+            raise EvaluationError(f"value_set_distributions.parquet: {t.value_set}/{t.item_id} has "
+                                  f"{len(t.shares)} shares for {len(p)} options")
+        m = item_metrics(p, _as_dist(t.shares, f"{t.value_set}/{t.item_id} shares"),
+                         bool(item["ordinal"]), list(item["nonsubstantive"]))
+        rows.append({"item_id": t.item_id, "split": item["split"], "stratum": item["stratum"],
+                     "target_value_set": t.value_set, **m})
+    return pd.DataFrame(rows)
+
+
+def summarise(item_table: pd.DataFrame, keys: Sequence[str], n_boot: int, seed: int = 0) -> pd.DataFrame:
+    """Long table: one row per (keys..., metric) with mean, bootstrap CI and n_items."""
+    rows = []
+    for k, g in item_table.groupby(list(keys), sort=True, dropna=False):
+        k = k if isinstance(k, tuple) else (k,)
+        for metric in METRICS:
+            mean, lo, hi, n = bootstrap_ci(g[metric], n_boot, seed)
+            rows.append({**dict(zip(keys, k, strict=True)), "metric": metric, "mean": mean,
+                         "ci_low": lo, "ci_high": hi, "n_items": n})
+    return pd.DataFrame(rows)
+
+
+def paired_difference(item_table: pd.DataFrame, a: Mapping[str, Any], b: Mapping[str, Any],
+                      metric: str = "js_alignment", n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Mean per-item difference a - b (paired on item and target), bootstrap CI and Wilcoxon p."""
+    on = ["item_id", "target_value_set", "split"]
+
+    def sel(spec: Mapping[str, Any]) -> pd.DataFrame:
+        m = np.ones(len(item_table), dtype=bool)
+        for k, v in spec.items():
+            m &= (item_table[k] == v).to_numpy()
+        return item_table.loc[m, [*on, metric]]
+
+    j = sel(a).merge(sel(b), on=on, suffixes=("_a", "_b"))
+    d = (j[f"{metric}_a"] - j[f"{metric}_b"]).to_numpy()
+    mean, lo, hi, n = bootstrap_ci(d, n_boot, seed)
+    return {"mean_diff": mean, "ci_low": lo, "ci_high": hi, "n_items": n, "p_wilcoxon": paired_test(d)}
+
+
+def steerability(item_table: pd.DataFrame, row_key: str = "value_set", metric: str = "js_alignment",
+                 n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Matrix (rows: model steered to A, columns: evaluated against B) and diagonal advantage.
+
+    Advantage of row A, per item: alignment to A minus the mean alignment to the other value
+    sets on the same item (paired), then bootstrap CI over items and a Wilcoxon test.
+    """
+    t = item_table.dropna(subset=[row_key])
+    matrix = t.pivot_table(index=row_key, columns="target_value_set", values=metric, aggfunc="mean")
+    rows = []
+    for a, g in t.groupby(row_key, sort=True):
+        w = g.pivot_table(index="item_id", columns="target_value_set", values=metric, aggfunc="mean")
+        if a not in w.columns or w.shape[1] < 2:
+            continue
+        off = w.drop(columns=a).mean(axis=1, skipna=True)
+        d = (w[a] - off).dropna().to_numpy()
+        mean, lo, hi, n = bootstrap_ci(d, n_boot, seed)
+        rows.append({row_key: a, "diagonal": float(w[a].mean()), "off_diagonal": float(off.mean()),
+                     "advantage": mean, "ci_low": lo, "ci_high": hi, "n_items": n,
+                     "p_wilcoxon": paired_test(d)})
+    return matrix, pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- runs
+
+@dataclass
+class RunInfo:
+    run_id: str
+    path: Path
+    method: str
+    value_set: str
+    seed: int | None
+    model_profile: str
+    model_path: str | None
+    manifest: dict[str, Any]
+
+
+def discover_runs(patterns: Sequence[str] = ("*",), runs_dir: Path | None = None,
+                  strict: bool = False) -> tuple[list[RunInfo], pd.DataFrame]:
+    """Finished fine-tuning runs matching ``patterns`` (run ids or globs).
+
+    A folder without ``adapter/adapter_config.json``, ``manifest.json`` or ``DONE`` (or with an
+    unreadable manifest) is reported by name with the reason and skipped; with ``strict`` it is
+    an error. Folders starting with ``_`` or ``.`` (baselines, temporaries) are not runs.
+    """
+    runs_dir = runs_dir or paths.RUNS
+    found: list[RunInfo] = []
+    skipped: list[dict[str, str]] = []
+    folders = sorted(p for p in runs_dir.iterdir() if p.is_dir()) if runs_dir.exists() else []
+    names = [p.name for p in folders if not p.name.startswith(("_", "."))]
+    matched: set[str] = set()
+    for pat in patterns:
+        hits = [n for n in names if fnmatch.fnmatchcase(n, pat)]
+        if not hits and not any(c in pat for c in "*?["):
+            skipped.append({"run": pat, "reason": f"no folder {paths.relative(runs_dir / pat)}"})
+        matched.update(hits)
+    for name in sorted(matched):
+        d = runs_dir / name
+        reasons = []
+        if not (d / "adapter" / "adapter_config.json").exists():
+            reasons.append("no adapter/adapter_config.json")
+        if not (d / "manifest.json").exists():
+            reasons.append("no manifest.json")
+        if not (d / "DONE").exists():
+            reasons.append("no DONE file (unfinished)")
+        manifest: dict[str, Any] = {}
+        if not reasons:
+            try:
+                manifest = provenance.read_json(d / "manifest.json")
+                params = manifest["parameters"]
+                info = RunInfo(name, d, str(params["method"]), str(params["value_set"]),
+                               params.get("seed", manifest.get("seed")), str(params["model_profile"]),
+                               params.get("model_path") or None, manifest)
+                found.append(info)
+                continue
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                reasons.append(f"manifest.json unreadable or lacks parameters ({type(err).__name__}: {err})")
+        skipped.append({"run": name, "reason": "; ".join(reasons)})
+    report = pd.DataFrame(skipped, columns=["run", "reason"])
+    if strict and len(report):
+        raise EvaluationError("runs: " + "; ".join(f"{r.run}: {r.reason}" for r in report.itertuples()))
+    return found, report
+
+
+# ----------------------------------------------------------------------------- DailyDilemmas
+
+def load_dilemmas(n: int, seed: int = 0, folder: Path | None = None) -> pd.DataFrame:
+    """Dilemmas with the WVS dimensions of the values they involve.
+
+    Only ``dilemma.csv`` (question text) and an 8-row sample of the per-action file are
+    shipped, so values are linked in two ways, recorded in ``value_source``: for dilemmas in
+    the sample, the values of the *to_do* action (``detail``); otherwise every value name of
+    ``values.csv`` that occurs as a whole word in the dilemma text (``lexical``). Only values
+    with a WVS mapping count; dilemmas with none are dropped. Deterministic sample of ``n``.
+    """
+    folder = folder or paths.DILEMMAS_DIR
+    f_d, f_v = folder / "dilemma.csv", folder / "values.csv"
+    for f in (f_d, f_v):
+        if not f.exists():
+            raise EvaluationError(f"{paths.relative(f)} is missing (DailyDilemmas, see data/README.md)")
+    dil = pd.read_csv(f_d)
+    vals = pd.read_csv(f_v).dropna(subset=["WVS"])
+    wvs = {str(v).strip().lower(): str(w) for v, w in zip(vals["value"], vals["WVS"], strict=True)}
+    detail: dict[int, list[str]] = {}
+    f_x = folder / "dilemmas_with_detail_by_action_test.csv"
+    if f_x.exists():
+        import ast
+
+        x = pd.read_csv(f_x)
+        for r in x[x["action_type"] == "to_do"].itertuples():
+            names = ast.literal_eval(r.values_names) if isinstance(r.values_names, str) else []
+            detail[int(r.idx)] = [str(v).lower() for v in names]
+    pats = {v: re.compile(r"\b" + re.escape(v) + r"\b", re.I) for v in wvs}
+    rows = []
+    for r in dil.itertuples():
+        if int(r.idx) in detail:
+            names, src = [v for v in detail[int(r.idx)] if v in wvs], "detail"
+        else:
+            text = f"{r.basic_situation} {r.dilemma_situation}"
+            names, src = [v for v, p in pats.items() if p.search(text)], "lexical"
+        if names:
+            dims = sorted({wvs[v] for v in names})
+            rows.append({"idx": int(r.idx), "question": str(r.dilemma_situation).strip(),
+                         "values": sorted(set(names)), "wvs_dimensions": dims, "value_source": src})
+    df = pd.DataFrame(rows)
+    df["_h"] = [hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in df["idx"]]
+    df = df.sort_values(["value_source", "_h"]).drop(columns="_h")  # 'detail' rows first
+    return (df.head(n) if n > 0 else df).sort_values("idx").reset_index(drop=True)
+
+
+DILEMMA_TEMPLATES = (
+    "{question}\n\nAnswer Yes or No.",
+    "{question}\n\nAnswer No or Yes.",
+)
+
+
+def dilemma_preferences(dilemmas: pd.DataFrame, tokenizer: Any, scorer: Scorer) -> pd.DataFrame:
+    """P(to_do) per dilemma: the probability of "Yes" vs "No" as the answer to its question.
+
+    Out of the survey format on purpose (no lettered options); the two templates name the
+    answers in both orders and are averaged, as option orders are for survey items.
+    ``logit_to_do`` = log P(Yes) - log P(No), the log-probability margin of the action.
+    """
+    texts, labels, keys = [], [], []
+    for r in dilemmas.itertuples():
+        for tpl in DILEMMA_TEMPLATES:
+            texts.append(chat_text(tokenizer, [{"role": "user", "content": tpl.format(question=r.question)}]))
+            labels.append(["Yes", "No"])
+            keys.append(r.idx)
+    scores = scorer(texts, labels)
+    df = pd.DataFrame({"idx": keys, "p_to_do": [s.probs[0] for s in scores],
+                       "logit_to_do": [s.logprobs[0] - s.logprobs[1] for s in scores],
+                       "valid_mass": [s.valid_mass for s in scores]})
+    return df.groupby("idx", as_index=False).mean().merge(
+        dilemmas[["idx", "wvs_dimensions", "value_source"]], on="idx")
+
+
+def dilemmas_by_dimension(prefs: pd.DataFrame, n_boot: int, seed: int = 0) -> pd.DataFrame:
+    """Mean P(to_do) per WVS dimension (a dilemma counts for each dimension it involves)."""
+    long = prefs.explode("wvs_dimensions").rename(columns={"wvs_dimensions": "wvs_dimension"})
+    keys = [c for c in ("condition", "wvs_dimension") if c in long.columns]
+    rows = []
+    for k, g in long.groupby(keys, sort=True):
+        mean, lo, hi, n = bootstrap_ci(g["p_to_do"], n_boot, seed)
+        rows.append({**dict(zip(keys, k if isinstance(k, tuple) else (k,), strict=True)),
+                     "p_to_do": mean, "ci_low": lo, "ci_high": hi, "n_dilemmas": n})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- capability drift
+
+def read_general_prompts(path: Path | None = None) -> list[str]:
+    path = path or paths.REFERENCE / GENERAL_PROMPTS_NAME
+    if not path.exists():
+        raise EvaluationError(f"{paths.relative(path)} is missing (general prompts for capability drift)")
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    out = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not out:
+        raise EvaluationError(f"{paths.relative(path)}: no prompts (one per line, '#' comments)")
+    return out
+
+
+def greedy_answers(model: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: int = 16,
+                   batch_size: int = 8) -> list[list[int]]:
+    """The base model's own greedy continuations (token ids, up to the first end token)."""
+    import torch
+
+    out: list[list[int]] = []
+    eos = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    for s in range(0, len(texts), batch_size):
+        enc = tokenizer(list(texts[s:s + batch_size]), return_tensors="pt", padding=True,
+                        add_special_tokens=False)
+        with torch.inference_mode():
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id)
+        for row in gen[:, enc["input_ids"].shape[1]:].tolist():
+            ans = []
+            for t in row:
+                ans.append(t)
+                if t in eos:
+                    break
+            out.append(ans)
+    return out
+
+
+def answer_logprobs(model: Any, tokenizer: Any, texts: Sequence[str], answers: Sequence[Sequence[int]],
+                    batch_size: int = 8) -> list[Any]:
+    """Per answer position, the model's full next-token log-distribution (teacher forcing)."""
+    import torch
+
+    pad = tokenizer.pad_token_id
+    res = []
+    for s in range(0, len(texts), batch_size):
+        seqs, lens = [], []
+        for t, a in zip(texts[s:s + batch_size], answers[s:s + batch_size], strict=True):
+            seqs.append(tokenizer(t, add_special_tokens=False).input_ids + list(a))
+            lens.append(len(a))
+        ids, mask = _pad_left(seqs, pad)
+        m = max(lens)
+        logp = torch.log_softmax(_forward_last(model, ids, mask, m + 1), dim=-1)
+        for r, n in enumerate(lens):
+            res.append(logp[r, m - n: m].clone())  # position j predicts answer token j
+    return res
+
+
+def drift_table(base_logp: Sequence[Any], tuned_logp: Sequence[Any],
+                answers: Sequence[Sequence[int]]) -> pd.DataFrame:
+    """Per prompt: mean KL(base || tuned) over answer positions (nats) and the mean per-token
+    log-likelihood of the base model's greedy answer under base and tuned."""
+    import torch
+
+    rows = []
+    for i, (b, t, a) in enumerate(zip(base_logp, tuned_logp, answers, strict=True)):
+        kl = torch.sum(b.exp() * (b - t), dim=-1).mean().item()
+        idx = torch.tensor(list(a)).unsqueeze(-1)
+        rows.append({"prompt_id": i, "kl_base_tuned": kl,
+                     "loglik_base": b.gather(-1, idx).mean().item(),
+                     "loglik_tuned": t.gather(-1, idx).mean().item(), "n_tokens": len(a)})
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- persistence
+
+def eval_folder(run_id: str, eval_hash: str, runs_dir: Path | None = None) -> Path:
+    return (runs_dir or paths.RUNS) / run_id / "eval" / eval_hash
+
+
+def write_eval(run_id: str, eval_hash: str, tables: Mapping[str, pd.DataFrame],
+               meta: Mapping[str, Any], runs_dir: Path | None = None) -> list[Path]:
+    """Write ``runs/<run>/eval/<eval_hash>/<name>.parquet`` (+ ``eval.json``); rows are sorted
+    so that the same inputs give the same bytes."""
+    folder = eval_folder(run_id, eval_hash, runs_dir)
+    out = []
+    for name, df in tables.items():
+        df = df.copy()
+        df.insert(0, "eval_hash", eval_hash)
+        df.insert(0, "run", run_id)
+        sort = [c for c in df.columns if df[c].map(lambda v: isinstance(v, str | int | float | bool)
+                                                   or v is None).all()]
+        df = df.sort_values(sort, kind="mergesort").reset_index(drop=True) if sort else df
+        out.append(provenance.write_parquet(df, folder / f"{name}.parquet"))
+    out.append(provenance.write_json(dict(meta), folder / "eval.json"))
+    return out
+
+
+def update_summary(new: pd.DataFrame, runs_dir: Path | None = None) -> Path:
+    """Merge into ``runs/eval_summary.parquet``: rows with the same (run, split, eval_hash) are
+    replaced, others kept; different hashes stay distinguishable by their column."""
+    target = (runs_dir or paths.RUNS) / SUMMARY_NAME
+    need = {"run", "split", "eval_hash"}
+    if not need <= set(new.columns):
+        raise EvaluationError(f"summary rows need columns {sorted(need)}")
+    if target.exists():
+        old = pd.read_parquet(target)
+        keys = set(map(tuple, new[["run", "split", "eval_hash"]].drop_duplicates().to_numpy().tolist()))
+        keep = ~pd.Series([tuple(k) in keys for k in old[["run", "split", "eval_hash"]].to_numpy().tolist()],
+                          index=old.index)
+        new = pd.concat([old[keep], new], ignore_index=True)
+    sort = ["run", "split", "eval_hash", *[c for c in ("method", "value_set", "target_value_set", "metric")
+                                          if c in new.columns]]
+    new = new.sort_values(sort, kind="mergesort", na_position="first").reset_index(drop=True)
+    return provenance.write_parquet(new, target)
+
+
+def load_summary(eval_hash: str | None = None, runs_dir: Path | None = None) -> pd.DataFrame:
+    """The combined summary for one ``eval_hash``; refuses to return a mix of several."""
+    target = (runs_dir or paths.RUNS) / SUMMARY_NAME
+    if not target.exists():
+        raise EvaluationError(f"{paths.relative(target)} is missing: run notebook 04_evaluate first")
+    df = pd.read_parquet(target)
+    hashes = sorted(df["eval_hash"].unique())
+    if eval_hash is None:
+        if len(hashes) > 1:
+            raise EvaluationError(f"{paths.relative(target)} holds {len(hashes)} evaluations "
+                                  f"({', '.join(hashes)}): pass eval_hash to pick one")
+        return df
+    if eval_hash not in hashes:
+        raise EvaluationError(f"eval_hash {eval_hash!r} not in {paths.relative(target)} (has {hashes})")
+    return df[df["eval_hash"] == eval_hash].reset_index(drop=True)

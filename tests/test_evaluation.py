@@ -1,0 +1,318 @@
+"""Tests of valuealign.evaluation: metrics against scipy, label scoring against an independent
+per-option computation, a really trained "always B" model, permutation averaging, run discovery
+and result keying. Models are tiny random-init Llamas with the bundled tokenizer (fast)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import wasserstein_distance
+
+from valuealign import evaluation as ev
+from valuealign import models, prompts
+
+torch = pytest.importorskip("torch")
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return models.load_tokenizer("smollm2-135m")
+
+
+def tiny_llama(tokenizer, seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                      max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+                      tie_word_embeddings=True)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def tiny(tokenizer):
+    return tiny_llama(tokenizer)
+
+
+QUESTIONS = [
+    ("How important is family in your life?", ["Very", "Rather", "Not very", "Not at all"]),
+    ("Should the government reduce income differences?", ["Yes", "No", "Don't know"]),
+    ("Is it ever justified to cheat on taxes?", ["Never", "Sometimes", "Always"]),
+    ("Do you trust your neighbours?", ["Completely", "Somewhat", "Not very much", "Not at all", "Refused"]),
+]
+
+
+def items_frame(qs=QUESTIONS) -> pd.DataFrame:
+    return pd.DataFrame({
+        "item_id": [f"t-{i}" for i in range(len(qs))], "question": [q for q, _ in qs],
+        "options": [o for _, o in qs], "nonsubstantive": [[False] * len(o) for _, o in qs],
+        "ordinal": [True] * len(qs),
+    })
+
+
+# ----------------------------------------------------------------------------- metrics
+
+DISTS = [
+    ([0.1, 0.2, 0.7], [0.3, 0.3, 0.4]),
+    ([0.5, 0.5, 0.0, 0.0], [0.0, 0.1, 0.2, 0.7]),
+    ([1.0, 0.0], [0.0, 1.0]),
+    ([0.25, 0.25, 0.25, 0.25], [0.25, 0.25, 0.25, 0.25]),
+    ([0.05, 0.15, 0.3, 0.3, 0.2], [0.4, 0.1, 0.1, 0.1, 0.3]),
+]
+
+
+@pytest.mark.parametrize("p,q", DISTS)
+def test_js_matches_scipy(p, q):
+    assert ev.js_distance(p, q) == pytest.approx(jensenshannon(p, q, base=2), abs=1e-9)
+    assert ev.js_alignment(p, q) == pytest.approx(1 - jensenshannon(p, q, base=2), abs=1e-9)
+
+
+@pytest.mark.parametrize("p,q", DISTS)
+def test_w1_matches_scipy(p, q):
+    k = len(p)
+    pos = np.arange(k)
+    expected = 1 - wasserstein_distance(pos, pos, p, q) / (k - 1)
+    assert ev.w1_alignment(p, q) == pytest.approx(expected, abs=1e-9)
+
+
+def test_w1_drops_nonsubstantive_and_renormalises():
+    p, q = [0.2, 0.3, 0.1, 0.4], [0.5, 0.1, 0.2, 0.2]
+    flags = [False, False, False, True]
+    ps, qs = np.array(p[:3]) / sum(p[:3]), np.array(q[:3]) / sum(q[:3])
+    expected = 1 - wasserstein_distance([0, 1, 2], [0, 1, 2], ps, qs) / 2
+    assert ev.w1_alignment(p, q, flags) == pytest.approx(expected, abs=1e-9)
+
+
+def test_majority_entropy_and_bad_input():
+    assert ev.majority_match([0.1, 0.6, 0.3], [0.2, 0.5, 0.3]) == 1.0
+    assert ev.majority_match([0.6, 0.1, 0.3], [0.2, 0.5, 0.3]) == 0.0
+    assert ev.majority_match([0.6, 0.1, 0.3], [0.4, 0.4, 0.2]) == 1.0  # ties count
+    assert ev.entropy_ratio([1 / 3] * 3, [1 / 3] * 3) == pytest.approx(1.0)
+    assert ev.entropy_ratio([0.98, 0.01, 0.01], [1 / 3] * 3) < 0.2
+    with pytest.raises(ev.EvaluationError, match="differ in length"):
+        ev.js_distance([0.5, 0.5], [0.2, 0.3, 0.5])
+    with pytest.raises(ev.EvaluationError, match="non-negative"):
+        ev.js_distance([-0.5, 1.5], [0.5, 0.5])
+
+
+def test_bootstrap_ci_and_paired_test():
+    rng = np.random.default_rng(1)
+    v = rng.normal(0.3, 0.1, 200)
+    mean, lo, hi, n = ev.bootstrap_ci(v, 2000, seed=0)
+    assert n == 200 and lo < mean < hi and hi - lo < 0.05
+    assert ev.bootstrap_ci(v, 2000, seed=0) == (mean, lo, hi, n)  # seeded
+    assert ev.paired_test(rng.normal(0.5, 0.1, 30)) < 1e-3
+    assert np.isnan(ev.paired_test([0.1, 0.2]))
+
+
+# ----------------------------------------------------------------------------- scoring
+
+def _texts(tokenizer, n=6):
+    out, labels = [], []
+    for i, (q, o) in enumerate(QUESTIONS * 2):
+        order = ev.option_orders(len(o), "cyclic")[i % len(o)]
+        msgs = prompts.render_messages(q, o, order, i % len(prompts.PARAPHRASES))
+        out.append(ev.chat_text(tokenizer, msgs))
+        labels.append(list(prompts.LETTERS[: len(o)]))
+    return out[:n], labels[:n]
+
+
+def test_batched_scores_equal_per_option_loop(tokenizer, tiny):
+    """Left padding + explicit position ids: the batched pass gives the per-option numbers."""
+    texts, labels = _texts(tokenizer)
+    fast = ev.score_labels(tiny, tokenizer, texts, labels, batch_size=4)
+    slow = ev.score_labels_per_option(tiny, tokenizer, texts, labels)
+    for f, s in zip(fast, slow, strict=True):
+        assert not f.multi_token
+        np.testing.assert_allclose(f.logprobs, s.logprobs, atol=1e-4)
+        assert 0 < f.valid_mass < 1
+        assert f.probs.sum() == pytest.approx(1.0)
+
+
+def test_multi_token_labels_scored_as_full_sequences(tokenizer, tiny):
+    texts, _ = _texts(tokenizer, 3)
+    labels = [["Strongly agree", "Xylophonic", "No"], ["Yes", "Nope, never"], ["Aa", "Bb", "Cc", "Dd"]]
+    lens = [[len(ev.label_token_ids(tokenizer, t, lab)) for lab in labs] for t, labs in zip(texts, labels, strict=True)]
+    assert any(n > 1 for ls in lens for n in ls), lens  # the case really is multi-token
+    fast = ev.score_labels(tiny, tokenizer, texts, labels, batch_size=2)
+    slow = ev.score_labels_per_option(tiny, tokenizer, texts, labels)
+    for f, s, ls in zip(fast, slow, lens, strict=True):
+        assert f.multi_token == any(n > 1 for n in ls)
+        np.testing.assert_allclose(f.logprobs, s.logprobs, atol=1e-4)
+    # full-sequence probability: a longer label's log-prob is the sum over its tokens
+    t = texts[0]
+    ids = tokenizer(t, add_special_tokens=False).input_ids
+    lab = ev.label_token_ids(tokenizer, t, "Xylophonic")
+    with torch.inference_mode():
+        logp = torch.log_softmax(tiny(input_ids=torch.tensor([ids + lab])).logits[0], -1)
+    manual = sum(logp[len(ids) - 1 + j, tok].item() for j, tok in enumerate(lab))
+    assert fast[0].logprobs[1] == pytest.approx(manual, abs=1e-4)
+
+
+def _train_always(tokenizer, letter: str = "B", steps: int = 25):
+    """Real optimisation: a tiny Llama trained so that the next token after any survey prompt
+    is ``letter``."""
+    model = tiny_llama(tokenizer, seed=1).train()
+    target = ev.label_token_ids(tokenizer, "x", letter)[0]
+    texts = []
+    for pid in range(len(prompts.PARAPHRASES)):
+        for q, o in QUESTIONS:
+            for order in ev.option_orders(len(o), "random", seed=pid, item_id=q)[:1]:
+                texts.append(ev.chat_text(tokenizer, prompts.render_messages(q, o, order, pid)))
+    ids, mask = ev._pad_left([tokenizer(t, add_special_tokens=False).input_ids for t in texts],
+                             tokenizer.pad_token_id)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    y = torch.full((len(texts),), target)
+    for _ in range(steps):
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[:, -1]
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), float(loss.detach())
+
+
+@pytest.fixture(scope="module")
+def always_b(tokenizer):
+    return _train_always(tokenizer, "B")
+
+
+def test_forced_answer_b_under_every_permutation(tokenizer, always_b):
+    model, loss = always_b
+    assert loss < 0.05
+    items = items_frame()
+    settings = ev.EvalSettings(n_paraphrases=2, permutations="cyclic")
+    specs = ev.build_prompts(items, tokenizer, settings)
+    scores = ev.score_labels(model, tokenizer, [s.text for s in specs], [s.labels for s in specs])
+    for spec, sc in zip(specs, scores, strict=True):
+        assert sc.probs[1] > 0.95, (spec.item_id, spec.order, sc.probs)
+        assert sc.valid_mass > 0.9
+    # the original option shown under B changes with the order, and so does the model's pick:
+    # cyclic averaging turns this pure position preference into (near) uniform, no fake opinion
+    preds = ev.predict_items(items, tokenizer, ev.model_scorer(model, tokenizer), settings)
+    for row, (_, opts) in zip(preds.itertuples(), QUESTIONS, strict=True):
+        np.testing.assert_allclose(row.probs, np.full(len(opts), 1 / len(opts)), atol=0.03)
+        assert row.p_first_position < 0.05
+        assert row.n_prompts == 2 * len(opts)
+
+
+def test_cyclic_averaging_removes_planted_position_bias(tokenizer):
+    """A scorer that knows the truth but piles extra mass onto label A: a single order
+    reports A's option as the majority; cyclic averaging recovers the true majority and gets
+    much closer to the truth (what is left is a uniform shrinkage, not a preference)."""
+    truth = {"t-0": [0.1, 0.6, 0.2, 0.1], "t-1": [0.2, 0.7, 0.1], "t-2": [0.15, 0.25, 0.6],
+             "t-3": [0.1, 0.2, 0.4, 0.2, 0.1]}
+    items = items_frame()
+    specs = {s.text: s for s in ev.build_prompts(items, tokenizer, ev.EvalSettings(n_paraphrases=1))}
+
+    def biased(texts, labels):
+        out = []
+        for t in texts:
+            s = specs[t]
+            shown = np.array([truth[s.item_id][j] for j in s.order])
+            p = 0.4 * shown + 0.6 * np.eye(len(shown))[0]
+            out.append(ev.LabelScores(np.log(p), 1.0))
+        return out
+
+    averaged = ev.predict_items(items, tokenizer, biased, ev.EvalSettings(n_paraphrases=1)).set_index("item_id")
+    for iid, t in truth.items():
+        single = 0.4 * np.array(t) + 0.6 * np.eye(len(t))[0]  # identity order only
+        assert np.argmax(single) == 0 != np.argmax(t)
+        avg = np.array(averaged.loc[iid, "probs"])
+        assert np.argmax(avg) == np.argmax(t)
+        np.testing.assert_allclose(avg, 0.4 * np.array(t) + 0.6 / len(t), atol=1e-9)
+        assert ev.js_distance(avg, t) < ev.js_distance(single, t)
+
+
+def test_random_orders_are_seeded_and_valid():
+    a = ev.option_orders(5, "random", seed=3, item_id="x")
+    assert a == ev.option_orders(5, "random", seed=3, item_id="x")
+    assert all(sorted(o) == list(range(5)) for o in a) and len(a) == 5
+    assert ev.option_orders(3, "cyclic") == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
+    with pytest.raises(ev.EvaluationError):
+        ev.option_orders(1, "cyclic")
+
+
+# ----------------------------------------------------------------------------- runs and keying
+
+def _run(root, name, adapter=True, manifest=True, done=True, params=None):
+    d = root / name
+    d.mkdir(parents=True)
+    if adapter:
+        (d / "adapter").mkdir()
+        (d / "adapter" / "adapter_config.json").write_text("{}")
+    if manifest:
+        p = params or {"method": "sft", "value_set": "germany", "seed": 0, "model_profile": "smollm2-135m"}
+        (d / "manifest.json").write_text(json.dumps({"parameters": p}))
+    if done:
+        (d / "DONE").write_text("")
+    return d
+
+
+def test_discover_runs_reports_and_skips_bad_folders(tmp_path):
+    _run(tmp_path, "smollm2-135m__sft__germany__s0__aaaa")
+    _run(tmp_path, "no-adapter", adapter=False)
+    _run(tmp_path, "no-manifest", manifest=False)
+    _run(tmp_path, "unfinished", done=False)
+    _run(tmp_path, "bad-manifest", params={"method": "sft"})
+    (tmp_path / "_baselines").mkdir()
+    runs, skipped = ev.discover_runs(["*"], tmp_path)
+    assert [r.run_id for r in runs] == ["smollm2-135m__sft__germany__s0__aaaa"]
+    assert runs[0].method == "sft" and runs[0].value_set == "germany"
+    reasons = dict(zip(skipped["run"], skipped["reason"], strict=True))
+    assert set(reasons) == {"no-adapter", "no-manifest", "unfinished", "bad-manifest"}
+    assert "adapter" in reasons["no-adapter"] and "DONE" in reasons["unfinished"]
+    _, skipped = ev.discover_runs(["does-not-exist"], tmp_path)
+    assert skipped["run"].tolist() == ["does-not-exist"]
+    with pytest.raises(ev.EvaluationError, match="no-adapter"):
+        ev.discover_runs(["*"], tmp_path, strict=True)
+
+
+def test_summary_is_keyed_and_never_mixed(tmp_path):
+    def rows(h, v):
+        return pd.DataFrame({"run": ["r1", "r1"], "split": ["test", "test_cluster"], "eval_hash": [h, h],
+                             "metric": ["js_alignment"] * 2, "mean": [v, v]})
+
+    ev.update_summary(rows("aaa", 0.5), tmp_path)
+    ev.update_summary(rows("aaa", 0.6), tmp_path)  # same key: replaced
+    assert ev.load_summary(runs_dir=tmp_path)["mean"].tolist() == [0.6, 0.6]
+    ev.update_summary(rows("bbb", 0.7), tmp_path)  # other parameters: kept apart
+    with pytest.raises(ev.EvaluationError, match="2 evaluations"):
+        ev.load_summary(runs_dir=tmp_path)
+    assert ev.load_summary("bbb", tmp_path)["mean"].tolist() == [0.7, 0.7]
+    s1 = ev.EvalSettings(n_paraphrases=2)
+    assert s1.key({"a": "1"}) != ev.EvalSettings(n_paraphrases=3).key({"a": "1"}) != s1.key({"a": "2"})
+
+
+def test_steerability_and_oracle_on_synthetic_populations():
+    """Two populations that disagree; predictions equal to A's answers must show a positive
+    diagonal advantage for A, and the oracle must pick the group most like A on train items."""
+    ids = [f"i{k}" for k in range(8)]
+    rng = np.random.default_rng(0)
+    a = {i: rng.dirichlet([1, 1, 1]).tolist() for i in ids}
+    b = {i: list(reversed(a[i])) for i in ids}
+    targets = pd.DataFrame([{"value_set": "a", "item_id": i, "shares": a[i]} for i in ids]
+                           + [{"value_set": "b", "item_id": i, "shares": b[i]} for i in ids])
+    items = items_frame([(f"q{k}", ["x", "y", "z"]) for k in range(8)]).assign(
+        item_id=ids, split=["train"] * 4 + ["test"] * 4, stratum="s", ordinal=False)
+    preds = pd.DataFrame({"item_id": ids, "probs": [a[i] for i in ids]})
+    table = ev.score_predictions(preds, items, targets, ["a", "b"]).assign(value_set="a")
+    matrix, adv = ev.steerability(table, n_boot=200)
+    assert matrix.loc["a", "a"] == pytest.approx(1.0)
+    assert adv.iloc[0]["advantage"] > 0 and adv.iloc[0]["ci_low"] > 0
+    dist = pd.DataFrame([{"item_id": i, "group": "A-like", "shares": a[i]} for i in ids]
+                        + [{"item_id": i, "group": "B-like", "shares": b[i]} for i in ids])
+    inputs = {"targets": targets, "distributions": dist,
+              "value_sets": pd.DataFrame({"value_set": ["a", "b"], "group": ["A0", "B0"], "weight": [1.0, 1.0]}),
+              "splits": items[["item_id", "split"]]}
+    pred, info = ev.oracle_predictions(inputs, "a", items[items["split"] == "test"])
+    assert info["nearest_group"] == "A-like" and info["share_items_direct"] == 1.0
+    assert pred["probs"].tolist() == [pytest.approx(a[i]) for i in ids[4:]]
