@@ -1,0 +1,164 @@
+"""valuealign.thesis: the check that the LaTeX and figures/ (with its manifest) fit together.
+
+Unit tests run the checker on a tiny synthetic tex tree with real saved figures; the
+``pipeline`` tests run after the notebooks in ``make test`` and check the real thesis.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import pytest
+
+from valuealign import paths, plotting, thesis
+
+from conftest import require_artefact
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """tmp/{thesis,figures,notebooks}: a thesis including produced, missing, stale, rescaled figures."""
+    for name, value in {"ROOT": tmp_path, "FIGURES": tmp_path / "figures",
+                        "THESIS": tmp_path / "thesis", "NOTEBOOKS": tmp_path / "notebooks"}.items():
+        monkeypatch.setattr(paths, name, value)
+    monkeypatch.delenv("VALUEALIGN_NOTEBOOK", raising=False)
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "notebooks" / "04_evaluate.ipynb").write_text("{}")
+    for name in ("eval-good", "eval-rescaled", "eval-unused"):
+        fig, ax = plotting.subplots(0.5)
+        ax.plot([0, 1], [1, 0])
+        plotting.save_figure(fig, name, notebook="04_evaluate")
+        plt.close(fig)
+    plotting.save_table(pd.DataFrame({"a": [1.0]}), "eval-table", caption="c", notebook="04_evaluate")
+    plotting.save_macros({"AlignGain": 0.1}, "04_evaluate", notebook="04_evaluate")
+    fig, ax = plt.subplots(figsize=(7.5, 2))  # wider than the text width
+    with pytest.warns(UserWarning):
+        plotting.save_figure(fig, "eval-wide", notebook="04_evaluate")
+    plt.close(fig)
+    (tmp_path / "figures" / "hand-made.pdf").write_bytes((tmp_path / "figures" / "eval-good.pdf").read_bytes())
+    tex = tmp_path / "thesis"
+    (tex / "chapters").mkdir(parents=True)
+    (tex / "main.tex").write_text(
+        "\\documentclass{report}\n"
+        "\\usepackage[a4paper, textwidth=6in, centering]{geometry}\n"
+        "\\input{../figures/results-macros.tex}\n"
+        "\\begin{document}\n\\input{chapters/results}\n\\end{document}\n")
+    (tex / "chapters" / "results.tex").write_text(
+        "Gain \\result{AlignGain} and \\result{NotMade}.\n"
+        "\\includegraphics{../figures/eval-good.pdf}\n"
+        "% \\includegraphics{../figures/commented-out.pdf}\n"
+        "\\includegraphics{../figures/eval-missing}\n"
+        "\\includegraphics[width=\\textwidth]{../figures/eval-rescaled.pdf}\n"
+        "\\includegraphics{../figures/hand-made.pdf}\n"
+        "\\includegraphics{../figures/eval-wide.pdf}\n"
+        "\\input{../figures/eval-table.tex}\n")
+    return tmp_path
+
+
+def _one(messages: list[str], needle: str) -> str:
+    hits = [m for m in messages if needle in m]
+    assert len(hits) == 1, f"expected one message with {needle!r} in:\n" + "\n".join(messages)
+    return hits[0]
+
+
+def test_check_finds_every_kind_of_problem(tree: Path) -> None:
+    report = thesis.check_thesis()
+    assert not report.ok
+    assert "results.tex:4" in _one(report.errors, "eval-missing")
+    assert "missing" in _one(report.errors, "eval-missing")
+    assert "rescales" in _one(report.errors, "eval-rescaled")
+    assert "no notebook produced it" in _one(report.errors, "hand-made.pdf")
+    assert "7.50 in wide" in _one(report.errors, "eval-wide")
+    assert "results.tex:1" in _one(report.errors, "NotMade")
+    assert len(report.errors) == 5, report.format()
+    assert not any("commented-out" in m for m in report.errors + report.warnings)
+    assert "not used by the thesis" in _one(report.warnings, "'eval-unused'")
+    used = {"eval-good", "eval-rescaled", "eval-wide", "eval-table", "results-macros/04_evaluate"}
+    assert report.used_artefacts == used
+    assert "5 errors" in report.format()
+
+
+def test_check_passes_on_a_clean_tree_and_extension_is_optional(tree: Path) -> None:
+    (tree / "thesis" / "chapters" / "results.tex").write_text(
+        "\\result{AlignGain}\n\\includegraphics{../figures/eval-good}\n\\input{../figures/eval-table}\n"
+        "\\includegraphics{../figures/eval-rescaled.pdf}\n\\includegraphics{../figures/eval-unused.pdf}\n"
+        "\\includegraphics[trim=0 0 0 0]{../figures/eval-wide.png}\n")
+    report = thesis.check_thesis()
+    assert report.ok, report.format()
+    assert report.warnings == []
+    assert thesis.main(["check", "--main", str(tree / "thesis" / "main.tex")]) == 0
+
+
+def test_cli_fails_on_errors_and_strict_fails_on_warnings(tree: Path, capsys: pytest.CaptureFixture) -> None:
+    main_tex = str(tree / "thesis" / "main.tex")
+    assert thesis.main(["check", "--main", main_tex]) == 1
+    assert "ERROR" in capsys.readouterr().out
+    (tree / "thesis" / "chapters" / "results.tex").write_text("\\includegraphics{../figures/eval-good.pdf}\n")
+    assert thesis.main(["check", "--main", main_tex]) == 0
+    assert thesis.main(["check", "--main", main_tex, "--strict"]) == 1  # unused figures
+
+
+def test_textwidth_must_match_the_geometry(tree: Path) -> None:
+    main = tree / "thesis" / "main.tex"
+    main.write_text(main.read_text().replace("textwidth=6in", "textwidth=15cm"))
+    assert thesis.geometry_textwidth_in(main) == pytest.approx(15 / 2.54)
+    assert "geometry textwidth is 5.9055 in" in _one(thesis.check_thesis().errors, "TEXTWIDTH_IN")
+    main.write_text(main.read_text().replace("textwidth=15cm", "margin=2cm"))
+    assert "TEXTWIDTH_IN = 6.0" in _one(thesis.check_thesis().errors, "must set textwidth")
+
+
+def test_missing_chapter_and_main_file_are_reported(tree: Path) -> None:
+    (tree / "thesis" / "chapters" / "results.tex").unlink()
+    assert "file not found" in _one(thesis.check_thesis().errors, "chapters/results")
+    with pytest.raises(FileNotFoundError, match="nope.tex"):
+        thesis.check_thesis(tree / "thesis" / "nope.tex")
+
+
+def test_real_thesis_geometry_equals_plotting_textwidth() -> None:
+    """The single size setting: plotting.TEXTWIDTH_IN is the thesis's \\textwidth."""
+    assert thesis.geometry_textwidth_in(REPO / "thesis" / "main.tex") == pytest.approx(
+        plotting.TEXTWIDTH_IN, abs=1e-9)
+
+
+def test_real_thesis_includes_figures_unscaled_from_figures_dir() -> None:
+    """Every figure the real thesis includes comes from figures/ and is not rescaled."""
+    refs = [r for r in thesis.scan_references(REPO / "thesis" / "main.tex") if r.command == "includegraphics"]
+    assert refs, "the thesis includes no figures"
+    for r in refs:
+        assert r.target.startswith("../figures/"), r
+        assert not thesis._RESCALING.search(r.options), r
+
+
+@pytest.mark.skipif(shutil.which("pdffonts") is None, reason="pdffonts (poppler-utils) not installed")
+def test_pdffonts_parsing(tree: Path) -> None:
+    fonts = thesis.pdf_fonts(tree / "figures" / "eval-good.pdf")
+    assert fonts and set(fonts[0]) >= {"name", "type", "emb"}
+    assert thesis.font_problems(tree / "figures" / "eval-good.pdf") == []
+
+
+# ---------------------------------------------------------------- after the notebooks (make test)
+@pytest.mark.pipeline
+def test_every_thesis_figure_target_exists_after_make_figures() -> None:
+    """After `make figures` (or the notebooks) no \\includegraphics/\\input target under figures/
+    is missing, unproduced, rescaled or too wide, and every \\result macro is defined."""
+    require_artefact(paths.FIGURES / "manifest.json")
+    report = thesis.check_thesis()
+    assert report.ok, report.format()
+
+
+@pytest.mark.pipeline
+def test_produced_figures_fit_and_embed_their_fonts() -> None:
+    manifest = plotting.read_manifest()
+    require_artefact(paths.FIGURES / "manifest.json")
+    checks = thesis.figure_checks(manifest)
+    assert len(checks), "no figure PDFs recorded in figures/manifest.json"
+    too_wide = checks.loc[~checks["fits"], "figure"].tolist()
+    assert not too_wide, f"figures wider than the text width: {too_wide}"
+    if shutil.which("pdffonts"):
+        bad = checks.loc[checks["fonts_embedded"] == False, "figure"].tolist()  # noqa: E712
+        assert not bad, f"figures with fonts not embedded or Type 3: {bad}"

@@ -1,0 +1,150 @@
+"""Write notebooks/06_thesis_figures.ipynb (source, no outputs): `python tools/nb_06_thesis_figures.py`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbbuild import write  # noqa: E402
+
+CELLS = [
+    ("md", """
+# 06 · Thesis figures: rebuild the cross-stage summaries and check the thesis wiring
+
+**Question.** Does the thesis (`thesis/`) show the figures, tables and numbers of the latest run, and
+what did that run cost? Nothing is re-trained here: this notebook reads what the stages saved.
+
+**Inputs.** The provenance records of every stage (`data/processed/NN_*.manifest.json`, one
+`runs/<run_id>/manifest.json` per fine-tune), the evaluation summary `runs/eval_summary.parquet`
+(notebook 04), the artefact manifest `figures/manifest.json` and the LaTeX in `thesis/`.
+
+**Outputs** (in `figures/`, included by the thesis): `summary-pipeline-runtime` (figure) and
+`summary-pipeline` (table): the cost of each stage; `summary-cost-vs-alignment` (figure) and
+`summary-runs` (table): each fine-tune's cost against its alignment; `summary-artefacts` (table,
+appendix): which notebook made which figure; the macros of group `06_thesis_figures` in
+`figures/results-macros.tex`. Last, the checks: every figure the thesis includes exists, was made by a
+notebook, prints at its own size, and embeds its fonts.
+"""),
+    ("params", """
+eval_hash = ""  # which evaluation in runs/eval_summary.parquet to summarise ("" = the only one)
+summary_runtime_fraction = 0.8  # width of the run-time figure, as a fraction of the text width [0.3, 1.0]
+summary_scatter_fraction = 0.6  # width of the cost-vs-alignment figure, fraction of the text width [0.3, 1.0]
+thesis_fail_on_error = False  # stop this notebook when the thesis check finds errors (make figures/thesis always do)
+"""),
+    ("code", """
+from valuealign import config
+
+params = config.check_parameters("06_thesis_figures", globals())
+"""),
+    ("code", """
+import os
+
+import pandas as pd
+from IPython.display import Markdown, display
+
+from valuealign import evaluation, paths, plotting, provenance, thesis
+
+NB = "06_thesis_figures"
+os.environ["VALUEALIGN_NOTEBOOK"] = NB  # figures made here are recorded as this notebook's
+pd.set_option("display.max_colwidth", 80)
+manifest_record = provenance.Manifest(NB, parameters=params)  # times the notebook from here
+"""),
+    ("md", """
+## What the pipeline cost
+Every stage records its wall time; fine-tunes record one entry each. Under the embedded default
+(bundled 135M model, CPU) these are minutes; under a thesis profile the fine-tunes dominate.
+"""),
+    ("code", """
+records = thesis.stage_manifests()
+pipeline = thesis.pipeline_table(records)
+display(pipeline.style.format({"Wall time (min)": "{:.2f}"}).hide(axis="index"))
+fig = thesis.plot_pipeline_runtime(pipeline, fraction=summary_runtime_fraction)
+record_inputs = [paths.ROOT / r for r in records["record"]]
+_ = plotting.save_figure(fig, "summary-pipeline-runtime", notebook=NB, inputs=record_inputs)
+_ = plotting.save_table(pipeline, "summary-pipeline", notebook=NB, inputs=record_inputs, float_format="{:.2f}",
+                    caption="Wall time of each stage of the compendium in this run (stub: name the profile and machine).")
+"""),
+    ("md", """
+## Cost against alignment, per fine-tuned run
+This joins stage 03 (what each fine-tune cost) with stage 04 (how well the model then matches its value
+set's answer distributions on held-out items, 1 − Jensen–Shannon distance). Dashed lines: the untrained
+baselines of notebook 04.
+"""),
+    ("code", """
+runs = thesis.runs_table(records)
+alignment = None
+summary_path = paths.RUNS / evaluation.SUMMARY_NAME
+try:
+    alignment = thesis.run_alignment(evaluation.load_summary(eval_hash or None))
+except (evaluation.EvaluationError, ValueError) as err:
+    display(Markdown(f"**No evaluation to summarise:** {err}"))
+if alignment is not None and not runs.empty:
+    runs_aligned = runs.merge(alignment[["run", "alignment"]], on="run", how="left")
+    display(runs_aligned.style.format(precision=3).hide(axis="index"))
+    fig = thesis.plot_cost_vs_alignment(runs, alignment, fraction=summary_scatter_fraction)
+    inputs = [summary_path] + [paths.ROOT / r for r in records.loc[records["stage"] == "03_finetune", "record"]]
+    _ = plotting.save_figure(fig, "summary-cost-vs-alignment", notebook=NB, inputs=inputs)
+    table = runs_aligned.assign(
+        method=runs_aligned["method"].map(plotting.method_label),
+        value_set=runs_aligned["value_set"].astype(str).map(plotting.value_set_label),
+        wall_time_min=runs_aligned["wall_time_s"] / 60.0,
+    )[["method", "value_set", "seed", "train_rows", "steps", "wall_time_min", "alignment"]]
+    table.columns = ["Method", "Value set", "Seed", "Train rows", "Steps", "Wall time (min)", "Alignment"]
+    _ = plotting.save_table(table, "summary-runs", notebook=NB, inputs=inputs, float_format="{:.3f}",
+                        caption="Fine-tuned runs: size, cost and alignment on held-out items (1 - JS distance).")
+elif runs.empty:
+    display(Markdown("**No fine-tuned runs recorded** under `runs/`: run notebook 03 first."))
+"""),
+    ("md", """
+## Which notebook made which figure (appendix)
+From `figures/manifest.json`: each artefact's producer and the number of inputs whose checksums it
+recorded (the manifest itself has the checksums, the run and the time).
+"""),
+    ("code", """
+fig_manifest = plotting.read_manifest()
+artefacts = thesis.artefact_table(fig_manifest)
+display(artefacts.style.hide(axis="index"))
+_ = plotting.save_table(artefacts, "summary-artefacts", notebook=NB, inputs=[paths.FIGURES / "manifest.json"],
+                    caption="Figures and tables of this thesis and the notebooks that produce them.")
+macros = {
+    "SummaryStages": int(pipeline["Stage"].nunique()),
+    "SummaryPipelineMinutes": float(pipeline["Wall time (min)"].sum()),
+    "SummaryFigures": int((artefacts["Kind"] == "figure").sum()),
+    "SummaryTables": int((artefacts["Kind"] == "table").sum()),
+    "SummaryRuns": int(len(runs)),
+}
+if alignment is not None and not runs.empty:
+    best = runs.merge(alignment[["run", "alignment"]], on="run").sort_values("alignment").iloc[-1]
+    macros["SummaryBestAlignment"] = float(best["alignment"])
+    macros["SummaryBestMethod"] = plotting.method_label(str(best["method"]))
+_ = plotting.save_macros(macros, NB, notebook=NB, digits=2)
+display(pd.Series(macros, name="value").to_frame())
+"""),
+    ("md", """
+## Checks: is every figure the thesis includes there, made by a notebook, unscaled, with fonts embedded?
+Each figure PDF is checked for its width (it must fit the text width, since the thesis includes it
+at its own size) and its fonts (`pdffonts`, from poppler-utils; blank if not installed). Then the LaTeX
+is checked against `figures/`: an error means `make thesis` would stop; a warning lists a produced figure
+that the thesis does not (yet) use.
+"""),
+    ("code", """
+checks = thesis.figure_checks(plotting.read_manifest())
+display(checks.style.hide(axis="index"))
+report = thesis.check_thesis()
+display(Markdown("```\\n" + report.format() + "\\n```"))
+bad = checks[~checks["fits"] | (checks["fonts_embedded"] == False)]  # noqa: E712
+if len(bad):
+    display(Markdown(f"**{len(bad)} figure(s) too wide or with fonts not embedded:** {', '.join(bad['figure'])}"))
+if thesis_fail_on_error and (report.errors or len(bad)):
+    raise RuntimeError("thesis check failed:\\n" + report.format())
+"""),
+    ("code", """
+manifest_record.add_outputs(sorted(p for p in paths.FIGURES.glob("summary-*")))
+manifest_record.write(paths.PROCESSED / f"{NB}.manifest.json")
+display(Markdown(f"Done in {manifest_record.wall_time_s:.1f} s; record: `data/processed/{NB}.manifest.json`."))
+"""),
+]
+
+if __name__ == "__main__":
+    write(Path(__file__).resolve().parents[1] / "notebooks" / "06_thesis_figures.ipynb", CELLS)
