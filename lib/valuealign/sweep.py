@@ -600,6 +600,10 @@ def run_cell(cell: Cell, layout: Layout | None = None, job_id: str | None = None
     layout = layout or Layout()
     out_dir = cell_dir(cell, layout)
     out_dir.mkdir(parents=True, exist_ok=True)
+    for nb in cell.notebooks:  # a previous attempt's notebooks must not pass for this one's
+        for suffix in (".ipynb", ".html"):
+            (out_dir / f"{nb}{suffix}").unlink(missing_ok=True)
+    (out_dir / "cell.json").unlink(missing_ok=True)
     prev = registry_rows(cell.grid, layout).get(cell.cell_id) or {}
     row: dict[str, Any] = {
         "grid": cell.grid, "cell_id": cell.cell_id, "axes": cell.axes,
