@@ -306,3 +306,21 @@ def test_shipped_smoke_grid_is_valid() -> None:
     grid = sweep.load_grid(sweep.Layout().root / "configs" / "grids" / "smoke.yaml")
     assert len(grid.cells) == 4 and grid.notebooks == ("03_finetune", "04_evaluate")
     assert {c.parameters["03_finetune"]["methods"][0] for c in grid.cells} == {"sft", "dpo"}
+
+
+@pytest.mark.skipif(not (sweep.Layout().notebooks / "03_finetune.ipynb").exists(),
+                    reason="notebook 03_finetune not written yet")
+def test_run_ids_of_the_finetune_notebook_follow_training(tmp_path: Path) -> None:
+    """A cell whose runs were already finished (03 skipped them) still finds them by id."""
+    from valuealign import training
+
+    layout = sweep.Layout(tmp_path)
+    nb = sweep.Layout().notebooks / "03_finetune.ipynb"
+    params = {"methods": ["dpo"], "value_sets": ["germany"], "seed": 3, "max_steps": 2}
+    full = {k: s.default for k, s in sweep.config.notebook_parameters(nb).items()} | params
+    rid = training.params_for_run(full, "dpo", "germany").run_id
+    assert rid.startswith("smollm2-135m__dpo__germany__s3__")
+    assert sweep._expected_runs(nb, params, layout) == []  # not finished: not a run of the cell
+    (tmp_path / "runs" / rid).mkdir(parents=True)
+    (tmp_path / "runs" / rid / "DONE").write_text("x")
+    assert sweep._expected_runs(nb, params, layout) == [rid]
