@@ -144,6 +144,7 @@ class Grid:
     finalize: dict[str, Any] | None
     local: dict[str, Any] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
 
 
 def _slug(value: Any) -> str:
@@ -323,7 +324,8 @@ def load_grid(path: Path | str, layout: Layout | None = None) -> Grid:
     if bad := sorted(set(slurm) - SLURM_KEYS):
         raise ConfigError(f"{where}: executor.slurm: unknown key(s) {', '.join(bad)} "
                           f"(valid: {', '.join(sorted(SLURM_KEYS))})")
-    return Grid(name, path, tuple(nb_names), dict(axes), cells, fin, dict(local), dict(slurm))
+    return Grid(name, path, tuple(nb_names), dict(axes), cells, fin, dict(local), dict(slurm),
+                profile)
 
 
 def _check_finalize(fin: Any, axes: Mapping[str, Any], layout: Layout, where: str,
@@ -693,8 +695,11 @@ def describe(grid: Grid, states: Sequence[tuple[Cell, str]]) -> str:
         lines.append(f"  [{state:>11}] {todo} {cell.cell_id}")
         if state in TO_RUN:
             for nb in cell.notebooks:
-                ps = ", ".join(f"{k}={v!r}" for k, v in cell.parameters[nb].items())
-                lines.append(f"        {nb}({ps})")
+                own = {k: v for k, v in cell.parameters[nb].items()
+                       if k not in grid.profile or grid.profile[k] != v}
+                ps = ", ".join(f"{k}={v!r}" for k, v in own.items())
+                n_prof = len(cell.parameters[nb]) - len(own)
+                lines.append(f"        {nb}({ps}{f', + {n_prof} from the profile' if n_prof else ''})")
     return "\n".join(lines)
 
 
@@ -798,7 +803,9 @@ def finalize(grid: Grid, layout: Layout) -> Path | None:
     if not grid.finalize:
         return None
     rows = read_registry(layout)
-    rows = rows[(rows["grid"] == grid.name) & (rows["status"] == "done")]
+    current = {(c.cell_id, c.fingerprint) for c in grid.cells}  # not cells since removed
+    rows = rows[(rows["grid"] == grid.name) & (rows["status"] == "done")
+                & [(c, f) in current for c, f in zip(rows["cell_id"], rows["fingerprint"], strict=True)]]
     if rows.empty:
         print(f"[{grid.name}] finalize: no finished cell yet, nothing to combine")
         return None
@@ -829,8 +836,12 @@ _STATUS_COLOR = {"done": "#009E73", "failed": "#D55E00", "running": "#0072B2",
                  "queued": "#56B4E9", "interrupted": "#E69F00"}
 
 
-def write_index(grid_name: str, layout: Layout | None = None) -> Path:
-    """``executed/<grid>/index.html``: every cell, its status and links to its notebooks."""
+def write_index(grid_name: str, layout: Layout | None = None,
+                current: set[str] | None = None) -> Path:
+    """``executed/<grid>/index.html``: every cell, its status and links to its notebooks.
+
+    ``current``: the cell ids of the grid as it is now; older rows are marked as such.
+    """
     layout = layout or Layout()
     base = layout.executed / grid_name
     rows = read_registry(layout)
@@ -848,11 +859,13 @@ def write_index(grid_name: str, layout: Layout | None = None) -> Path:
         mtxt = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                          for k, v in list(metrics.items())[:6])
         color = _STATUS_COLOR.get(r["status"], "#000000")
+        status = r["status"] if current is None or r["cell_id"] in current else (
+            f"{r['status']} (not in the grid any more)")
         wall = "" if pd.isna(r["wall_s"]) else f"{r['wall_s']:.0f} s"
         body.append(
             f"<tr><td><code>{esc(r['cell_id'])}</code></td>"
             f"<td>{esc(', '.join(f'{k}={v}' for k, v in json.loads(r['axes']).items()))}</td>"
-            f'<td style="color:{color};font-weight:bold">{esc(str(r["status"]))}</td>'
+            f'<td style="color:{color};font-weight:bold">{esc(str(status))}</td>'
             f"<td>{' '.join(links) or '-'}</td><td>{esc(str(r['finished'] or ''))}</td>"
             f"<td>{wall}</td>"
             f"<td>{esc(mtxt)}</td><td>{esc(str(r['error'] or ''))[:300]}</td></tr>")
@@ -897,13 +910,13 @@ def sweep(grid_path: Path | str, *, layout: Layout | None = None, executor: str 
         return 0
     if collect:
         finalize(grid, layout)
-        index = write_index(grid.name, layout)
+        index = write_index(grid.name, layout, {c.cell_id for c in grid.cells})
         print(f"[{grid.name}] index: {layout.rel(index)}")
         return 0
     if not todo:
         index = layout.executed / grid.name / "index.html"
         if not index.exists():
-            write_index(grid.name, layout)
+            write_index(grid.name, layout, {c.cell_id for c in grid.cells})
         busy = [c.cell_id for c, s in states if s != "done"]
         print(f"[{grid.name}] nothing to do: {len(states) - len(busy)}/{len(states)} cells done"
               f"{', still running or queued: ' + ', '.join(busy) if busy else ''} "
@@ -914,14 +927,14 @@ def sweep(grid_path: Path | str, *, layout: Layout | None = None, executor: str 
         cluster = {"slurm": "slurm", "submitit-local": "local", "submitit-debug": "debug"}[executor]
         submit(todo, grid, layout, cluster=cluster, wait=wait or cluster != "slurm")
         if not (wait or cluster != "slurm"):
-            write_index(grid.name, layout)
+            write_index(grid.name, layout, {c.cell_id for c in grid.cells})
             print(f"[{grid.name}] submitted {len(todo)} cells; when they have finished run "
                   f"`python -m valuealign.sweep {grid_path} --collect` for the combined results")
             return 0
     else:
         run_local(todo, layout, workers or int(grid.local.get("workers", 1)))
     finalize(grid, layout)
-    index = write_index(grid.name, layout)
+    index = write_index(grid.name, layout, {c.cell_id for c in grid.cells})
     final = registry_rows(grid.name, layout)
     failed = sorted(c.cell_id for c in grid.cells if final.get(c.cell_id, {}).get("status") != "done")
     print(f"[{grid.name}] {len(grid.cells) - len(failed)}/{len(grid.cells)} cells done in "
