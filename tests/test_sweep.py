@@ -304,7 +304,8 @@ def test_submitit_local_executor_runs_the_cells(root: Path) -> None:
                     reason="notebooks 03_finetune/04_evaluate not written yet")
 def test_shipped_smoke_grid_is_valid() -> None:
     grid = sweep.load_grid(sweep.Layout().root / "configs" / "grids" / "smoke.yaml")
-    assert len(grid.cells) == 4 and grid.notebooks == ("03_finetune", "04_evaluate")
+    assert grid.name == "smoke-grid" and len(grid.cells) == 4
+    assert grid.notebooks == ("03_finetune", "04_evaluate")
     assert {c.parameters["03_finetune"]["methods"][0] for c in grid.cells} == {"sft", "dpo"}
 
 
