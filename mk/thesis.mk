@@ -6,11 +6,13 @@
 THESIS_DIR  := thesis
 THESIS_PDF  := $(THESIS_DIR)/main.pdf
 THESIS_SRC  := $(THESIS_DIR)/main.tex $(wildcard $(THESIS_DIR)/chapters/*.tex) $(THESIS_DIR)/references.bib
-# Debian packages: latexmk + pdflatex/bibtex, the LaTeX packages main.tex uses (geometry,
-# mathptmx+Times, microtype, booktabs, siunitx, caption, natbib, hyperref, cleveref, xcolor),
-# and poppler-utils (pdffonts, pdftoppm) for the font check and page previews.
-TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-latex-extra \
-	texlive-fonts-recommended texlive-science poppler-utils
+# Debian packages: latexmk + pdflatex/bibtex and what main.tex loads (latex-base: geometry,
+# mathptmx, natbib, hyperref, url; latex-recommended: microtype, booktabs, caption, xcolor;
+# fonts-recommended: the Times Type 1 fonts; science: siunitx; lmodern: Type 1 typewriter/sans,
+# so no bitmap Type 3 fonts), and poppler-utils (pdffonts, pdftoppm) for checks and previews.
+# Not texlive-latex-extra (+160 MB with texlive-pictures): main.tex avoids cleveref/xurl.
+TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended texlive-fonts-recommended \
+	texlive-science lmodern poppler-utils
 LATEXMK     := latexmk -pdf -cd -interaction=nonstopmode -halt-on-error -file-line-error
 
 figures: $(STAMPS)/setup-done ## rebuild summary figures/tables from saved results (notebook 06, no re-training) and check the thesis wiring
@@ -31,5 +33,6 @@ thesis-deps: ## install TeX Live + poppler from Debian packages (apt-get; skips 
 	$$SUDO apt-get update -qq && \
 	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing
 
+.PHONY: thesis-clean
 thesis-clean: ## remove LaTeX build files (keeps figures/)
 	cd $(THESIS_DIR) && latexmk -C main.tex >/dev/null 2>&1 || true

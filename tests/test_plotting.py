@@ -170,7 +170,8 @@ def test_generated_table_and_macros_compile_with_pdflatex(root: Path) -> None:
     plotting.save_macros({"AlignKtoGainNz": 0.0712, "TopCountry": "S. Korea & co", "NItems": 250}, "t")
     doc = root / "doc.tex"
     doc.write_text(
-        "\\documentclass{article}\\usepackage[T1]{fontenc}\\usepackage{booktabs}\\usepackage{siunitx}\n"
+        "\\documentclass{article}\\usepackage[T1]{fontenc}\\usepackage{booktabs}\\usepackage{siunitx}"
+        "\\usepackage{graphicx}\n"
         "\\input{figures/results-macros.tex}\n\\begin{document}\n"
         "Gain \\AlignKtoGainNz{} in \\TopCountry{} over \\NItems{} items.\n"
         "\\input{figures/compile-me.tex}\n\\end{document}\n")
@@ -178,6 +179,15 @@ def test_generated_table_and_macros_compile_with_pdflatex(root: Path) -> None:
                           cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert (root / "doc.pdf").stat().st_size > 1000
+    assert "scaled down" not in (root / "doc.log").read_text()
+    wide = pd.DataFrame({f"a long column header {i}": [1.234567] for i in range(12)})
+    plotting.save_table(wide, "wide-table", caption="Too wide.")
+    doc.write_text(doc.read_text().replace("compile-me", "wide-table"))
+    proc = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name],
+                          cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    log = (root / "doc.log").read_text().replace("\n", "")  # TeX wraps log lines at 79 chars
+    assert "tab:wide-table is wider than the text: scaled down" in log
 
 
 def test_save_macros_merges_groups_and_rejects_clashes(root: Path) -> None:

@@ -162,3 +162,67 @@ def test_produced_figures_fit_and_embed_their_fonts() -> None:
     if shutil.which("pdffonts"):
         bad = checks.loc[checks["fonts_embedded"] == False, "figure"].tolist()  # noqa: E712
         assert not bad, f"figures with fonts not embedded or Type 3: {bad}"
+
+
+# ---------------------------------------------------------------- notebook 06's cross-stage summaries
+def _write_record(path: Path, stage: str, wall: float, **extra: object) -> None:
+    from valuealign import provenance
+
+    m = provenance.Manifest(stage, parameters=dict(extra.pop("parameters", {})), seed=0)
+    m.extra = dict(extra)
+    m.wall_time_s = wall
+    m.write(path)
+
+
+def test_cross_stage_summaries_from_saved_records(tree: Path) -> None:
+    processed, runs = tree / "data" / "processed", tree / "runs"
+    _write_record(processed / "00_survey_data.manifest.json", "00_survey_data", 30.0)
+    _write_record(processed / "06_thesis_figures.manifest.json", "06_thesis_figures", 5.0)  # itself: skipped
+    for run, method, wall in (("kto-de-s0", "kto", 120.0), ("sft-de-s0", "sft", 60.0)):
+        _write_record(runs / run / "manifest.json", "03_finetune", wall, run_id=run, train_rows=40,
+                      optimizer_steps=5, parameters={"method": method, "value_set": "germany", "run_id": run})
+    _write_record(runs / "03_finetune.manifest.json", "03_finetune", 999.0)  # the notebook: not double-counted
+    _write_record(runs / "_baselines" / "eval" / "abc" / "manifest.json", "04_evaluate", 90.0)
+    (runs / "not-a-record").mkdir()
+    (runs / "not-a-record" / "manifest.json").write_text("[]")
+
+    records = thesis.stage_manifests(processed, runs)
+    assert list(records["stage"]) == ["00_survey_data", "03_finetune", "03_finetune", "04_evaluate"]
+    table = thesis.pipeline_table(records).set_index("Stage")
+    assert table.loc["03_finetune", "Records"] == 2
+    assert table.loc["03_finetune", "Wall time (min)"] == pytest.approx(3.0)
+    runs_t = thesis.runs_table(records)
+    assert list(runs_t["run"]) == ["kto-de-s0", "sft-de-s0"] and list(runs_t["method"]) == ["kto", "sft"]
+
+    summary = pd.DataFrame([
+        # run, method, value_set, split, target, metric, mean
+        ("kto-de-s0", "kto", "germany", "test", "germany", "js_alignment", 0.80),
+        ("kto-de-s0", "kto", "germany", "test", "usa", "js_alignment", 0.10),  # other population
+        ("kto-de-s0", "kto", "germany", "validation", "germany", "js_alignment", 0.99),  # other split
+        ("kto-de-s0", "kto", "germany", "test", "germany", "w1_alignment", 0.50),  # other metric
+        ("sft-de-s0", "sft", "germany", "test", "germany", "js_alignment", 0.70),
+        ("_baselines", "base", None, "test", "germany", "js_alignment", 0.60),
+        ("_baselines", "base", None, "test", "usa", "js_alignment", 0.64),
+    ], columns=["run", "method", "value_set", "split", "target_value_set", "metric", "mean"])
+    align = thesis.run_alignment(summary).set_index("run")["alignment"]
+    assert align["kto-de-s0"] == pytest.approx(0.80)
+    assert align["sft-de-s0"] == pytest.approx(0.70)
+    assert align["_baselines"] == pytest.approx(0.62)  # untargeted baseline: mean over populations
+    fig = thesis.plot_cost_vs_alignment(runs_t, thesis.run_alignment(summary))
+    assert tuple(fig.get_size_inches()) == pytest.approx(plotting.figsize(0.6, 0.75))
+    plt.close(fig)
+    fig = thesis.plot_pipeline_runtime(thesis.pipeline_table(records))
+    plt.close(fig)
+    with pytest.raises(ValueError, match="columns"):
+        thesis.run_alignment(summary.drop(columns="mean"))
+    with pytest.raises(ValueError, match="no fine-tuned run has an evaluation"):
+        thesis.plot_cost_vs_alignment(runs_t.assign(run="other"), thesis.run_alignment(summary))
+    with pytest.raises(ValueError, match="make all"):
+        thesis.pipeline_table(records.iloc[0:0])
+
+    arte = thesis.artefact_table(plotting.read_manifest())
+    assert set(arte["Artefact"]) == {"eval-good", "eval-rescaled", "eval-unused", "eval-table", "eval-wide"}
+    assert set(arte["Kind"]) == {"figure", "table"}
+    checks = thesis.figure_checks(plotting.read_manifest()).set_index("figure")
+    assert not checks.loc["eval-wide", "fits"] and checks.loc["eval-good", "fits"]
+    assert checks.loc["eval-good", "fraction_of_textwidth"] == pytest.approx(0.5)

@@ -348,13 +348,20 @@ def table_to_latex(
         r"\centering\small",
         f"\\caption{{{_escape_prose(caption)}}}",
         f"\\label{{{label}}}",
+        # typeset into a box first; shrink to the text width only if wider (with a warning)
+        r"\ifdefined\vatablebox\else\newsavebox{\vatablebox}\fi",
+        r"\sbox{\vatablebox}{%",
         f"\\begin{{tabular}}{{{''.join(specs)}}}",
         r"\toprule",
         " & ".join(heads) + r" \\",
         r"\midrule",
         *rows,
         r"\bottomrule",
-        r"\end{tabular}",
+        r"\end{tabular}}%",
+        r"\ifdim\wd\vatablebox>\linewidth",
+        f"\\PackageWarning{{valuealign}}{{table {label} is wider than the text: scaled down}}%",
+        r"\resizebox{\linewidth}{!}{\usebox{\vatablebox}}%",
+        r"\else\usebox{\vatablebox}\fi",
         r"\end{table}",
     ]
     return "\n".join(line for line in lines if line) + "\n"
@@ -367,7 +374,8 @@ def save_table(
 ) -> Path:
     """Write ``figures/<name>.tex``: a booktabs table with caption and label, ready to \\input.
 
-    The thesis needs ``booktabs`` and ``siunitx`` (numeric columns are ``S`` columns). The
+    The thesis needs ``booktabs``, ``siunitx`` (numeric columns are ``S`` columns) and
+    ``graphicx`` (a table wider than the text is scaled down to fit, with a LaTeX warning). The
     caption may contain LaTeX (``$...$``, ``\\cite``); stray ``_ % & #`` are escaped.
     """
     _check_name(name)

@@ -321,7 +321,10 @@ def stage_manifests(processed: Path | None = None, runs: Path | None = None,
     processed = processed or paths.PROCESSED
     runs = runs or paths.RUNS
     rows = []
-    files = sorted(processed.glob("**/*.manifest.json")) + sorted(runs.glob("*/manifest.json"))
+    # notebooks' records, one per fine-tune (not runs/03_finetune.manifest.json, which would
+    # count the same training twice), and stage 04's per-evaluation records
+    files = (sorted(processed.glob("**/*.manifest.json")) + sorted(runs.glob("*/manifest.json"))
+             + sorted(runs.glob("*/eval/*/manifest.json")))
     for f in files:
         m = _read_manifest_file(f)
         if m is None or str(m["stage"]).split(":")[0] in exclude:
@@ -398,7 +401,10 @@ def run_alignment(summary: pd.DataFrame, metric: str = "js_alignment") -> pd.Dat
         split = "test" if (s["split"] == "test").any() else sorted(s["split"].dropna().unique())[0]
         s = s[s["split"] == split]
     if {"value_set", "target_value_set"} <= set(s.columns):
+        # a steered run counts on its own population; untargeted baselines on every population
         own = s["target_value_set"].isna() | (s["target_value_set"] == s["value_set"])
+        if "method" in s.columns:
+            own |= s["method"].isin(["uniform", "base"])
         s = s[own]
     keep = [c for c in ("run", "method", "value_set") if c in s.columns]
     return (s.groupby(keep, dropna=False, sort=True)["mean"].mean().rename("alignment")
