@@ -83,13 +83,13 @@ $(NB_01): $(NB_00) $(LIB)/taxonomy.py $(wildcard data/reference/*)
 $(NB_02): $(NB_00) $(NB_01) $(LIB)/datasets.py $(LIB)/prompts.py
 $(NB_03): $(NB_02) $(LIB)/training.py $(LIB)/models.py $(LIB)/prompts.py
 $(NB_04): $(NB_02) $(NB_03) $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts.py
-$(NB_05): $(NB_00) $(NB_03) $(LIB)/consultation.py
+$(NB_05): $(LIB)/consultation.py $(RAWDATA)
 $(NB_06): $(filter-out $(NB_06),$(NOTEBOOK_STAMPS)) $(wildcard $(LIB)/*.py)
 
 # ---------------------------------------------------------------- tests
 test: setup ## lint, unit tests, then every notebook under nbval (embedded default), then pipeline checks
 	$(PY) -m ruff check lib tests benchmarks tools
-	$(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 \
+	VALUEALIGN_PIPELINE=1 $(PY) -m pytest -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 \
 		tests notebooks
 
 lint: setup ## ruff on the library, tests and notebooks

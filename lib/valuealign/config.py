@@ -19,6 +19,7 @@ import difflib
 import io
 import json
 import math
+import os
 import re
 import tokenize
 from collections.abc import Mapping
@@ -217,6 +218,7 @@ def check_parameters(notebook: str, namespace: Mapping[str, Any]) -> dict[str, A
     Catches values injected by plain papermill (which only warns) or typed by hand.
     Returns the parameter dict, for the run manifest.
     """
+    os.environ["VALUEALIGN_NOTEBOOK"] = notebook  # figures saved by this kernel name their producer
     specs = notebook_parameters(notebook)
     values = {k: namespace[k] for k in specs if k in namespace}
     return validate(values, specs, where=notebook)
