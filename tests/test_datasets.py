@@ -199,11 +199,11 @@ def test_option_orders_are_balanced():
 
 def test_answer_letters_balanced_over_a_dataset(stage):
     res, _ = stage
-    rows = res.rows["atlantis"]["sft"]["train"]  # majority-ish answers, mixed option counts
-    rel = [prompts.LETTERS.index(r["completion"][0]["content"]) / len(r["option_order"]) for r in rows]
-    # relative answer position is spread over the whole range, not stuck at 'A'
-    hist = np.histogram(rel, bins=3, range=(0, 1))[0] / len(rel)
-    assert hist.min() > 0.2, hist
+    bal = D.position_balance(res)
+    assert len(bal) == 3 * len(res.value_sets) and (bal["answers"] > 0).all()
+    # relative answer position near 0.5 and 'A' about as often as under balance, every method
+    assert bal["mean_relative_position"].between(0.35, 0.65).all(), bal
+    assert ((bal["share_at_A"] - bal["balanced_share_at_A"]).abs() < 0.15).all(), bal
 
 
 def test_dpo_and_kto_thresholds_that_yield_nothing_are_errors(frames, emb_by_id, tmp_path):

@@ -164,10 +164,16 @@ def group_table(dists: pd.DataFrame, group_type: str) -> pd.DataFrame:
     return out
 
 
+CLUSTER_ID = re.compile(r"^cluster-\d+$")
+
+
 def parse_value_sets(specs: Sequence[str], groups: pd.DataFrame,
                      weighting: str = "equal") -> list[ValueSet]:
     """Value sets from the ``value_sets`` parameter: each entry a group or 'A+B+...'.
 
+    A member may be written as its group name (``"United States"``) or as its id
+    (``"united-states"``), so one profile list serves notebooks 02, 03 and 04. Entries
+    ``cluster-<k>`` name derived value sets and are resolved by :func:`build_stage`.
     ``weighting``: ``equal`` (each member counts the same) or ``respondents`` (members weighted
     by their total respondents, which needs ``n`` for every member's rows).
     """
@@ -175,18 +181,25 @@ def parse_value_sets(specs: Sequence[str], groups: pd.DataFrame,
         raise DatasetBuildError(f"parameter mixture_weighting={weighting!r}: use equal or respondents")
     valid = list(groups["group"])
     by_name = groups.set_index("group")
+    by_slug = {slugify(g): g for g in valid}
     out: list[ValueSet] = []
     seen: set[str] = set()
     for spec in specs:
-        members = tuple(m.strip() for m in str(spec).split("+") if m.strip())
-        if not members:
+        if CLUSTER_ID.match(str(spec).strip()):
+            continue
+        raw = tuple(m.strip() for m in str(spec).split("+") if m.strip())
+        if not raw:
             raise DatasetBuildError(f"parameter value_sets: empty entry {spec!r}")
-        for m in members:
-            if m not in by_name.index:
+        members = []
+        for m in raw:
+            name = m if m in by_name.index else by_slug.get(m)
+            if name is None:
                 raise DatasetBuildError(
                     f"parameter value_sets: unknown group {m!r}; valid groups "
                     f"({len(valid)}): {', '.join(valid)}"
                 )
+            members.append(name)
+        members = tuple(members)
         if len(set(members)) != len(members):
             raise DatasetBuildError(f"parameter value_sets: {spec!r} names a group twice")
         slug = slugify("-".join(members))
@@ -894,7 +907,20 @@ def build_stage(items: pd.DataFrame, dists: pd.DataFrame, params: Mapping[str, A
                                   min_shared=p["valueset_min_shared"],
                                   n_neighbors=p["valueset_umap_n_neighbors"],
                                   min_cluster_size=p["valueset_min_cluster_size"], seed=seed)
-        vsets += cluster_value_sets(clusters, groups, p["valueset_max_clusters"], p["mixture_weighting"])
+        derived = cluster_value_sets(clusters, groups, int(clusters["cluster"].max()),
+                                     p["mixture_weighting"])
+        wanted = {str(v).strip() for v in p["value_sets"] if CLUSTER_ID.match(str(v).strip())}
+        have = {v.value_set for v in derived}
+        if wanted - have:
+            raise DatasetBuildError(
+                f"parameter value_sets: {sorted(wanted - have)} not found; clustering made "
+                f"{', '.join(sorted(have)) or 'no cluster'}"
+            )
+        keep = {v.value_set for v in derived[: p["valueset_max_clusters"]]} | wanted
+        vsets += [v for v in derived if v.value_set in keep]
+    elif any(CLUSTER_ID.match(str(v).strip()) for v in p["value_sets"]):
+        raise DatasetBuildError("parameter value_sets names a cluster-<k> value set but "
+                                "valueset_clustering is false")
     if not vsets:
         raise DatasetBuildError("parameter value_sets is empty and clustering found no value set")
     members = pd.concat([v.frame() for v in vsets], ignore_index=True)
@@ -1002,3 +1028,150 @@ def load_dataset_dict(value_set: str, method: str, root: Path | None = None) -> 
         have = sorted(p.name for p in Path(root or paths.ALIGNMENT).glob("*") if p.is_dir())
         raise DatasetBuildError(f"{paths.relative(path)} not found (value sets written: {', '.join(have)})")
     return load_from_disk(str(path))
+
+
+# ------------------------------------------------------------------ figures and summaries
+def summary_counts(counts: pd.DataFrame) -> pd.DataFrame:
+    """Rows per value set x method (train/validation) and items per split, one wide table."""
+    rows = counts.pivot_table(index=["value_set", "method"], columns="split", values="rows",
+                              aggfunc="first")[list(DATASET_SPLITS)]
+    rows.columns = [f"rows_{c}" for c in rows.columns]
+    items = counts.drop_duplicates(["value_set", "split"]).pivot(index="value_set", columns="split",
+                                                                 values="items")[list(SPLITS)]
+    items.columns = [f"items_{c}" for c in items.columns]
+    return rows.reset_index().merge(items.reset_index(), on="value_set")
+
+
+def plot_group_clusters(clusters: pd.DataFrame, value_sets: Sequence[str] = ()) -> Any:
+    """The 2-D UMAP map of groups, coloured by cluster, every group labelled."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    plotting.set_thesis_style()
+    fig, ax = plt.subplots(figsize=plotting.figsize(1.0, 0.75))
+    ids = sorted(clusters["cluster"].unique())
+    for c in ids:
+        g = clusters[clusters["cluster"] == c]
+        name = f"cluster-{c}" if c >= 0 else "noise (no value set)"
+        kept = name in value_sets
+        color = "#bbbbbb" if c < 0 else plotting.OKABE_ITO[(c - 1) % len(plotting.OKABE_ITO)]
+        ax.scatter(g["x"], g["y"], s=18, color=color, marker="o" if c >= 0 else "x",
+                   label=name + ("" if kept or c < 0 else " (not used)"), zorder=2)
+        for _, r in g.iterrows():
+            ax.annotate(str(r["group"]).replace(" (Non-national sample)", "*"), (r["x"], r["y"]),
+                        fontsize=5, xytext=(2, 2), textcoords="offset points", zorder=3)
+    ax.set_xlabel("UMAP 1")
+    ax.set_ylabel("UMAP 2")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(fontsize=6, loc="best", frameon=False)
+    ax.set_title("Groups by answer profile (mean JS distance on shared items)", fontsize=8)
+    return fig
+
+
+def plot_jsd(jsd: pd.DataFrame) -> Any:
+    """Heatmap of mean JS distance between value sets (shared items)."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    plotting.set_thesis_style()
+    m = jsd.pivot(index="value_set_a", columns="value_set_b", values="mean_js_distance")
+    order = list(dict.fromkeys(jsd["value_set_a"]))
+    m = m.loc[order, order]
+    fig, ax = plt.subplots(figsize=plotting.figsize(0.6, 0.9))
+    im = ax.imshow(m.to_numpy(dtype=float), cmap=plotting.SEQUENTIAL_CMAP, vmin=0)
+    ax.set_xticks(range(len(order)), [plotting.value_set_label(v) for v in order], rotation=45, ha="right")
+    ax.set_yticks(range(len(order)), [plotting.value_set_label(v) for v in order])
+    for i in range(len(order)):
+        for j in range(len(order)):
+            v = m.iat[i, j]
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if v < np.nanmax(m.to_numpy(dtype=float)) * 0.6 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, label="mean JS distance")
+    return fig
+
+
+def plot_share_distributions(result: StageResult) -> Any:
+    """Per method: the share of the trained answer (SFT), chosen vs rejected (DPO), KTO by label."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    plotting.set_thesis_style()
+    mix = result.mixtures.set_index(["value_set", "item_id"])["shares"]
+    sft, chosen, rejected, kd, ku = [], [], [], [], []
+    for vs, per in result.rows.items():
+        for r in per["sft"]["train"]:
+            o = prompts.option_for(r["option_order"], r["completion"][0]["content"])
+            sft.append(mix[(vs, r["item_id"])][o])
+        chosen += [r["chosen_share"] for r in per["dpo"]["train"]]
+        rejected += [r["rejected_share"] for r in per["dpo"]["train"]]
+        kd += [r["share"] for r in per["kto"]["train"] if r["label"]]
+        ku += [r["share"] for r in per["kto"]["train"] if not r["label"]]
+    fig, axes = plt.subplots(1, 3, figsize=plotting.figsize(1.0, 0.33), sharey=False)
+    bins = np.linspace(0, 1, 21)
+    axes[0].hist(sft, bins=bins, color=plotting.METHOD_COLORS["sft"])
+    axes[0].set_title("SFT: share of the answer", fontsize=8)
+    axes[1].hist([chosen, rejected], bins=bins, label=["chosen", "rejected"],
+                 color=[plotting.METHOD_COLORS["dpo"], "#999999"])
+    axes[1].set_title("DPO: chosen vs rejected", fontsize=8)
+    axes[2].hist([kd, ku], bins=bins, label=["desirable", "undesirable"],
+                 color=[plotting.METHOD_COLORS["kto"], "#999999"])
+    axes[2].set_title("KTO: share by label", fontsize=8)
+    for ax in axes:
+        ax.set_xlabel("option share in the value set")
+    axes[0].set_ylabel("training rows")
+    axes[1].legend(fontsize=6, frameon=False)
+    axes[2].legend(fontsize=6, frameon=False)
+    return fig
+
+
+def answer_letters(row: Mapping[str, Any], method: str) -> list[str]:
+    """The letters a row trains towards (SFT answer, DPO chosen, KTO desirable completion)."""
+    if method == "sft":
+        return [row["completion"][0]["content"]]
+    if method == "dpo":
+        return [row["chosen"][0]["content"]]
+    return [row["completion"][0]["content"]] if row["label"] else []
+
+
+def position_balance(result: StageResult) -> pd.DataFrame:
+    """Per value set and method: mean relative answer position (0.5 = balanced) and share at 'A'."""
+    out = []
+    for vs, per in result.rows.items():
+        for m in METHODS:
+            rel, at_a, expect_a = [], [], []
+            for r in per[m]["train"]:
+                n = len(r["option_order"])
+                for letter in answer_letters(r, m):
+                    pos = prompts.LETTERS.index(letter)
+                    rel.append(pos / (n - 1))
+                    at_a.append(pos == 0)
+                    expect_a.append(1.0 / n)
+            out.append({"value_set": vs, "method": m, "answers": len(rel),
+                        "mean_relative_position": float(np.mean(rel)) if rel else np.nan,
+                        "share_at_A": float(np.mean(at_a)) if rel else np.nan,
+                        "balanced_share_at_A": float(np.mean(expect_a)) if rel else np.nan})
+    return pd.DataFrame(out)
+
+
+def example_rows(result: StageResult, value_set: str, n: int = 1) -> pd.DataFrame:
+    """A few rendered training rows per method, flattened for display."""
+    out = []
+    for m in METHODS:
+        for r in result.rows[value_set][m]["train"][:n]:
+            d = {"method": m, "item_id": r["item_id"], "paraphrase_id": r["paraphrase_id"],
+                 "option_order": r["option_order"], "prompt": r["prompt"][0]["content"]}
+            if m == "sft":
+                d["answer"] = r["completion"][0]["content"]
+            elif m == "dpo":
+                d["answer"] = (f"chosen {r['chosen'][0]['content']} ({r['chosen_share']:.2f}) / rejected "
+                               f"{r['rejected'][0]['content']} ({r['rejected_share']:.2f})")
+            else:
+                d["answer"] = (f"{r['completion'][0]['content']} ({r['share']:.2f}) -> "
+                               + ("desirable" if r["label"] else "undesirable"))
+            out.append(d)
+    return pd.DataFrame(out)
