@@ -337,3 +337,17 @@ def test_notebook_outputs_follow_contract():
             for split in ("train", "validation"):
                 assert {split_of[i] for i in dd[split]["item_id"]} <= {split}
             assert Path(root / v / m / "README.md").exists()
+
+
+def test_taxonomy_clusters_stratify_when_present(frames, emb_by_id, tmp_path, monkeypatch):
+    items, _ = frames
+    ids = sorted(items["item_id"])
+    tax = pd.DataFrame({"item_id": ids, "cluster": [(-1 if i % 7 == 0 else i % 4) for i in range(len(ids))]})
+    tax.to_parquet(tmp_path / "taxonomy.parquet")
+    monkeypatch.setattr(D.paths, "TAXONOMY", tmp_path / "taxonomy.parquet")
+    s, _ = D.make_splits(items, ids, fractions={"train": 0.7, "validation": 0.1, "test": 0.1,
+                                                 "test_cluster": 0.1},
+                         stratify_by="auto", n_topics=4, dup_threshold=0.9, seed=0, emb=emb_by_id)
+    assert s["stratum"].str.startswith("taxonomy-").all()
+    held = set(s.loc[s["split"] == "test_cluster", "stratum"])
+    assert held and "taxonomy--1" not in held
