@@ -80,7 +80,7 @@ $(STAMPS)/setup-done: $(STAMPS)/venv $(STAMPS)/kernel $(STAMPS)/model
 # what each stage reads besides its own notebook (library modules and upstream stages)
 $(NB_00): $(LIB)/surveys.py $(RAWDATA)
 $(NB_01): $(NB_00) $(LIB)/taxonomy.py $(wildcard data/reference/*)
-$(NB_02): $(NB_00) $(NB_01) $(LIB)/datasets.py $(LIB)/prompts.py
+$(NB_02): $(NB_00) $(NB_01) $(LIB)/datasets.py $(LIB)/prompts.py $(LIB)/taxonomy.py
 $(NB_03): $(NB_02) $(LIB)/training.py $(LIB)/models.py $(LIB)/prompts.py
 $(NB_04): $(NB_02) $(NB_03) $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts.py
 $(NB_05): $(LIB)/consultation.py $(RAWDATA)

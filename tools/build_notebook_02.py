@@ -37,7 +37,7 @@ Licence of all derived data: CC BY-NC-SA 4.0 (GlobalOpinionQA).
 """),
     ("params", """
 seed = 0  # random seed for splits, clustering, answer sampling and prompt variants [0, 2147483647]
-value_sets = ["United States", "Germany"]  # value sets: group names or ids; "A+B" mixes groups; "cluster-<k>" picks a derived one
+value_sets = ["united-states", "germany"]  # value sets: group names or ids; "A+B" mixes groups; "cluster-<k>" picks a derived one
 group_type = "country"  # which groups value sets are made of (group_type in distributions.parquet)
 mixture_weighting = "equal"  # member weights in a mixture {equal, respondents}
 mixture_missing = "renormalize"  # an item a member lacks: mix the members that have it, or drop the item {renormalize, drop}
