@@ -18,6 +18,8 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from valuealign import provenance
 from valuealign import taxonomy as T
 
+from conftest import require_artefact
+
 GROUPS = {
     "Tradition": [
         "I pray every day and attend religious services at my church.",
@@ -305,3 +307,23 @@ def test_stability_and_sweep_shapes(constructed):
     assert sweep.loc[2, "n_clusters"] == 0 and sweep.loc[2, "noise_share"] == 1.0
     with pytest.raises(T.TaxonomyError, match="stability_runs"):
         T.stability(constructed.embeddings, SMALL, n_runs=1)
+
+
+# ------------------------------------------------------------------------ pipeline artefacts
+@pytest.mark.pipeline
+def test_taxonomy_artefact_covers_every_item():
+    """What later stages read: one row per survey item, clusters consistent with the cluster table."""
+    require_artefact(T.paths.TAXONOMY)
+    tax = pd.read_parquet(T.paths.TAXONOMY)
+    items = pd.read_parquet(require_artefact(T.paths.ITEMS))
+    manifest = provenance.read_json(require_artefact(T.MANIFEST))
+    assert tax["item_id"].is_unique and tax["item_id"].is_monotonic_increasing
+    if "survey" in manifest["parameters"].get("taxonomy_corpus", ["survey"]):
+        assert set(items["item_id"]) <= set(tax["item_id"])
+    for col in ("cluster", "probability", "nearest_value", "nearest_value_score", "x", "y"):
+        assert tax[col].notna().all(), col
+    clusters = pd.read_parquet(require_artefact(T.CLUSTERS))
+    assert set(tax.loc[tax["cluster"] >= 0, "cluster"]) == set(clusters["cluster"])
+    names = set(T.load_prototypes().query("level == 'basic'")["name"])
+    assert set(tax["nearest_value"]) <= names
+    assert tax["probability"].between(0, 1).all()
