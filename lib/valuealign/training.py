@@ -1,0 +1,927 @@
+"""Fine-tuning with LoRA / QLoRA through trl: SFT, DPO and KTO (notebook 03).
+
+One code path for the bundled 135M model on a laptop CPU and a 7-13B model on one 80 GB
+GPU; only the parameters differ. Each run (one model profile x method x value set x seed x
+hyperparameters) lives in ``runs/<run_id>/`` (see CONTRACTS.md):
+
+- ``adapter/``     peft ``save_pretrained`` (safetensors) + a model card ``README.md``
+- ``train_log.csv`` one row per logged optimizer step (loss; rewards/margins/KL for DPO/KTO)
+- ``manifest.json`` ``provenance.Manifest`` of the run
+- ``checkpoints/`` Trainer checkpoints (adapter + optimizer + scheduler + RNG state)
+- ``DONE``         written last; a run folder without it is unfinished
+
+Why the run id is a hash of the parameters: a grid of runs can be re-launched blindly; a
+finished run is found and skipped, an interrupted one (killed job, out of memory, pre-empted
+cluster node) resumes from its last checkpoint with ``resume_from_checkpoint``.
+
+Why the reference model is the base with the adapter switched off: DPO and KTO need a frozen
+reference policy; with peft, trl uses the same weights with the LoRA layers disabled, so a
+7-13B model is held in memory once (a second 4-bit copy is a known cause of out-of-memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import resource
+import shutil
+import time
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from valuealign import models, paths, provenance
+
+METHODS: tuple[str, ...] = ("sft", "dpo", "kto")
+QUANTIZATIONS: tuple[str, ...] = ("auto", "4bit", "none")
+DATA_SOURCES: tuple[str, ...] = ("survey", "consultation")
+OPTIMIZERS: tuple[str, ...] = ("auto", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch")
+SCHEDULERS: tuple[str, ...] = ("constant", "constant_with_warmup", "cosine", "linear")
+
+# The columns trl needs per method (CONTRACTS.md); other columns are kept for provenance.
+REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
+    "sft": ("prompt", "completion"),
+    "dpo": ("prompt", "chosen", "rejected"),
+    "kto": ("prompt", "completion", "label"),
+}
+KTO_BETA = 0.1  # trl's default and the KTO paper's; recorded in each KTO run's parameters
+STAGE = "03_finetune"
+DONE = "DONE"
+
+
+class TrainingError(ValueError):
+    """A training request is invalid (unknown method, profile, missing data); the message says which."""
+
+
+class DatasetFormatError(TrainingError):
+    """An alignment dataset lacks the columns its method needs; the message names them."""
+
+
+class TrainingOOMError(RuntimeError):
+    """CUDA ran out of memory; the message lists the knobs to turn. The run folder stays resumable."""
+
+
+# ---------------------------------------------------------------- validation
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise TrainingError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+    return method
+
+
+def check_profile(profile: str) -> str:
+    if profile not in models.PROFILES:
+        raise TrainingError(f"unknown model profile {profile!r}; valid: {', '.join(models.PROFILES)}")
+    return profile
+
+
+def training_device() -> str:
+    return "cuda" if models.cuda_available() else "cpu"
+
+
+def resolve_quantization(requested: str, strict: bool = False, cuda: bool | None = None) -> str:
+    """``auto`` -> ``4bit`` on CUDA, ``none`` on CPU; ``4bit`` without CUDA warns and falls back.
+
+    Why fall back rather than run 4-bit on CPU: bitsandbytes does run NF4 on CPU, but only
+    with float32 compute, and it visibly hurts a 135M model (FEASIBILITY.md); QLoRA exists to
+    fit 7-13B models on one GPU. With ``strict`` the fallback is an error instead.
+    """
+    if requested not in QUANTIZATIONS:
+        raise TrainingError(f"unknown quantization {requested!r}; valid: {', '.join(QUANTIZATIONS)}")
+    cuda = models.cuda_available() if cuda is None else cuda
+    if requested == "auto":
+        return "4bit" if cuda else "none"
+    if requested == "4bit" and not cuda:
+        msg = ("quantization='4bit' needs a CUDA GPU and none is available: "
+               "training the unquantised model (quantization='none') on CPU instead")
+        if strict:
+            raise TrainingError(msg.split(":")[0] + " (strict=True, so this is an error; "
+                                "set quantization='none' or 'auto' to train on CPU)")
+        warnings.warn(msg, UserWarning, stacklevel=2)
+        return "none"
+    return requested
+
+
+def check_columns(dataset: Any, method: str, where: str = "dataset") -> None:
+    """Every split must have the method's columns; the error names the missing ones."""
+    check_method(method)
+    splits = dataset.items() if hasattr(dataset, "keys") else [("train", dataset)]
+    for split, ds in splits:
+        missing = [c for c in REQUIRED_COLUMNS[method] if c not in ds.column_names]
+        if missing:
+            raise DatasetFormatError(
+                f"{where} (split {split!r}) lacks the column(s) {', '.join(missing)} that {method} "
+                f"needs (it needs {', '.join(REQUIRED_COLUMNS[method])}; it has "
+                f"{', '.join(ds.column_names)})"
+            )
+        if method == "kto" and len(ds) and not isinstance(ds[0]["label"], bool):
+            raise DatasetFormatError(
+                f"{where} (split {split!r}): column 'label' must be boolean (desirable = True), "
+                f"got {type(ds[0]['label']).__name__}"
+            )
+
+
+# ---------------------------------------------------------------- parameters and run ids
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Everything that determines one training run (and so its run id).
+
+    Knobs that do not change the trained adapter (``save_steps``) are recorded but not hashed.
+    Method-specific knobs are neutral for other methods, so that changing ``dpo_beta`` does not
+    rename the SFT runs.
+    """
+
+    model_profile: str
+    method: str
+    value_set: str
+    seed: int = 0
+    model_path: str = ""
+    data_source: str = "survey"
+    quantization: str = "none"  # resolved: 4bit | none
+    lora_r: int = 16
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_target: str = "all-linear"
+    learning_rate: float = 2e-4
+    lr_scheduler: str = "constant"
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 0.3
+    max_steps: int = -1
+    epochs: float = 1.0
+    train_batch_size: int = 4
+    grad_accum: int = 1
+    max_length: int = 512
+    max_rows: int = 0
+    beta: float = 0.0  # DPO/KTO temperature; 0 for SFT
+    kto_desirable_weight: float = 0.0  # 0 = balanced from the data
+    kto_undesirable_weight: float = 0.0
+    optim: str = "adamw_torch"  # resolved
+    gradient_checkpointing: bool = False  # resolved
+    save_steps: int = 50
+
+    NOT_HASHED = ("save_steps",)
+
+    def __post_init__(self) -> None:
+        check_profile(self.model_profile)
+        check_method(self.method)
+        if self.data_source not in DATA_SOURCES:
+            raise TrainingError(f"unknown data_source {self.data_source!r}; valid: {', '.join(DATA_SOURCES)}")
+        if self.quantization not in ("4bit", "none"):
+            raise TrainingError(f"quantization must be resolved to 4bit or none, got {self.quantization!r}")
+        if not self.value_set:
+            raise TrainingError("value_set is empty")
+        if self.method == "kto" and self.train_batch_size < 2:
+            raise TrainingError("kto needs train_batch_size >= 2 (its KL reference point is estimated "
+                                f"from mismatched pairs within a batch), got {self.train_batch_size}")
+        if self.max_steps == 0:
+            raise TrainingError("max_steps = 0 trains nothing: use -1 (train for `epochs`) or a positive count")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def hash(self) -> str:
+        d = {k: v for k, v in self.to_dict().items() if k not in self.NOT_HASHED}
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+    @property
+    def run_id(self) -> str:
+        return f"{self.model_profile}__{self.method}__{self.value_set}__s{self.seed}__{self.hash}"
+
+
+def params_for_run(params: Mapping[str, Any], method: str, value_set: str,
+                   cuda: bool | None = None) -> TrainParams:
+    """Map notebook 03's parameters onto one run's :class:`TrainParams` (resolving ``auto``s)."""
+    check_method(method)
+    cuda = models.cuda_available() if cuda is None else cuda
+    quant = resolve_quantization(params.get("quantization", "auto"), params.get("strict", False), cuda)
+    optim = params.get("train_optim", "auto")
+    if optim == "auto":
+        optim = "paged_adamw_8bit" if cuda else "adamw_torch"
+    elif optim.startswith("paged_") and not cuda:
+        if params.get("strict", False):
+            raise TrainingError(f"train_optim={optim!r} needs CUDA (strict=True)")
+        warnings.warn(f"train_optim={optim!r} needs CUDA: using adamw_torch on CPU", UserWarning, stacklevel=2)
+        optim = "adamw_torch"
+    gc = params.get("train_gradient_checkpointing", "auto")
+    gc_on = cuda if gc == "auto" else gc == "on"
+    return TrainParams(
+        model_profile=params.get("model_profile", "smollm2-135m"),
+        method=method,
+        value_set=value_set,
+        seed=int(params.get("seed", 0)),
+        model_path=params.get("model_path", "") or "",
+        data_source=params.get("data_source", "survey"),
+        quantization=quant,
+        lora_r=int(params.get("lora_r", 16)),
+        lora_alpha=int(params.get("lora_alpha", 16)),
+        lora_dropout=float(params.get("lora_dropout", 0.05)),
+        lora_target=params.get("lora_target", "all-linear"),
+        learning_rate=float(params.get(f"{method}_learning_rate", 2e-4)),
+        lr_scheduler=params.get("train_lr_scheduler", "constant"),
+        warmup_ratio=float(params.get("train_warmup_ratio", 0.0)),
+        max_grad_norm=float(params.get("train_max_grad_norm", 0.3)),
+        max_steps=int(params.get("max_steps", -1)),
+        epochs=float(params.get("epochs", 1.0)),
+        train_batch_size=int(params.get("train_batch_size", 4)),
+        grad_accum=int(params.get("grad_accum", 1)),
+        max_length=int(params.get("max_length", 512)),
+        max_rows=int(params.get("train_max_rows", 0)),
+        beta=float(params.get("dpo_beta", 0.1)) if method == "dpo" else (KTO_BETA if method == "kto" else 0.0),
+        kto_desirable_weight=float(params.get("kto_desirable_weight", 0.0)) if method == "kto" else 0.0,
+        kto_undesirable_weight=float(params.get("kto_undesirable_weight", 0.0)) if method == "kto" else 0.0,
+        optim=optim,
+        gradient_checkpointing=gc_on,
+        save_steps=int(params.get("train_save_steps", 50)),
+    )
+
+
+def plan(params: Mapping[str, Any], cuda: bool | None = None,
+         runs_root: Path | None = None) -> tuple[list[TrainParams], pd.DataFrame, list[str]]:
+    """The runs notebook 03 will make (value sets x methods), their status, and any fallbacks.
+
+    Warnings (e.g. 4-bit asked for without CUDA) are collected once and returned as text, so
+    the notebook can state them; with ``strict`` they are errors instead.
+    """
+    runs: list[TrainParams] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for value_set in params.get("value_sets", []):
+            for method in params.get("methods", []):
+                runs.append(params_for_run(params, method, value_set, cuda))
+    notes = sorted({str(w.message) for w in caught if issubclass(w.category, UserWarning)})
+    if not runs:
+        raise TrainingError("nothing to train: `methods` and `value_sets` must each list at least one entry")
+    root = Path(runs_root or paths.RUNS)
+    table = pd.DataFrame([{"value_set": r.value_set, "method": r.method, "run_id": r.run_id,
+                           "status": run_status(root / r.run_id), "quantization": r.quantization,
+                           "learning_rate": r.learning_rate} for r in runs])
+    return runs, table, notes
+
+
+def run_status(run_dir: Path) -> str:
+    """``finished`` (DONE present), ``unfinished`` (folder without DONE: will resume) or ``new``."""
+    if (run_dir / DONE).exists():
+        return "finished"
+    return "unfinished" if run_dir.exists() else "new"
+
+
+def last_checkpoint(run_dir: Path) -> Path | None:
+    """The newest complete Trainer checkpoint of a run, or None."""
+    ckpts = []
+    for d in (run_dir / "checkpoints").glob("checkpoint-*"):
+        step = d.name.rsplit("-", 1)[-1]
+        if step.isdigit() and (d / "trainer_state.json").exists():
+            ckpts.append((int(step), d))
+    return max(ckpts)[1] if ckpts else None
+
+
+# ---------------------------------------------------------------- data
+
+
+def dataset_dir(value_set: str, method: str, data_source: str = "survey", root: Path | None = None) -> Path:
+    """Where a method's data for a value set lives: notebook 02's output, or the consultation's.
+
+    Consultation data (phase 3, notebook 05) mirror the survey layout under
+    ``data/processed/consultation/<value_set>/<method>/``.
+    """
+    if data_source not in DATA_SOURCES:
+        raise TrainingError(f"unknown data_source {data_source!r}; valid: {', '.join(DATA_SOURCES)}")
+    base = root or (paths.ALIGNMENT if data_source == "survey" else paths.CONSULTATION)
+    return Path(base) / value_set / method
+
+
+def available_value_sets(data_source: str = "survey", root: Path | None = None) -> list[str]:
+    base = Path(root or (paths.ALIGNMENT if data_source == "survey" else paths.CONSULTATION))
+    if not base.is_dir():
+        return []
+    return sorted(d.name for d in base.iterdir() if d.is_dir() and any((d / m).is_dir() for m in METHODS))
+
+
+def load_alignment_dataset(value_set: str, method: str, data_source: str = "survey",
+                           root: Path | None = None) -> Any:
+    """The ``DatasetDict`` (train, validation) for one value set and method, checked."""
+    from datasets import load_from_disk
+
+    check_method(method)
+    folder = dataset_dir(value_set, method, data_source, root)
+    if not folder.exists():
+        have = available_value_sets(data_source, root)
+        if data_source == "consultation":
+            hint = ("consultation data are absent: run notebook 05 (public consultation, phase 3) "
+                    "to export them" if not have else f"value sets with consultation data: {', '.join(have)}")
+        else:
+            hint = ("no alignment data yet: run notebook 02 (make all)" if not have
+                    else f"value sets with data: {', '.join(have)}")
+        raise TrainingError(f"no {method} data for value set {value_set!r} at {paths.relative(folder)} ({hint})")
+    ds = load_from_disk(str(folder))
+    if "train" not in ds:
+        raise DatasetFormatError(f"{paths.relative(folder)}: no 'train' split (splits: {', '.join(ds)})")
+    check_columns(ds, method, where=paths.relative(folder))
+    return ds
+
+
+def kto_weights(train: Any, desirable: float = 0.0, undesirable: float = 0.0) -> tuple[float, float]:
+    """KTO class weights; a 0 weight is derived so that weighted counts balance (ratio 1:1).
+
+    The KTO paper advises keeping (w_d * n_d) / (w_u * n_u) within [1, 4/3]; with both
+    weights 0 the majority class gets weight 1 and the minority is up-weighted.
+    """
+    labels = list(train["label"])
+    n_d, n_u = sum(1 for x in labels if x), sum(1 for x in labels if not x)
+    if n_d == 0 or n_u == 0:
+        raise DatasetFormatError(f"KTO needs desirable and undesirable rows; got {n_d} desirable, {n_u} undesirable")
+    if desirable > 0 and undesirable > 0:
+        return float(desirable), float(undesirable)
+    if desirable > 0:
+        return float(desirable), desirable * n_d / n_u
+    if undesirable > 0:
+        return undesirable * n_u / n_d, float(undesirable)
+    return (1.0, n_d / n_u) if n_d >= n_u else (n_u / n_d, 1.0)
+
+
+def prepare_split(ds: Any, method: str, max_rows: int = 0, seed: int = 0) -> Any:
+    """Keep the columns trl needs; optionally a seeded subsample of ``max_rows`` rows."""
+    ds = ds.select_columns(list(REQUIRED_COLUMNS[method]))
+    if max_rows and len(ds) > max_rows:
+        ds = ds.shuffle(seed=seed).select(range(max_rows))
+    return ds
+
+
+# ---------------------------------------------------------------- trainer construction
+
+
+def lora_config(p: TrainParams) -> Any:
+    from peft import LoraConfig
+
+    target: str | list[str] = p.lora_target
+    if target != "all-linear":
+        target = [t.strip() for t in target.split(",") if t.strip()]
+    return LoraConfig(r=p.lora_r, lora_alpha=p.lora_alpha, lora_dropout=p.lora_dropout,
+                      target_modules=target, bias="none", task_type="CAUSAL_LM")
+
+
+def training_args(p: TrainParams, output_dir: Path, device: str, train_rows: int,
+                  kto_w: tuple[float, float] | None = None) -> Any:
+    """The trl config for one method, with every knob that differs between CPU and GPU explicit."""
+    from trl import DPOConfig, KTOConfig, SFTConfig
+
+    cuda = device.startswith("cuda")
+    common: dict[str, Any] = dict(
+        output_dir=str(output_dir), seed=p.seed, data_seed=p.seed,
+        learning_rate=p.learning_rate, lr_scheduler_type=p.lr_scheduler, warmup_steps=p.warmup_ratio,  # < 1: a ratio (transformers 5)
+        max_grad_norm=p.max_grad_norm, max_steps=p.max_steps, num_train_epochs=p.epochs,
+        per_device_train_batch_size=p.train_batch_size, per_device_eval_batch_size=p.train_batch_size,
+        gradient_accumulation_steps=p.grad_accum, max_length=p.max_length,
+        optim=p.optim, gradient_checkpointing=p.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if p.gradient_checkpointing else None,
+        use_cpu=not cuda, bf16=cuda, fp16=False,
+        logging_steps=1, logging_first_step=True, save_strategy="steps", save_steps=p.save_steps,
+        save_total_limit=2, eval_strategy="no", report_to="none", disable_tqdm=True,
+        dataloader_num_workers=0, dataset_num_proc=None,
+    )
+    if p.method == "sft":
+        return SFTConfig(**common, completion_only_loss=True, packing=False)
+    if p.method == "dpo":
+        return DPOConfig(**common, beta=p.beta)
+    desirable, undesirable = kto_w or (1.0, 1.0)
+    return KTOConfig(**common, beta=p.beta, desirable_weight=desirable, undesirable_weight=undesirable)
+
+
+def make_trainer(p: TrainParams, model: Any, tokenizer: Any, train: Any, eval_ds: Any | None,
+                 args: Any, callbacks: Sequence[Any] = ()) -> Any:
+    """trl trainer with a LoRA adapter; DPO/KTO get no ``ref_model`` (adapter-off reference)."""
+    from transformers import PrinterCallback
+    from trl import DPOTrainer, KTOTrainer, SFTTrainer
+
+    cls = {"sft": SFTTrainer, "dpo": DPOTrainer, "kto": KTOTrainer}[p.method]
+    trainer = cls(model=model, args=args, train_dataset=train, eval_dataset=eval_ds,
+                  processing_class=tokenizer, peft_config=lora_config(p), callbacks=list(callbacks))
+    trainer.remove_callback(PrinterCallback)  # metrics go to train_log.csv, not the notebook
+    return trainer
+
+
+def progress_callback(desc: str) -> Any:
+    """A compact tqdm.auto bar (one line per run) instead of the Trainer's printed dicts."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class _Progress(TrainerCallback):
+        bar: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc=desc)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            if self.bar is not None:
+                self.bar.close()
+
+    return _Progress()
+
+
+@contextlib.contextmanager
+def log_to_file(path: Path) -> Iterator[None]:
+    """Send transformers/trl/peft log records and Python warnings to ``path`` while training.
+
+    Why: the notebook must stay readable; the details stay available next to the run.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    names = ("transformers", "trl", "peft", "accelerate", "py.warnings")
+    loggers = [logging.getLogger(n) for n in names]
+    saved = [(lg.propagate, lg.level) for lg in loggers]
+    logging.captureWarnings(True)
+    for lg in loggers:
+        lg.addHandler(handler)
+        lg.propagate = False
+        if lg.level == logging.NOTSET or lg.level > logging.INFO:
+            lg.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logging.captureWarnings(False)
+        for lg, (prop, level) in zip(loggers, saved, strict=True):
+            lg.removeHandler(handler)
+            lg.propagate, lg.level = prop, level
+        handler.close()
+
+
+# ---------------------------------------------------------------- logs, cards
+
+
+LOG_COLUMNS = ("step", "epoch", "loss", "grad_norm", "learning_rate")
+
+
+def log_frame(log_history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """Training log rows (those with a ``loss``), columns named as trl logs them."""
+    rows = [dict(r) for r in log_history if "loss" in r and "train_runtime" not in r]
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return pd.DataFrame(columns=list(LOG_COLUMNS))
+    df = df.drop_duplicates("step", keep="last").sort_values("step")
+    first = [c for c in LOG_COLUMNS if c in df.columns]
+    return df[first + sorted(c for c in df.columns if c not in first)].reset_index(drop=True)
+
+
+def _final_metrics(log: pd.DataFrame, summary: Mapping[str, Any]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if not log.empty:
+        last = log.iloc[-1]
+        for key in ("loss", "rewards/margins", "rewards/accuracies", "kl", "mean_token_accuracy"):
+            if key in log.columns and pd.notna(last[key]):
+                out[f"final_{key}"] = float(last[key])
+    for k, v in summary.items():
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            out[k] = float(v)
+    return out
+
+
+def model_card(p: TrainParams, run_id: str, metrics: Mapping[str, Any], data_folder: Path,
+               base_source: str) -> str:
+    """The adapter's README.md: what it is, from what data, with which knobs, how well it trained."""
+    method_name = {"sft": "supervised fine-tuning (SFT)", "dpo": "direct preference optimisation (DPO)",
+                   "kto": "Kahneman-Tversky optimisation (KTO)"}[p.method]
+    card = data_folder / "README.md"
+    data_link = paths.relative(card) if card.exists() else paths.relative(data_folder)
+    hp = "\n".join(f"| `{k}` | `{v}` |" for k, v in p.to_dict().items())
+    mt = "\n".join(f"| `{k}` | {v:.4g} |" if isinstance(v, float) else f"| `{k}` | {v} |"
+                   for k, v in sorted(metrics.items())) or "| (none) | |"
+    return f"""---
+base_model: {base_source}
+library_name: peft
+tags: [valuealign, {p.method}, lora, trl]
+---
+# LoRA adapter `{run_id}`
+
+{method_name.capitalize()} of `{p.model_profile}` ({base_source}) towards the answer
+distributions of the value set **{p.value_set}** ({p.data_source} data), seed {p.seed},
+base weights {'4-bit NF4 (QLoRA)' if p.quantization == '4bit' else 'unquantised'}.
+Made by `valuealign.training` (notebook 03_finetune). Training data and its card:
+`{data_link}`. Load it with `valuealign.models.load_with_adapter("{p.model_profile}", <this folder>)`.
+
+## Hyperparameters
+| parameter | value |
+|---|---|
+{hp}
+
+## Training metrics
+| metric | value |
+|---|---|
+{mt}
+"""
+
+
+# ---------------------------------------------------------------- a run
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    run_dir: Path
+    params: TrainParams
+    status: str  # trained | resumed | skipped
+    resumed_from: str | None = None
+    global_step: int = 0
+    optimizer_steps: int = 0
+    log: pd.DataFrame = field(default_factory=pd.DataFrame)
+    metrics: dict[str, float] = field(default_factory=dict)
+    model: Any = None  # the trained peft model (None when skipped)
+    tokenizer: Any = None
+    examples: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.run_dir / "adapter"
+
+
+def read_examples(run_dir: Path) -> pd.DataFrame:
+    f = run_dir / "examples.json"
+    return pd.DataFrame(provenance.read_json(f)) if f.exists() else pd.DataFrame()
+
+
+def _oom_message(p: TrainParams, run_dir: Path, stage: str) -> str:
+    ckpt = last_checkpoint(run_dir)
+    b, g = p.train_batch_size, p.grad_accum
+    return (
+        f"CUDA ran out of memory while {stage} run {p.run_id} (model_profile={p.model_profile}, "
+        f"train_batch_size={b}, grad_accum={g}, max_length={p.max_length}, quantization={p.quantization}, "
+        f"train_gradient_checkpointing={'on' if p.gradient_checkpointing else 'off'}). Knobs to turn: "
+        f"lower train_batch_size (e.g. {max(1, b // 2)}) and raise grad_accum (e.g. {g * 2}) to keep the "
+        f"effective batch of {b * g}; lower max_length; keep quantization=4bit and "
+        f"train_gradient_checkpointing=on; close other processes on the GPU. The run folder "
+        f"{paths.relative(run_dir)} is kept: re-running with the same parameters (e.g. on a larger GPU) "
+        f"resumes from {ckpt.name if ckpt else 'the start (no checkpoint yet)'}; changed knobs give a new run id."
+    )
+
+
+def _optimizer_steps(trainer: Any) -> int:
+    """Adam's own step counter (restored from checkpoints), the ground truth of optimizer updates."""
+    opt = getattr(trainer, "optimizer", None)
+    steps = []
+    for state in getattr(opt, "state", {}).values():
+        s = state.get("step") if isinstance(state, dict) else None
+        if s is not None:
+            steps.append(int(s.item() if hasattr(s, "item") else s))
+    return max(steps) if steps else 0
+
+
+def _peak_memory_gb(device: str) -> float:
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def train(
+    p: TrainParams,
+    dataset: Any | None = None,
+    *,
+    runs_root: Path | None = None,
+    data_root: Path | None = None,
+    callbacks: Sequence[Any] = (),
+    eval_rows: int = 0,
+    examples: int = 0,
+    max_new_tokens: int = 8,
+    progress: bool = True,
+    keep_model: bool = True,
+) -> RunResult:
+    """Train one run into ``runs_root/<run_id>/``; skip if finished, resume if interrupted.
+
+    ``dataset`` (a DatasetDict with ``train`` and optionally ``validation``) overrides the
+    alignment data on disk (tests, custom data). ``eval_rows`` validation rows are scored
+    once after training (their metrics go into the model card). ``examples`` held-out
+    (validation) items are answered before (adapter off) and after training, into
+    ``examples.json`` (kept with the run, so a skipped run still shows them).
+    """
+    import torch
+    from transformers import set_seed
+
+    runs_root = Path(runs_root or paths.RUNS)
+    run_dir = runs_root / p.run_id
+    status = run_status(run_dir)
+    if status == "finished":
+        log_path = run_dir / "train_log.csv"
+        man = provenance.read_json(run_dir / "manifest.json") if (run_dir / "manifest.json").exists() else {}
+        return RunResult(p.run_id, run_dir, p, "skipped",
+                         global_step=int(man.get("extra", {}).get("global_step", 0)),
+                         optimizer_steps=int(man.get("extra", {}).get("optimizer_steps", 0)),
+                         log=pd.read_csv(log_path) if log_path.exists() else pd.DataFrame(),
+                         metrics=man.get("extra", {}).get("metrics", {}),
+                         examples=read_examples(run_dir))
+
+    data_folder = dataset_dir(p.value_set, p.method, p.data_source, data_root)
+    if dataset is None:
+        dataset = load_alignment_dataset(p.value_set, p.method, p.data_source, data_root)
+    else:
+        check_columns(dataset, p.method, where=f"dataset for {p.value_set}/{p.method}")
+    train_ds = prepare_split(dataset["train"], p.method, p.max_rows, p.seed)
+    if len(train_ds) == 0:
+        raise TrainingError(f"the train split for {p.value_set}/{p.method} is empty")
+    eval_ds = None
+    if eval_rows and "validation" in dataset and len(dataset["validation"]):
+        eval_ds = prepare_split(dataset["validation"], p.method, eval_rows, p.seed)
+        if p.method == "kto" and len(set(eval_ds["label"])) < 2:
+            eval_ds = None  # KTO's metrics need both classes
+    kto_w = kto_weights(train_ds, p.kto_desirable_weight, p.kto_undesirable_weight) if p.method == "kto" else None
+
+    device = training_device()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    provenance.write_json({"run_id": p.run_id, "parameters": p.to_dict()}, run_dir / "params.json")
+    resume = last_checkpoint(run_dir)
+    manifest = provenance.Manifest(STAGE, parameters={**p.to_dict(), "run_id": p.run_id}, seed=p.seed)
+    t0 = time.time()
+    stage = "loading the model for"
+    try:
+        with log_to_file(run_dir / "train.log"):
+            set_seed(p.seed)
+            if device.startswith("cuda"):
+                torch.cuda.reset_peak_memory_stats()
+            tokenizer = models.load_tokenizer(p.model_profile, p.model_path or None)
+            model = models.load_for_training(p.model_profile, p.model_path or None,
+                                             quantization=p.quantization, device=device)
+            args = training_args(p, run_dir / "checkpoints", device, len(train_ds), kto_w)
+            cbs = list(callbacks)
+            if progress:
+                cbs.append(progress_callback(f"{p.method} {p.value_set}"))
+            trainer = make_trainer(p, model, tokenizer, train_ds, eval_ds, args, cbs)
+            stage = "training"
+            out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            eval_metrics = {}
+            if eval_ds is not None:
+                stage = "evaluating"
+                eval_metrics = trainer.evaluate()
+    except torch.cuda.OutOfMemoryError as err:
+        raise TrainingOOMError(_oom_message(p, run_dir, stage)) from err
+
+    log = log_frame(trainer.state.log_history)
+    summary = {k: v for k, v in out.metrics.items() if k in ("train_runtime", "train_loss")}
+    summary.update({k: v for k, v in eval_metrics.items()
+                    if k.startswith("eval_") and not k.endswith(("_runtime", "per_second"))})
+    metrics = _final_metrics(log, summary)
+    opt_steps = _optimizer_steps(trainer)
+    peft_model = trainer.model
+    base_source = models.get_profile(p.model_profile).resolve(p.model_path or None)
+    with log_to_file(run_dir / "train.log"):
+        adapter_tmp = run_dir / "adapter.tmp"
+        shutil.rmtree(adapter_tmp, ignore_errors=True)
+        peft_model.save_pretrained(str(adapter_tmp), safe_serialization=True)
+    provenance.write_text(model_card(p, p.run_id, metrics, data_folder,
+                                     paths.relative(Path(base_source)) if Path(base_source).exists()
+                                     else base_source), adapter_tmp / "README.md")
+    shutil.rmtree(run_dir / "adapter", ignore_errors=True)
+    adapter_tmp.rename(run_dir / "adapter")
+    with provenance.atomic_path(run_dir / "train_log.csv", ".csv") as tmp:
+        log.to_csv(tmp, index=False)
+    ex = pd.DataFrame()
+    if examples:
+        ex = before_after(peft_model, tokenizer, example_rows(dataset, p.method, examples, p.seed), max_new_tokens)
+        provenance.write_json(ex.to_dict(orient="records"), run_dir / "examples.json")
+    if data_folder.exists():
+        manifest.add_inputs([data_folder])
+    manifest.add_outputs([run_dir / "adapter", run_dir / "train_log.csv"])
+    manifest.extra = {
+        "run_id": p.run_id, "device": device, "train_rows": len(train_ds),
+        "eval_rows": len(eval_ds) if eval_ds is not None else 0,
+        "kto_weights": list(kto_w) if kto_w else None,
+        "resumed_from": resume.name if resume else None,
+        "global_step": int(trainer.state.global_step), "optimizer_steps": opt_steps,
+        "peak_memory_gb": round(_peak_memory_gb(device), 3),
+        "peak_memory_kind": "cuda max allocated" if device.startswith("cuda") else "process max RSS",
+        "wall_time_this_session_s": round(time.time() - t0, 2),
+        "metrics": metrics,
+    }
+    manifest.write(run_dir / "manifest.json")
+    provenance.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()), run_dir / DONE)
+    peft_model.eval()
+    return RunResult(p.run_id, run_dir, p, "resumed" if resume else "trained",
+                     resumed_from=resume.name if resume else None,
+                     global_step=int(trainer.state.global_step), optimizer_steps=opt_steps, log=log,
+                     metrics=metrics, model=peft_model if keep_model else None,
+                     tokenizer=tokenizer if keep_model else None, examples=ex)
+
+
+# ---------------------------------------------------------------- before/after examples
+
+
+def _chat_text(tokenizer: Any, messages: list[dict], generation_prompt: bool) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def completion_logprob(model: Any, tokenizer: Any, prompt: list[dict], answer: str) -> float:
+    """Summed log-probability of the assistant turn ``answer`` after ``prompt`` (as SFT trains it)."""
+    import torch
+
+    prompt_text = _chat_text(tokenizer, prompt, True)
+    full_text = _chat_text(tokenizer, prompt + [{"role": "assistant", "content": answer}], False)
+    if not full_text.startswith(prompt_text):
+        raise ValueError("chat template does not extend the prompt with the answer; cannot score it")
+    p_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
+    x = torch.tensor([ids], device=next(model.parameters()).device)
+    with torch.no_grad():
+        logits = model(input_ids=x).logits.float()
+    logp = torch.log_softmax(logits[0, :-1], dim=-1)
+    targets = x[0, 1:]
+    token_lp = logp.gather(1, targets[:, None])[:, 0]
+    return float(token_lp[len(p_ids) - 1:].sum())
+
+
+def target_answer(row: Mapping[str, Any], method: str) -> str:
+    """The answer a row teaches: SFT completion, DPO chosen, KTO completion (if desirable)."""
+    key = {"sft": "completion", "dpo": "chosen", "kto": "completion"}[method]
+    return str(row[key][-1]["content"])
+
+
+def example_rows(dataset: Any, method: str, n: int = 3, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` held-out (validation) rows with distinct items; KTO: desirable rows only."""
+    split = dataset["validation"] if "validation" in dataset and len(dataset["validation"]) else None
+    if split is None:
+        return []
+    if method == "kto":
+        split = split.filter(lambda r: bool(r["label"]))
+    split = split.shuffle(seed=seed)
+    seen, rows = set(), []
+    for row in split:
+        key = row.get("item_id", len(seen))
+        if key in seen:
+            continue
+        seen.add(key)
+        rows.append({"item_id": row.get("item_id", ""), "prompt": row["prompt"],
+                     "target": target_answer(row, method)})
+        if len(rows) == n:
+            break
+    return rows
+
+
+def _generate(model: Any, tokenizer: Any, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
+    import torch
+
+    texts = [_chat_text(tokenizer, m, True) for m in prompts]
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items()}
+    with torch.no_grad():
+        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                             temperature=None, top_p=None, top_k=None,
+                             pad_token_id=tokenizer.pad_token_id)
+    return [tokenizer.decode(o[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for o in out]
+
+
+def before_after(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]],
+                 max_new_tokens: int = 8) -> pd.DataFrame:
+    """Greedy answers and the target answer's log-probability, base (adapter off) vs trained."""
+    if not rows:
+        return pd.DataFrame(columns=["item_id", "question", "target", "before", "after",
+                                     "logp_target_before", "logp_target_after"])
+    model.eval()
+    prompts = [list(r["prompt"]) for r in rows]
+    with model.disable_adapter():
+        before = _generate(model, tokenizer, prompts, max_new_tokens)
+        lp_before = [completion_logprob(model, tokenizer, pr, r["target"]) for pr, r in zip(prompts, rows, strict=True)]
+    after = _generate(model, tokenizer, prompts, max_new_tokens)
+    lp_after = [completion_logprob(model, tokenizer, pr, r["target"]) for pr, r in zip(prompts, rows, strict=True)]
+    return pd.DataFrame({
+        "item_id": [r["item_id"] for r in rows],
+        "question": [pr[-1]["content"] for pr in prompts],
+        "target": [r["target"] for r in rows],
+        "before": before, "after": after,
+        "logp_target_before": lp_before, "logp_target_after": lp_after,
+    })
+
+
+# ---------------------------------------------------------------- figures
+
+
+def plot_curves(logs: Mapping[tuple[str, str], pd.DataFrame], metrics: Sequence[tuple[str, str]],
+                methods: Sequence[str] | None = None) -> Any:
+    """One panel per (metric, title); a line per run, coloured by method, styled by value set.
+
+    ``logs`` maps (value_set, method) to a training log; runs lacking a metric are left out.
+    """
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    value_sets = sorted({vs for vs, _ in logs})
+    styles = ["-", "--", ":", "-."]
+    panels = [(col, title) for col, title in metrics
+              if any(col in df.columns and df[col].notna().any() for df in logs.values())]
+    if not panels:
+        return None
+    ncol = min(3, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=plotting.figsize(1.0, 0.33 * nrow), squeeze=False)
+    for ax, (col, title) in zip(axes.flat, panels, strict=False):
+        for (vs, method), df in sorted(logs.items()):
+            if methods and method not in methods or col not in df.columns or df[col].isna().all():
+                continue
+            ax.plot(df["step"], df[col], styles[value_sets.index(vs) % len(styles)], marker=".",
+                    color=plotting.METHOD_COLORS.get(method), lw=1,
+                    label=f"{plotting.method_label(method)}, {plotting.value_set_label(vs)}")
+        ax.set_title(title)
+        ax.set_xlabel("optimizer step")
+        ax.legend(frameon=False, fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    return fig
+
+
+LOSS_PANELS: dict[str, tuple[str, str]] = {
+    "sft": ("loss", "SFT loss (cross-entropy)"),
+    "dpo": ("loss", "DPO loss"),
+    "kto": ("loss", "KTO loss"),
+}
+PREFERENCE_PANELS: tuple[tuple[str, str], ...] = (
+    ("rewards/margins", "reward margin (chosen - rejected)"),
+    ("rewards/accuracies", "DPO reward accuracy"),
+    ("kl", "KTO KL reference point"),
+)
+
+
+def loss_figure(logs: Mapping[tuple[str, str], pd.DataFrame]) -> Any:
+    """One loss panel per method (their scales differ: cross-entropy vs log-sigmoid losses)."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    methods = [m for m in METHODS if any(mm == m for _, mm in logs)]
+    if not methods:
+        return None
+    fig, axes = plt.subplots(1, len(methods), figsize=plotting.figsize(1.0, 0.3), squeeze=False)
+    value_sets = sorted({vs for vs, _ in logs})
+    for ax, method in zip(axes.flat, methods, strict=True):
+        for (vs, m), df in sorted(logs.items()):
+            if m != method or "loss" not in df.columns:
+                continue
+            ax.plot(df["step"], df["loss"], ["-", "--", ":", "-."][value_sets.index(vs) % 4], marker=".",
+                    color=plotting.METHOD_COLORS.get(method), lw=1, label=plotting.value_set_label(vs))
+        ax.set_title(LOSS_PANELS[method][1])
+        ax.set_xlabel("optimizer step")
+        ax.legend(frameon=False, fontsize=6)
+    return fig
+
+
+# ---------------------------------------------------------------- synthetic data (tests, benchmarks)
+
+
+def synthetic_alignment_data(method: str, n_items: int = 8, n_options: int = 3, value_set: str = "toy",
+                             filler_words: int = 0, seed: int = 0) -> Any:
+    """A small DatasetDict in notebook 02's contract format, for tests and benchmarks.
+
+    Each item's "population" prefers option 0; train/validation are split by item (3:1).
+    ``filler_words`` lengthens each question (benchmarks at a fixed sequence length).
+    """
+    import random
+
+    from datasets import Dataset, DatasetDict
+
+    from valuealign import prompts
+
+    check_method(method)
+    rng = random.Random(seed)
+    filler = " ".join(["background"] * filler_words)
+    rows: dict[str, list[dict[str, Any]]] = {"train": [], "validation": []}
+    for i in range(n_items):
+        split = "validation" if i % 4 == 3 else "train"
+        options = [f"option {j} of item {i}" for j in range(n_options)]
+        shares = [0.6] + [0.4 / (n_options - 1)] * (n_options - 1)
+        for paraphrase_id in range(2):
+            order = list(range(n_options))
+            rng.shuffle(order)
+            prompt = prompts.render_messages(f"Toy question number {i}? {filler}".strip(), options,
+                                             order, paraphrase_id)
+            base = {"prompt": prompt, "item_id": f"toy-{i}", "paraphrase_id": paraphrase_id,
+                    "option_order": order, "value_set": value_set}
+            best = prompts.label_for(order, 0)
+            worst = prompts.label_for(order, n_options - 1)
+            if method == "sft":
+                rows[split].append({**base, "completion": prompts.answer_message(best)})
+            elif method == "dpo":
+                rows[split].append({**base, "chosen": prompts.answer_message(best),
+                                    "rejected": prompts.answer_message(worst),
+                                    "chosen_share": shares[0], "rejected_share": shares[-1]})
+            else:
+                for j in (0, n_options - 1):
+                    rows[split].append({**base, "completion": prompts.answer_message(prompts.label_for(order, j)),
+                                        "label": j == 0, "share": shares[j]})
+    return DatasetDict({k: Dataset.from_list(v) for k, v in rows.items()})

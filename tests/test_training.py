@@ -1,0 +1,172 @@
+"""Tests of valuealign.training: real trl trainers with peft on a tiny random Llama.
+
+The tiny Llama (~3M parameters) has the bundled SmolLM2 tokenizer and chat template, so the
+whole code path (chat rendering, trl tokenisation, LoRA, checkpoints, adapters) is the real
+one while a step takes well under a second on 2 cores (FEASIBILITY.md).
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from valuealign import models, paths, training
+
+pytestmark = pytest.mark.skipif(
+    not (paths.BUNDLED_MODEL / "tokenizer.json").exists(), reason="bundled model not converted (make setup)"
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(models.save_tiny_random_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama"))
+
+
+def _params(tiny: str, method: str, **kw) -> training.TrainParams:
+    base = dict(model_profile="smollm2-135m", model_path=tiny, method=method, value_set="toy",
+                seed=0, quantization="none", lora_r=8, lora_alpha=16, lora_dropout=0.0,
+                learning_rate=5e-3, max_steps=4, train_batch_size=2, max_length=128,
+                save_steps=2, beta=0.1 if method != "sft" else 0.0)
+    base.update(kw)
+    return training.TrainParams(**base)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_unknown_method_lists_valid_ones() -> None:
+    with pytest.raises(training.TrainingError, match=r"unknown method 'ppo'; valid: sft, dpo, kto"):
+        training.check_method("ppo")
+    with pytest.raises(training.TrainingError, match="valid: sft, dpo, kto"):
+        training.params_for_run({"model_profile": "smollm2-135m"}, "orpo", "toy", cuda=False)
+
+
+def test_unknown_profile_lists_valid_ones() -> None:
+    with pytest.raises(training.TrainingError, match=r"unknown model profile 'gpt-5'.*smollm2-135m.*llama-3.1-8b"):
+        training.TrainParams(model_profile="gpt-5", method="sft", value_set="toy")
+
+
+def test_missing_columns_are_named() -> None:
+    ds = training.synthetic_alignment_data("sft", n_items=4)
+    broken = ds.remove_columns(["completion"])
+    with pytest.raises(training.DatasetFormatError, match=r"lacks the column\(s\) completion that sft needs"):
+        training.check_columns(broken, "sft", where="toy/sft")
+    dpo = training.synthetic_alignment_data("dpo", n_items=4).remove_columns(["chosen", "rejected"])
+    with pytest.raises(training.DatasetFormatError, match=r"chosen, rejected that dpo needs"):
+        training.check_columns(dpo, "dpo")
+
+
+def test_missing_data_folder_says_what_to_run(tmp_path: Path) -> None:
+    with pytest.raises(training.TrainingError, match="run notebook 02"):
+        training.load_alignment_dataset("germany", "sft", root=tmp_path)
+    with pytest.raises(training.TrainingError, match="consultation data are absent: run notebook 05"):
+        training.load_alignment_dataset("everyone", "kto", data_source="consultation", root=tmp_path)
+
+
+def test_4bit_without_cuda_warns_and_falls_back_or_errors_if_strict() -> None:
+    with pytest.warns(UserWarning, match="needs a CUDA GPU.*quantization='none'"):
+        assert training.resolve_quantization("4bit", strict=False, cuda=False) == "none"
+    with pytest.raises(training.TrainingError, match="strict=True"):
+        training.resolve_quantization("4bit", strict=True, cuda=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert training.resolve_quantization("auto", cuda=False) == "none"
+        assert training.resolve_quantization("auto", cuda=True) == "4bit"
+    with pytest.raises(training.TrainingError, match="valid: auto, 4bit, none"):
+        training.resolve_quantization("8bit")
+
+
+def test_run_id_follows_contract_and_ignores_other_methods_knobs() -> None:
+    nb = {"model_profile": "smollm2-135m", "seed": 3, "dpo_beta": 0.1, "quantization": "auto"}
+    sft = training.params_for_run(nb, "sft", "germany", cuda=False)
+    assert sft.run_id.startswith("smollm2-135m__sft__germany__s3__") and len(sft.hash) == 8
+    assert training.params_for_run({**nb, "dpo_beta": 0.5}, "sft", "germany", cuda=False).run_id == sft.run_id
+    dpo = training.params_for_run(nb, "dpo", "germany", cuda=False)
+    assert training.params_for_run({**nb, "dpo_beta": 0.5}, "dpo", "germany", cuda=False).run_id != dpo.run_id
+
+
+def test_kto_weights_balance_the_classes() -> None:
+    train = {"label": [True] * 3 + [False] * 9}
+    d, u = training.kto_weights(train)
+    assert d * 3 == pytest.approx(u * 9) and max(d, u) >= 1.0
+    assert training.kto_weights(train, 2.0, 0.0) == (2.0, pytest.approx(2.0 / 3))
+    with pytest.raises(training.DatasetFormatError, match="0 undesirable"):
+        training.kto_weights({"label": [True, True]})
+
+
+# ---------------------------------------------------------------- real training
+
+
+def test_sft_adapter_reloads_changes_logits_and_raises_answer_logprob(tiny: str, tmp_path: Path) -> None:
+    data = training.synthetic_alignment_data("sft", n_items=4)
+    p = _params(tiny, "sft", max_steps=8, train_batch_size=4, learning_rate=1e-2, save_steps=8)
+    row = data["train"][0]
+    base = models.load_causal_lm("smollm2-135m", tiny)
+    tok = models.load_tokenizer("smollm2-135m", tiny)
+    before = training.completion_logprob(base, tok, row["prompt"], row["completion"][0]["content"])
+
+    res = training.train(p, data, runs_root=tmp_path, progress=False)
+    assert res.status == "trained" and res.global_step == 8 and res.optimizer_steps == 8
+    for name in ("adapter/adapter_model.safetensors", "adapter/README.md", "train_log.csv", "manifest.json", "DONE"):
+        assert (res.run_dir / name).exists(), name
+    log = pd.read_csv(res.run_dir / "train_log.csv")
+    assert list(log["step"]) == list(range(1, 9)) and log["loss"].notna().all()
+
+    reloaded = models.load_with_adapter("smollm2-135m", res.adapter_dir, tiny)
+    ids = tok.apply_chat_template(row["prompt"], add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        diff = (reloaded(**ids).logits - base(**ids).logits).abs().max().item()
+    assert diff > 1e-3
+    after = training.completion_logprob(reloaded, tok, row["prompt"], row["completion"][0]["content"])
+    assert after > before + 0.1, (before, after)
+
+    again = training.train(p, data, runs_root=tmp_path, progress=False)
+    assert again.status == "skipped" and again.global_step == 8 and len(again.log) == 8
+
+
+@pytest.mark.parametrize("method", ["dpo", "kto"])
+def test_preference_methods_log_rewards_and_save_adapters(tiny: str, tmp_path: Path, method: str) -> None:
+    data = training.synthetic_alignment_data(method, n_items=8)
+    res = training.train(_params(tiny, method, max_steps=2), data, runs_root=tmp_path, eval_rows=4,
+                         progress=False)
+    assert (res.adapter_dir / "adapter_model.safetensors").exists() and (res.run_dir / "DONE").exists()
+    log = pd.read_csv(res.run_dir / "train_log.csv")
+    expected = {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins"}
+    expected |= {"kl"} if method == "kto" else {"rewards/accuracies"}
+    assert expected <= set(log.columns)
+    assert "eval_loss" in res.metrics
+    card = (res.adapter_dir / "README.md").read_text()
+    assert f"__{method}__toy__" in card and "base_model:" in card
+    examples = training.before_after(res.model, res.tokenizer, training.example_rows(data, method, n=2))
+    assert len(examples) == 2 and examples["after"].map(type).eq(str).all()
+
+
+def test_killed_run_resumes_to_the_same_optimizer_step_count(tiny: str, tmp_path: Path) -> None:
+    """Kill after step 3 (checkpoint at step 2) with a CUDA OOM; re-run resumes; 4 steps total."""
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    data = training.synthetic_alignment_data("sft", n_items=4)
+    p = _params(tiny, "sft", max_steps=4)
+    full = training.train(p, data, runs_root=tmp_path / "a", progress=False)
+
+    with pytest.raises(training.TrainingOOMError, match=r"lower train_batch_size.*raise grad_accum.*max_length") as err:
+        training.train(p, data, runs_root=tmp_path / "b", callbacks=[Kill()], progress=False)
+    assert "resumes from checkpoint-2" in str(err.value)
+    run_dir = tmp_path / "b" / p.run_id
+    assert training.run_status(run_dir) == "unfinished"
+    assert training.last_checkpoint(run_dir).name == "checkpoint-2"
+
+    resumed = training.train(p, data, runs_root=tmp_path / "b", progress=False)
+    assert resumed.status == "resumed" and resumed.resumed_from == "checkpoint-2"
+    assert resumed.global_step == full.global_step == 4
+    assert resumed.optimizer_steps == full.optimizer_steps == 4
+    assert list(resumed.log["step"]) == list(range(1, 5))
