@@ -101,6 +101,7 @@ def test_kto_weights_balance_the_classes() -> None:
 # ---------------------------------------------------------------- real training
 
 
+@pytest.mark.slow
 def test_sft_adapter_reloads_changes_logits_and_raises_answer_logprob(tiny: str, tmp_path: Path) -> None:
     data = training.synthetic_alignment_data("sft", n_items=4)
     p = _params(tiny, "sft", max_steps=8, train_batch_size=4, learning_rate=1e-2, save_steps=8)
@@ -145,6 +146,7 @@ def test_preference_methods_log_rewards_and_save_adapters(tiny: str, tmp_path: P
     assert len(examples) == 2 and examples["after"].map(type).eq(str).all()
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_optimizer_step_count(tiny: str, tmp_path: Path) -> None:
     """Kill after step 3 (checkpoint at step 2) with a CUDA OOM; re-run resumes; 4 steps total."""
     from transformers import TrainerCallback
@@ -170,3 +172,15 @@ def test_killed_run_resumes_to_the_same_optimizer_step_count(tiny: str, tmp_path
     assert resumed.global_step == full.global_step == 4
     assert resumed.optimizer_steps == full.optimizer_steps == 4
     assert list(resumed.log["step"]) == list(range(1, 5))
+
+
+@pytest.mark.parametrize("profile", ["thesis-7b", "thesis-13b"])
+def test_thesis_profiles_plan_qlora_runs_on_cuda_and_refuse_cpu(profile: str) -> None:
+    from valuealign import config
+
+    params = config.parameters_for("03_finetune", paths.CONFIGS / f"{profile}.yaml")
+    runs, table, notes = training.plan(params, cuda=True)
+    assert not notes and {r.quantization for r in runs} == {"4bit"}
+    assert {r.optim for r in runs} == {"paged_adamw_8bit"} and all(r.gradient_checkpointing for r in runs)
+    with pytest.raises(training.TrainingError, match="needs a CUDA GPU"):
+        training.plan(params, cuda=False)  # strict: no silent CPU fallback for a GPU profile

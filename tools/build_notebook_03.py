@@ -81,6 +81,7 @@ params = config.check_parameters("03_finetune", globals())
 import gc
 import warnings
 
+warnings.filterwarnings("ignore", message="IProgress not found")  # text progress bars are fine
 import datasets
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -157,6 +158,7 @@ for r in runs:
     gc.collect()
 summary = pd.DataFrame([{
     "value_set": vs, "method": m, "status": res.status, "steps": res.global_step,
+    "rows": res.metrics.get("train_rows"), "too long": res.metrics.get("rows_dropped_too_long"),
     "first loss": res.log["loss"].iloc[0] if len(res.log) else None,
     "last loss": res.log["loss"].iloc[-1] if len(res.log) else None,
     "last margin": res.metrics.get("final_rewards/margins"),
@@ -166,7 +168,8 @@ summary.style.format(precision=3, na_rep="–")
 """),
     ("md", """
 **Reading the table.** *steps* is the number of optimizer updates (equal for a resumed and an
-uninterrupted run); the losses are per method and not comparable across methods (cross-entropy for
+uninterrupted run); *rows* the training rows used (*too long*: rows longer than `max_length`
+tokens, dropped rather than truncated, because truncation would cut the answer); the losses are per method and not comparable across methods (cross-entropy for
 SFT, −log σ of the scaled log-ratio difference for DPO, the prospect-theory loss for KTO, which
 starts at 0.5). *margin* is the mean reward of the preferred minus the dispreferred answer: positive
 means the adapter already prefers the population's answer more than the base model does.

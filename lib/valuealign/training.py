@@ -351,6 +351,26 @@ def kto_weights(train: Any, desirable: float = 0.0, undesirable: float = 0.0) ->
     return (1.0, n_d / n_u) if n_d >= n_u else (n_u / n_d, 1.0)
 
 
+def drop_too_long(ds: Any, method: str, tokenizer: Any, max_length: int) -> tuple[Any, int]:
+    """Drop rows whose chat-rendered prompt + answer exceeds ``max_length`` tokens; return the count.
+
+    Why drop rather than truncate: the answer is the last token(s) of a row, and trl truncates
+    from the end (SFT) or cuts the completion (DPO/KTO), so a truncated row teaches nothing or
+    the wrong thing. The count is reported in the run's manifest.
+    """
+    answers = [c for c in REQUIRED_COLUMNS[method] if c not in ("prompt", "label")]
+
+    def fits(row: Mapping[str, Any]) -> bool:
+        for col in answers:
+            text = tokenizer.apply_chat_template(list(row["prompt"]) + list(row[col]), tokenize=False)
+            if len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_length:
+                return False
+        return True
+
+    keep = [i for i, row in enumerate(ds) if fits(row)]
+    return (ds.select(keep) if len(keep) < len(ds) else ds), len(ds) - len(keep)
+
+
 def prepare_split(ds: Any, method: str, max_rows: int = 0, seed: int = 0) -> Any:
     """Keep the columns trl needs; optionally a seeded subsample of ``max_rows`` rows."""
     ds = ds.select_columns(list(REQUIRED_COLUMNS[method]))
@@ -427,10 +447,6 @@ def progress_callback(desc: str) -> Any:
             if self.bar is not None:
                 self.bar.update(state.global_step - self.bar.n)
 
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
-            if self.bar is not None and logs and "loss" in logs:
-                self.bar.set_postfix(loss=f"{float(logs['loss']):.4f}")
-
         def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             if self.bar is not None:
                 self.bar.close()
@@ -447,21 +463,24 @@ def log_to_file(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
-    names = ("transformers", "trl", "peft", "accelerate", "py.warnings")
+    names = ("transformers", "trl", "peft", "accelerate", "bitsandbytes", "datasets", "py.warnings")
     loggers = [logging.getLogger(n) for n in names]
-    saved = [(lg.propagate, lg.level) for lg in loggers]
+    saved = [(lg.propagate, lg.level, list(lg.handlers)) for lg in loggers]
     logging.captureWarnings(True)
     for lg in loggers:
+        for h in list(lg.handlers):  # e.g. transformers' own stderr handler
+            lg.removeHandler(h)
         lg.addHandler(handler)
         lg.propagate = False
-        if lg.level == logging.NOTSET or lg.level > logging.INFO:
-            lg.setLevel(logging.INFO)
+        lg.setLevel(logging.INFO)
     try:
         yield
     finally:
         logging.captureWarnings(False)
-        for lg, (prop, level) in zip(loggers, saved, strict=True):
+        for lg, (prop, level, handlers) in zip(loggers, saved, strict=True):
             lg.removeHandler(handler)
+            for h in handlers:
+                lg.addHandler(h)
             lg.propagate, lg.level = prop, level
         handler.close()
 
@@ -635,13 +654,17 @@ def train(
         dataset = load_alignment_dataset(p.value_set, p.method, p.data_source, data_root)
     else:
         check_columns(dataset, p.method, where=f"dataset for {p.value_set}/{p.method}")
+    tokenizer = models.load_tokenizer(p.model_profile, p.model_path or None)
     train_ds = prepare_split(dataset["train"], p.method, p.max_rows, p.seed)
+    train_ds, n_too_long = drop_too_long(train_ds, p.method, tokenizer, p.max_length)
     if len(train_ds) == 0:
-        raise TrainingError(f"the train split for {p.value_set}/{p.method} is empty")
+        raise TrainingError(f"the train split for {p.value_set}/{p.method} is empty"
+                            + (f" ({n_too_long} rows longer than max_length={p.max_length})" if n_too_long else ""))
     eval_ds = None
     if eval_rows and "validation" in dataset and len(dataset["validation"]):
         eval_ds = prepare_split(dataset["validation"], p.method, eval_rows, p.seed)
-        if p.method == "kto" and len(set(eval_ds["label"])) < 2:
+        eval_ds, _ = drop_too_long(eval_ds, p.method, tokenizer, p.max_length)
+        if len(eval_ds) == 0 or (p.method == "kto" and len(set(eval_ds["label"])) < 2):
             eval_ds = None  # KTO's metrics need both classes
     kto_w = kto_weights(train_ds, p.kto_desirable_weight, p.kto_undesirable_weight) if p.method == "kto" else None
 
@@ -657,7 +680,6 @@ def train(
             set_seed(p.seed)
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
-            tokenizer = models.load_tokenizer(p.model_profile, p.model_path or None)
             model = models.load_for_training(p.model_profile, p.model_path or None,
                                              quantization=p.quantization, device=device)
             args = training_args(p, run_dir / "checkpoints", device, len(train_ds), kto_w)
@@ -679,6 +701,7 @@ def train(
     summary.update({k: v for k, v in eval_metrics.items()
                     if k.startswith("eval_") and not k.endswith(("_runtime", "per_second"))})
     metrics = _final_metrics(log, summary)
+    metrics.update(train_rows=len(train_ds), rows_dropped_too_long=n_too_long)
     opt_steps = _optimizer_steps(trainer)
     peft_model = trainer.model
     base_source = models.get_profile(p.model_profile).resolve(p.model_path or None)
@@ -702,6 +725,7 @@ def train(
     manifest.add_outputs([run_dir / "adapter", run_dir / "train_log.csv"])
     manifest.extra = {
         "run_id": p.run_id, "device": device, "train_rows": len(train_ds),
+        "train_rows_dropped_too_long": n_too_long,
         "eval_rows": len(eval_ds) if eval_ds is not None else 0,
         "kto_weights": list(kto_w) if kto_w else None,
         "resumed_from": resume.name if resume else None,
