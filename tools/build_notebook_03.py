@@ -39,12 +39,12 @@ works and that the adapters change the model, not to align it. Thesis runs use
 """),
     ("params", """
 model_profile = "smollm2-135m"  # base model {smollm2-135m, llama-3.1-8b, mistral-7b, qwen2.5-7b, qwen2.5-14b, llama-2-13b}
-model_path = ""  # local folder with the base model's weights ("" = the profile's default: bundled folder or hub id)
+model_path = ""  # local folder with the base model's weights (empty: the profile's default, bundled folder or hub id)
 methods = ["sft", "dpo", "kto"]  # alignment methods to train {sft, dpo, kto}
 value_sets = ["united-states", "germany"]  # value sets (slugs made by notebook 02) to align to
 data_source = "survey"  # training data: survey answers (notebook 02) or consultation votes (notebook 05) {survey, consultation}
 seed = 0  # random seed: LoRA init, data order, subsample [0, 2147483647]
-quantization = "auto"  # base weights: auto = 4bit on CUDA, none on CPU {auto, 4bit, none}
+quantization = "auto"  # base weights (auto: 4bit on CUDA, none on CPU) {auto, 4bit, none}
 strict = False  # turn fallbacks (4-bit or paged optimiser without CUDA) into errors
 lora_r = 16  # LoRA rank (alignment-handbook zephyr QLoRA SFT: 16) [1, 1024]
 lora_alpha = 16  # LoRA alpha; the update is scaled by alpha / r [1, 4096]
@@ -56,19 +56,19 @@ kto_learning_rate = 5e-05  # KTO learning rate (embedded default; thesis: 5e-6) 
 train_lr_scheduler = "constant"  # learning-rate schedule {constant, constant_with_warmup, cosine, linear}
 train_warmup_ratio = 0.0  # share of steps with linear warm-up [0.0, 0.5]
 train_max_grad_norm = 0.3  # gradient clipping (QLoRA: 0.3) [0.0, 100.0]
-max_steps = 3  # optimizer steps per run; -1 = train for `epochs` [-1, 10000000]
-epochs = 1.0  # passes over the training rows when max_steps = -1 [0.01, 100.0]
-train_batch_size = 2  # rows per device and step (KTO needs >= 2) [1, 1024]
-grad_accum = 1  # gradient accumulation steps; effective batch = train_batch_size x grad_accum [1, 1024]
+max_steps = 3  # optimizer steps per run (-1: train for `epochs`) [-1, 10000000]
+epochs = 1.0  # passes over the training rows when max_steps is -1 [0.01, 100.0]
+train_batch_size = 2  # rows per device and step (KTO needs at least 2) [1, 1024]
+grad_accum = 1  # gradient accumulation steps (effective batch: train_batch_size x grad_accum) [1, 1024]
 max_length = 256  # token limit of prompt + answer; longer rows are truncated [32, 32768]
 dpo_beta = 0.1  # DPO temperature beta (trl default; zephyr: 0.01) [0.001, 10.0]
-kto_desirable_weight = 0.0  # KTO weight of desirable rows; 0 = balanced from the data [0.0, 100.0]
-kto_undesirable_weight = 0.0  # KTO weight of undesirable rows; 0 = balanced from the data [0.0, 100.0]
-train_max_rows = 64  # training rows per run, a seeded subsample; 0 = all [0, 100000000]
-train_eval_rows = 0  # validation rows scored once after training (metrics in the model card); 0 = none [0, 1000000]
+kto_desirable_weight = 0.0  # KTO weight of desirable rows (0: balanced from the data) [0.0, 100.0]
+kto_undesirable_weight = 0.0  # KTO weight of undesirable rows (0: balanced from the data) [0.0, 100.0]
+train_max_rows = 64  # training rows per run, a seeded subsample (0: all) [0, 100000000]
+train_eval_rows = 0  # validation rows scored once after training, metrics in the model card (0: none) [0, 1000000]
 train_save_steps = 3  # save a resumable checkpoint every this many optimizer steps [1, 1000000]
-train_optim = "auto"  # optimiser: auto = paged_adamw_8bit on CUDA, adamw_torch on CPU {auto, paged_adamw_8bit, paged_adamw_32bit, adamw_torch}
-train_gradient_checkpointing = "auto"  # recompute activations to save memory: auto = on with CUDA {auto, on, off}
+train_optim = "auto"  # optimiser (auto: paged_adamw_8bit on CUDA, adamw_torch on CPU) {auto, paged_adamw_8bit, paged_adamw_32bit, adamw_torch}
+train_gradient_checkpointing = "auto"  # recompute activations to save memory (auto: on with CUDA) {auto, on, off}
 train_examples = 3  # held-out items answered before and after training, per run [0, 20]
 train_max_new_tokens = 4  # tokens generated per example answer [1, 256]
 """),
