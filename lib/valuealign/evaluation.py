@@ -61,6 +61,7 @@ class EvalSettings:
     n_paraphrases: int = 2
     permutations: str = "cyclic"
     max_eval_items: int = 8
+    max_options: int = 0
     n_dilemmas: int = 16
     drift_new_tokens: int = 16
     seed: int = 0
@@ -433,12 +434,14 @@ def input_hashes(alignment_dir: Path | None = None) -> dict[str, str]:
 
 
 def select_items(inputs: Mapping[str, pd.DataFrame], value_sets: Sequence[str], splits: Sequence[str],
-                 max_items: int, seed: int = 0) -> pd.DataFrame:
+                 max_items: int, seed: int = 0, max_options: int = 0) -> pd.DataFrame:
     """Held-out items per split that have a target for at least one evaluated value set.
 
     At most ``max_items`` per split (0 = all): items with targets for the most value sets first
     (so the steerability matrix is paired), then a seeded hash order. The same items are used
-    for every model, so all comparisons are paired by item.
+    for every model, so all comparisons are paired by item. ``max_options`` > 0 keeps only items
+    with at most that many options: a CPU cost cap (an item costs K orders x K-line prompts),
+    recorded in the settings hash; 0 (thesis profiles) keeps all.
     """
     targets = inputs["targets"]
     known = sorted(targets["value_set"].unique())
@@ -454,6 +457,9 @@ def select_items(inputs: Mapping[str, pd.DataFrame], value_sets: Sequence[str], 
     t = targets[targets["value_set"].isin(value_sets)]
     n_vs = t.groupby("item_id")["value_set"].nunique().rename("n_value_sets")
     sp = inputs["splits"][inputs["splits"]["split"].isin(splits)].merge(n_vs, on="item_id")
+    if max_options > 0:
+        k = inputs["items"].set_index("item_id")["options"].map(len)
+        sp = sp[sp["item_id"].map(k).fillna(0).le(max_options)]
     sp["_h"] = [hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in sp["item_id"]]
     sp = sp.sort_values(["split", "n_value_sets", "_h"], ascending=[True, False, True])
     if max_items > 0:
@@ -884,3 +890,395 @@ def load_summary(eval_hash: str | None = None, runs_dir: Path | None = None) -> 
     if eval_hash not in hashes:
         raise EvaluationError(f"eval_hash {eval_hash!r} not in {paths.relative(target)} (has {hashes})")
     return df[df["eval_hash"] == eval_hash].reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+def resolve_value_sets(specs: Sequence[str], value_sets_table: pd.DataFrame) -> list[str]:
+    """Value-set ids from the shared ``value_sets`` parameter.
+
+    Entries may be ids (``united-states``) or notebook 02's group specs (``United States``,
+    ``France+Britain``), which map to ids as notebook 02 names them; empty = every value set.
+    """
+    known = sorted(value_sets_table["value_set"].unique())
+    if not specs:
+        return known
+    out = []
+    for spec in specs:
+        slug = re.sub(r"[^a-z0-9]+", "-", "-".join(m.strip() for m in str(spec).split("+")).lower()).strip("-")
+        if slug not in known:
+            raise EvaluationError(f"parameter value_sets: {spec!r} (id {slug!r}) is not a value set of "
+                                  f"value_sets.parquet (known: {', '.join(known)})")
+        if slug not in out:
+            out.append(slug)
+    return out
+
+
+@dataclass
+class Condition:
+    """One model (or reference) whose answers are scored: a row label of every result table."""
+
+    run: str
+    method: str
+    value_set: str | None = None  # the population it was steered to (trained / prompted / oracle)
+    seed: int | None = None
+    persona: str | None = None
+
+    @property
+    def label(self) -> str:
+        from valuealign.plotting import method_label, value_set_label
+
+        vs = f" ({value_set_label(self.value_set)})" if self.value_set else ""
+        sd = f" s{self.seed}" if self.seed is not None and self.method not in BASELINE_METHODS else ""
+        return f"{method_label(self.method)}{vs}{sd}"
+
+    def columns(self) -> dict[str, Any]:
+        return {"run": self.run, "method": self.method, "value_set": self.value_set,
+                "seed": self.seed, "condition": self.label}
+
+
+@dataclass
+class Results:
+    eval_hash: str
+    settings: EvalSettings
+    items: pd.DataFrame
+    predictions: pd.DataFrame
+    item_table: pd.DataFrame
+    summary: pd.DataFrame
+    comparisons: pd.DataFrame
+    steer_matrix: dict[str, pd.DataFrame]
+    steer_advantage: pd.DataFrame
+    dilemmas: pd.DataFrame
+    dilemmas_by_dim: pd.DataFrame
+    drift: pd.DataFrame
+    oracle: pd.DataFrame
+    skipped: pd.DataFrame
+    timings: dict[str, float]
+
+
+def _targets_for(cond: Condition, all_targets: Sequence[str]) -> list[str]:
+    # the oracle is defined per population; every other condition is scored against every
+    # value set (the steerability matrix needs the off-diagonal)
+    return [cond.value_set] if cond.method == "oracle" else list(all_targets)
+
+
+def run_evaluation(
+    *, runs: Sequence[RunInfo], value_sets: Sequence[str], eval_splits: Sequence[str],
+    settings: EvalSettings, model_profile: str, model_path: str | None = None,
+    batch_size: int = 8, n_boot: int = 1000, inputs: Mapping[str, pd.DataFrame] | None = None,
+    skipped: pd.DataFrame | None = None, progress: bool = True,
+) -> Results:
+    """Evaluate uniform, oracle, base, prompted-base and every run on the same items."""
+    import time
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from valuealign import models
+
+    t_all = time.time()
+    inputs = inputs or read_inputs()
+    targets_known = set(inputs["targets"]["value_set"])
+    target_sets = sorted(set(value_sets) | {r.value_set for r in runs if r.value_set in targets_known})
+    items = select_items(inputs, target_sets, eval_splits, settings.max_eval_items, settings.seed,
+                         settings.max_options)
+    ehash = settings.key(input_hashes())
+    timings: dict[str, float] = {}
+    preds: list[pd.DataFrame] = []
+    conds: list[Condition] = []
+
+    def add(cond: Condition, df: pd.DataFrame) -> None:
+        conds.append(cond)
+        preds.append(df.assign(**cond.columns()))
+
+    add(Condition(BASELINES_RUN, "uniform"), uniform_predictions(items))
+    oracle_rows = []
+    for vs in value_sets:
+        p, info = oracle_predictions(inputs, vs, items)
+        add(Condition(BASELINES_RUN, "oracle", vs), p)
+        oracle_rows.append(info)
+
+    dilemmas = load_dilemmas(settings.n_dilemmas, settings.seed) if settings.n_dilemmas > 0 else None
+    general = read_general_prompts() if settings.drift_new_tokens > 0 else []
+    dil_rows, drift_rows = [], []
+    pbar = tqdm(total=1 + len(value_sets) + len(runs), desc="models", disable=not progress)
+
+    tok = models.load_tokenizer(model_profile, model_path or None)
+    base = models.load_causal_lm(model_profile, model_path or None)
+    scorer = model_scorer(base, tok, batch_size)
+    t0 = time.time()
+    add(Condition(BASELINES_RUN, "base"), predict_items(items, tok, scorer, settings))
+    timings["base_items_s"] = time.time() - t0
+    pbar.update()
+    base_cond = Condition(BASELINES_RUN, "base")
+    if dilemmas is not None:
+        dil_rows.append(dilemma_preferences(dilemmas, tok, scorer).assign(**base_cond.columns()))
+    gen_texts = [chat_text(tok, [{"role": "user", "content": g}]) for g in general]
+    answers = greedy_answers(base, tok, gen_texts, settings.drift_new_tokens, batch_size) if general else []
+    base_lp = answer_logprobs(base, tok, gen_texts, answers, batch_size) if general else []
+    for vs in value_sets:
+        persona = persona_for(vs, inputs["value_sets"])
+        cond = Condition(BASELINES_RUN, "prompted", vs, persona=persona)
+        add(cond, predict_items(items, tok, scorer, settings, persona=persona).assign(persona=persona))
+        pbar.update()
+    del base, scorer
+
+    for run in runs:
+        t0 = time.time()
+        if (run.model_profile, run.model_path) != (model_profile, model_path or None):
+            raise EvaluationError(
+                f"run {run.run_id}: model_profile {run.model_profile!r}/{run.model_path!r} differs from "
+                f"the evaluation's {model_profile!r}/{model_path!r}; evaluate it with its own profile"
+            )
+        model = models.load_with_adapter(run.model_profile, run.path / "adapter", run.model_path)
+        sc = model_scorer(model, tok, batch_size)
+        cond = Condition(run.run_id, run.method, run.value_set, run.seed)
+        add(cond, predict_items(items, tok, sc, settings))
+        if dilemmas is not None:
+            dil_rows.append(dilemma_preferences(dilemmas, tok, sc).assign(**cond.columns()))
+        if general:
+            tuned_lp = answer_logprobs(model, tok, gen_texts, answers, batch_size)
+            drift_rows.append(drift_table(base_lp, tuned_lp, answers).assign(**cond.columns()))
+        del model, sc
+        torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        timings[f"run:{run.run_id}"] = time.time() - t0
+        pbar.update()
+    pbar.close()
+
+    predictions = pd.concat(preds, ignore_index=True)
+    tables = []
+    for cond, p in zip(conds, preds, strict=True):
+        t = score_predictions(p, items, inputs["targets"], _targets_for(cond, target_sets))
+        tables.append(t.assign(**cond.columns()))
+    item_table = pd.concat(tables, ignore_index=True)
+    keys = ["run", "method", "value_set", "seed", "condition", "split", "target_value_set"]
+    summary = summarise(item_table, keys, n_boot, settings.seed)
+    summary.insert(0, "eval_hash", ehash)
+    comparisons = compare_to_baselines(item_table, n_boot, settings.seed)
+    steer_m, steer_a = {}, []
+    for method in sorted(set(item_table["method"]) - {"uniform", "base", "oracle"}):
+        sub = item_table[item_table["method"] == method]
+        m, a = steerability(sub, n_boot=n_boot, seed=settings.seed)
+        steer_m[method] = m
+        steer_a.append(a.assign(method=method))
+    steer_adv = pd.concat(steer_a, ignore_index=True) if steer_a else pd.DataFrame()
+    dil = pd.concat(dil_rows, ignore_index=True) if dil_rows else pd.DataFrame()
+    dil_dim = dilemmas_by_dimension(dil, n_boot, settings.seed) if len(dil) else pd.DataFrame()
+    drift = pd.concat(drift_rows, ignore_index=True) if drift_rows else pd.DataFrame()
+    timings["total_s"] = time.time() - t_all
+    return Results(ehash, settings, items, predictions, item_table, summary, comparisons, steer_m,
+                   steer_adv, dil, dil_dim, drift, pd.DataFrame(oracle_rows),
+                   skipped if skipped is not None else pd.DataFrame(columns=["run", "reason"]), timings)
+
+
+def compare_to_baselines(item_table: pd.DataFrame, n_boot: int, seed: int = 0) -> pd.DataFrame:
+    """Each steered condition (run or prompted) minus base and minus uniform, on its own value
+    set, paired by item: the thesis's "did it help" numbers."""
+    rows = []
+    own = item_table[item_table["target_value_set"] == item_table["value_set"]]
+    for (run, method, vs, split), _ in own.groupby(["run", "method", "value_set", "split"], sort=True):
+        if method == "oracle":
+            continue
+        for ref in ("base", "uniform", "prompted"):
+            if ref == method:
+                continue
+            b = {"method": ref, "split": split, "target_value_set": vs}
+            if ref == "prompted":
+                b["value_set"] = vs
+            for metric in ("js_alignment", "w1_alignment"):
+                d = paired_difference(item_table, {"run": run, "method": method, "split": split,
+                                                   "target_value_set": vs}, b, metric, n_boot, seed)
+                rows.append({"run": run, "method": method, "value_set": vs, "split": split,
+                             "versus": ref, "metric": metric, **d})
+    return pd.DataFrame(rows)
+
+
+def entropy_columns(item_table: pd.DataFrame, predictions: pd.DataFrame,
+                    targets: pd.DataFrame) -> pd.DataFrame:
+    """Model and population entropy (bits) per item row, for the calibration figure."""
+    pe = {(r.run, r.method, r.value_set, r.item_id): entropy_bits(r.probs)
+          for r in predictions.itertuples()}
+    te = {(r.value_set, r.item_id): entropy_bits(r.shares) for r in targets.itertuples()}
+    return item_table.assign(
+        entropy_model=[pe.get((r.run, r.method, r.value_set, r.item_id), np.nan) for r in item_table.itertuples()],
+        entropy_population=[te.get((r.target_value_set, r.item_id), np.nan) for r in item_table.itertuples()],
+    )
+
+
+def save_results(res: Results, meta: Mapping[str, Any], runs_dir: Path | None = None) -> list[Path]:
+    """Per-run folders (``runs/<run>/eval/<eval_hash>/``; baselines under ``runs/_baselines``)
+    and the combined ``runs/eval_summary.parquet``."""
+    out: list[Path] = []
+
+    def strip(df: pd.DataFrame) -> pd.DataFrame:
+        return df.drop(columns=[c for c in ("run", "eval_hash") if c in df.columns])
+
+    for run in sorted(set(res.predictions["run"])):
+        tables = {
+            "predictions": res.predictions[res.predictions["run"] == run],
+            "item_metrics": res.item_table[res.item_table["run"] == run],
+            "summary": res.summary[res.summary["run"] == run],
+        }
+        for name, df in (("dilemmas", res.dilemmas), ("drift", res.drift)):
+            if len(df) and "run" in df.columns and (df["run"] == run).any():
+                tables[name] = df[df["run"] == run]
+        if run == BASELINES_RUN:
+            tables["items"] = res.items[["item_id", "split", "stratum"]]
+            if len(res.oracle):
+                tables["oracle"] = res.oracle
+        if len(res.comparisons) and (res.comparisons["run"] == run).any():
+            tables["comparisons"] = res.comparisons[res.comparisons["run"] == run]
+        out += write_eval(run, res.eval_hash, {k: strip(v) for k, v in tables.items()},
+                          {**meta, "eval_hash": res.eval_hash, "run": run}, runs_dir)
+    summary = res.summary.copy()
+    summary["eval_params"] = json.dumps(asdict(res.settings), sort_keys=True)
+    out.append(update_summary(summary, runs_dir))
+    return out
+
+
+# ----------------------------------------------------------------------------- figures
+
+def headline(summary: pd.DataFrame, metric: str = "js_alignment") -> pd.DataFrame:
+    """One row per (condition, split): alignment on its own value set (baselines: mean over
+    the value sets), the table behind the main figure."""
+    s = summary[summary["metric"] == metric]
+    own = s[(s["value_set"] == s["target_value_set"]) | s["method"].isin(["uniform", "base"])]
+    return own.sort_values(["split", "target_value_set", "method", "condition"]).reset_index(drop=True)
+
+
+def plot_alignment(summary: pd.DataFrame, metric: str = "js_alignment") -> Any:
+    """Alignment with 95% CIs: per split, x = target value set, one marker per method."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    h = headline(summary, metric)
+    splits = sorted(h["split"].unique())
+    fig, axes = plt.subplots(1, len(splits), figsize=plotting.figsize(1.0, 0.45), sharey=True,
+                             squeeze=False)
+    order = [m for m in ("uniform", "base", "prompted", "sft", "dpo", "kto", "oracle") if m in set(h["method"])]
+    order += sorted(set(h["method"]) - set(order))
+    for ax, split in zip(axes[0], splits, strict=True):
+        d = h[h["split"] == split]
+        vsets = sorted(d["target_value_set"].unique())
+        for k, m in enumerate(order):
+            dm = d[d["method"] == m].groupby("target_value_set")[["mean", "ci_low", "ci_high"]].mean()
+            dm = dm.reindex(vsets)
+            x = np.arange(len(vsets)) + (k - (len(order) - 1) / 2) * 0.8 / max(len(order), 1)
+            err = np.vstack([dm["mean"] - dm["ci_low"], dm["ci_high"] - dm["mean"]]).clip(min=0)
+            ax.errorbar(x, dm["mean"], yerr=np.nan_to_num(err), fmt="o", ms=3, capsize=2,
+                        color=plotting.METHOD_COLORS.get(m), label=plotting.method_label(m))
+        ax.set_xticks(range(len(vsets)), [plotting.value_set_label(v) for v in vsets])
+        ax.set_title(f"split: {split}")
+    axes[0][0].set_ylabel(METRIC_LABELS.get(metric, metric))
+    axes[0][-1].legend(loc="best", frameon=False)
+    return fig
+
+
+def plot_steerability(matrix: pd.DataFrame, title: str) -> Any:
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    fig, ax = plt.subplots(figsize=plotting.figsize(0.5, 0.9))
+    im = ax.imshow(matrix.to_numpy(dtype=float), cmap=plotting.SEQUENTIAL_CMAP)
+    ax.set_xticks(range(matrix.shape[1]), [plotting.value_set_label(c) for c in matrix.columns], rotation=30)
+    ax.set_yticks(range(matrix.shape[0]), [plotting.value_set_label(c) for c in matrix.index])
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            v = matrix.iat[i, j]
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:.3f}", ha="center", va="center", color="w", fontsize=7)
+    ax.set_xlabel("evaluated against")
+    ax.set_ylabel("steered to")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="1 - JS distance")
+    return fig
+
+
+def plot_calibration(table: pd.DataFrame) -> Any:
+    """Model vs population entropy per item (own value set): below the diagonal = over-confident."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    t = table[(table["value_set"] == table["target_value_set"]) | table["method"].isin(["base", "uniform"])]
+    fig, ax = plt.subplots(figsize=plotting.figsize(0.5, 0.9))
+    for m, g in t.groupby("method", sort=True):
+        ax.scatter(g["entropy_population"], g["entropy_model"], s=8, alpha=0.7,
+                   color=plotting.METHOD_COLORS.get(m), label=plotting.method_label(m))
+    lim = float(np.nanmax([t["entropy_population"].max(), t["entropy_model"].max(), 1.0]))
+    ax.plot([0, lim], [0, lim], color="0.6", lw=0.8, ls="--")
+    ax.set_xlabel("population entropy (bits)")
+    ax.set_ylabel("model entropy (bits)")
+    ax.legend(frameon=False, fontsize=6)
+    return fig
+
+
+def plot_examples(items: pd.DataFrame, predictions: pd.DataFrame, targets: pd.DataFrame,
+                  item_ids: Sequence[str], value_set: str, conditions: Sequence[tuple[str, str]]) -> Any:
+    """Population vs models on a few items: grouped bars per option."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    fig, axes = plt.subplots(len(item_ids), 1, figsize=plotting.figsize(1.0, 0.28 * len(item_ids)),
+                             squeeze=False)
+    it = items.set_index("item_id")
+    for ax, iid in zip(axes[:, 0], item_ids, strict=True):
+        opts = list(it.loc[iid, "options"])
+        series = [("Population", targets[(targets["value_set"] == value_set) & (targets["item_id"] == iid)]
+                   ["shares"].iloc[0], "#555555")]
+        for run, method in conditions:
+            p = predictions[(predictions["run"] == run) & (predictions["method"] == method)
+                            & (predictions["item_id"] == iid)]
+            if len(p):
+                series.append((p["condition"].iloc[0], p["probs"].iloc[0], plotting.METHOD_COLORS.get(method)))
+        w = 0.8 / len(series)
+        for k, (name, v, c) in enumerate(series):
+            ax.bar(np.arange(len(opts)) + (k - (len(series) - 1) / 2) * w, v, w, label=name, color=c)
+        ax.set_xticks(range(len(opts)), [o[:22] for o in opts], fontsize=6)
+        q = str(it.loc[iid, "question"])
+        ax.set_title(q if len(q) < 110 else q[:107] + "...", fontsize=7, loc="left")
+        ax.set_ylim(0, 1)
+    axes[0, 0].legend(frameon=False, fontsize=6, ncol=len(series))
+    return fig
+
+
+def plot_dilemmas(by_dim: pd.DataFrame) -> Any:
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    fig, ax = plt.subplots(figsize=plotting.figsize(0.8, 0.5))
+    conds = sorted(by_dim["condition"].unique())
+    dims = [d for d in WVS_DIMENSIONS if d in set(by_dim["wvs_dimension"])]
+    for k, c in enumerate(conds):
+        d = by_dim[by_dim["condition"] == c].set_index("wvs_dimension").reindex(dims)
+        x = np.arange(len(dims)) + (k - (len(conds) - 1) / 2) * 0.8 / len(conds)
+        err = np.vstack([d["p_to_do"] - d["ci_low"], d["ci_high"] - d["p_to_do"]]).clip(min=0)
+        ax.errorbar(x, d["p_to_do"], yerr=np.nan_to_num(err), fmt="o", ms=3, capsize=2, label=c)
+    ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
+    ax.set_xticks(range(len(dims)), dims)
+    ax.set_ylabel("P(take the action)")
+    ax.legend(frameon=False, fontsize=6)
+    return fig
+
+
+def plot_strata(item_table: pd.DataFrame, metric: str = "js_alignment") -> Any:
+    """Mean alignment per stratum (taxonomy cluster / section) and method, own value set."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    t = item_table[(item_table["value_set"] == item_table["target_value_set"])
+                   | item_table["method"].isin(["base", "uniform"])]
+    g = t.groupby(["stratum", "method"])[metric].mean().unstack("method")
+    fig, ax = plt.subplots(figsize=plotting.figsize(1.0, 0.4))
+    for m in g.columns:
+        ax.plot(range(len(g)), g[m], "o", ms=4, color=plotting.METHOD_COLORS.get(m),
+                label=plotting.method_label(m))
+    ax.set_xticks(range(len(g)), [str(s)[:18] for s in g.index], rotation=30, ha="right", fontsize=6)
+    ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+    ax.legend(frameon=False, fontsize=6, ncol=4)
+    return fig
