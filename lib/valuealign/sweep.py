@@ -804,8 +804,9 @@ def finalize(grid: Grid, layout: Layout) -> Path | None:
         return None
     rows = read_registry(layout)
     current = {(c.cell_id, c.fingerprint) for c in grid.cells}  # not cells since removed
-    rows = rows[(rows["grid"] == grid.name) & (rows["status"] == "done")
-                & [(c, f) in current for c, f in zip(rows["cell_id"], rows["fingerprint"], strict=True)]]
+    in_grid = pd.Series([(c, f) in current for c, f in zip(rows["cell_id"], rows["fingerprint"],
+                                                          strict=True)], index=rows.index, dtype=bool)
+    rows = rows[(rows["grid"] == grid.name) & (rows["status"] == "done") & in_grid]
     if rows.empty:
         print(f"[{grid.name}] finalize: no finished cell yet, nothing to combine")
         return None
@@ -836,43 +837,57 @@ _STATUS_COLOR = {"done": "#009E73", "failed": "#D55E00", "running": "#0072B2",
                  "queued": "#56B4E9", "interrupted": "#E69F00"}
 
 
+def _states(grid: Grid, layout: Layout) -> dict[str, str]:
+    return {c.cell_id: s for c, s in plan(grid, layout)}
+
+
 def write_index(grid_name: str, layout: Layout | None = None,
-                current: set[str] | None = None) -> Path:
+                states: Mapping[str, str] | None = None) -> Path:
     """``executed/<grid>/index.html``: every cell, its status and links to its notebooks.
 
-    ``current``: the cell ids of the grid as it is now; older rows are marked as such.
+    ``states``: the live state of each cell of the grid as it is now (an interrupted cell's
+    row still says ``running``; a cell not run yet has no row); rows of cells no longer in
+    the grid are marked as such. Without it, the registry's status is shown.
     """
     layout = layout or Layout()
     base = layout.executed / grid_name
     rows = read_registry(layout)
     rows = rows[rows["grid"] == grid_name]
+    if states is not None:
+        missing = [{"grid": grid_name, "cell_id": c, "axes": "{}", "status": s}
+                   for c, s in states.items() if c not in set(rows["cell_id"])]
+        rows = pd.concat([rows, pd.DataFrame([_normalise(m) for m in missing],
+                                             columns=REGISTRY_COLUMNS)], ignore_index=True)
     esc = html.escape
     body = []
-    for r in rows.to_dict("records"):
+    for r in rows.sort_values("cell_id").to_dict("records"):
         links = []
-        for nb in json.loads(r["notebooks"] or "[]"):
+        for nb in json.loads(r["notebooks"]) if isinstance(r["notebooks"], str) else []:
             p = layout.root / nb
             h = p.with_suffix(".html")
             rel = os.path.relpath(h if h.exists() else p, base)
             links.append(f'<a href="{esc(rel)}">{esc(p.stem)}</a>')
-        metrics = json.loads(r["metrics"] or "{}")
+        metrics = json.loads(r["metrics"] or "{}") if isinstance(r["metrics"], str) else {}
         mtxt = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                          for k, v in list(metrics.items())[:6])
-        color = _STATUS_COLOR.get(r["status"], "#000000")
-        status = r["status"] if current is None or r["cell_id"] in current else (
-            f"{r['status']} (not in the grid any more)")
+        status = r["status"] if states is None else states.get(
+            r["cell_id"], f"{r['status']} (not in the grid any more)")
+        color = _STATUS_COLOR.get(status, "#000000")
+        finished = "" if r["finished"] is None or pd.isna(r["finished"]) else str(r["finished"])
+        error = "" if r["error"] is None or pd.isna(r["error"]) else str(r["error"])
         wall = "" if pd.isna(r["wall_s"]) else f"{r['wall_s']:.0f} s"
         body.append(
             f"<tr><td><code>{esc(r['cell_id'])}</code></td>"
-            f"<td>{esc(', '.join(f'{k}={v}' for k, v in json.loads(r['axes']).items()))}</td>"
+            f"<td>{esc(', '.join(f'{k}={v}' for k, v in json.loads(r['axes'] or '{}').items()))}</td>"
             f'<td style="color:{color};font-weight:bold">{esc(str(status))}</td>'
-            f"<td>{' '.join(links) or '-'}</td><td>{esc(str(r['finished'] or ''))}</td>"
+            f"<td>{' '.join(links) or '-'}</td><td>{esc(finished)}</td>"
             f"<td>{wall}</td>"
-            f"<td>{esc(mtxt)}</td><td>{esc(str(r['error'] or ''))[:300]}</td></tr>")
+            f"<td>{esc(mtxt)}</td><td>{esc(error)[:300]}</td></tr>")
+    counts = pd.Series([states.get(c, "not in grid") for c in rows["cell_id"]] if states is not None
+                       else list(rows["status"]), dtype="object").value_counts().to_dict()
     combined = sorted((base / "_combined").glob("*.html")) if (base / "_combined").exists() else []
     comb = "".join(f'<li><a href="{esc(os.path.relpath(p, base))}">{esc(p.stem)}</a></li>'
                    for p in combined)
-    counts = rows["status"].value_counts().to_dict()
     page = f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>Sweep {esc(grid_name)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
@@ -910,13 +925,13 @@ def sweep(grid_path: Path | str, *, layout: Layout | None = None, executor: str 
         return 0
     if collect:
         finalize(grid, layout)
-        index = write_index(grid.name, layout, {c.cell_id for c in grid.cells})
+        index = write_index(grid.name, layout, _states(grid, layout))
         print(f"[{grid.name}] index: {layout.rel(index)}")
         return 0
     if not todo:
         index = layout.executed / grid.name / "index.html"
         if not index.exists():
-            write_index(grid.name, layout, {c.cell_id for c in grid.cells})
+            write_index(grid.name, layout, _states(grid, layout))
         busy = [c.cell_id for c, s in states if s != "done"]
         print(f"[{grid.name}] nothing to do: {len(states) - len(busy)}/{len(states)} cells done"
               f"{', still running or queued: ' + ', '.join(busy) if busy else ''} "
@@ -927,14 +942,14 @@ def sweep(grid_path: Path | str, *, layout: Layout | None = None, executor: str 
         cluster = {"slurm": "slurm", "submitit-local": "local", "submitit-debug": "debug"}[executor]
         submit(todo, grid, layout, cluster=cluster, wait=wait or cluster != "slurm")
         if not (wait or cluster != "slurm"):
-            write_index(grid.name, layout, {c.cell_id for c in grid.cells})
+            write_index(grid.name, layout, _states(grid, layout))
             print(f"[{grid.name}] submitted {len(todo)} cells; when they have finished run "
                   f"`python -m valuealign.sweep {grid_path} --collect` for the combined results")
             return 0
     else:
         run_local(todo, layout, workers or int(grid.local.get("workers", 1)))
     finalize(grid, layout)
-    index = write_index(grid.name, layout, {c.cell_id for c in grid.cells})
+    index = write_index(grid.name, layout, _states(grid, layout))
     final = registry_rows(grid.name, layout)
     failed = sorted(c.cell_id for c in grid.cells if final.get(c.cell_id, {}).get("status") != "done")
     print(f"[{grid.name}] {len(grid.cells) - len(failed)}/{len(grid.cells)} cells done in "
