@@ -316,3 +316,25 @@ def test_steerability_and_oracle_on_synthetic_populations():
     pred, info = ev.oracle_predictions(inputs, "a", items[items["split"] == "test"])
     assert info["nearest_group"] == "A-like" and info["share_items_direct"] == 1.0
     assert pred["probs"].tolist() == [pytest.approx(a[i]) for i in ids[4:]]
+
+
+def test_value_sets_and_item_selection():
+    vs_table = pd.DataFrame({"value_set": ["united-states", "germany", "france-britain"],
+                             "group": ["United States", "Germany", "France"], "weight": [1.0, 1.0, 0.5]})
+    assert ev.resolve_value_sets(["United States", "germany", "France+Britain"], vs_table) == [
+        "united-states", "germany", "france-britain"]
+    assert ev.resolve_value_sets([], vs_table) == sorted(vs_table["value_set"])
+    with pytest.raises(ev.EvaluationError, match="Narnia"):
+        ev.resolve_value_sets(["Narnia"], vs_table)
+    items = items_frame()
+    splits = pd.DataFrame({"item_id": items["item_id"], "split": ["test", "test", "test_cluster", "train"],
+                           "stratum": "s"})
+    targets = pd.DataFrame({"value_set": "germany", "item_id": items["item_id"],
+                            "shares": [[1 / len(o)] * len(o) for o in items["options"]]})
+    inputs = {"items": items, "splits": splits, "targets": targets}
+    sel = ev.select_items(inputs, ["germany"], ["test", "test_cluster"], max_items=1)
+    assert sel.groupby("split").size().to_dict() == {"test": 1, "test_cluster": 1}
+    sel = ev.select_items(inputs, ["germany"], ["test"], max_items=0, max_options=3)
+    assert sel["item_id"].tolist() == ["t-1"]  # t-0 has 4 options
+    with pytest.raises(ev.EvaluationError, match="eval_splits"):
+        ev.select_items(inputs, ["germany"], ["holdout"], max_items=0)

@@ -143,7 +143,7 @@ display(Markdown(
 display(model_preds.groupby("condition")[["valid_mass", "p_first_position"]].mean())
 """),
     ("code", r"""
-written = ev.save_results(res, {"parameters": params, "value_sets": vsets, "timings": res.timings})
+written = ev.save_results(res, {"parameters": params, "value_sets": vsets})  # timings: in the manifest
 manifest = provenance.Manifest(NB, parameters=params, seed=seed)
 manifest.add_inputs([p for p in (paths.ITEMS, paths.DISTRIBUTIONS, paths.ALIGNMENT / "splits.parquet",
                                  paths.ALIGNMENT / "value_sets.parquet",
