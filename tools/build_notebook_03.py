@@ -79,6 +79,7 @@ params = config.check_parameters("03_finetune", globals())
 """),
     ("code", """
 import gc
+import logging
 import warnings
 
 warnings.filterwarnings("ignore", message="IProgress not found")  # text progress bars are fine
@@ -92,6 +93,7 @@ from valuealign import models, paths, plotting, provenance, training
 
 transformers.logging.set_verbosity_error()
 transformers.logging.disable_progress_bar()
+logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # no CPU-kernel notice
 datasets.disable_progress_bars()
 warnings.filterwarnings("ignore", category=FutureWarning)
 warnings.filterwarnings("ignore", category=DeprecationWarning)

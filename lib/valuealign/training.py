@@ -481,7 +481,8 @@ def log_to_file(path: Path) -> Iterator[None]:
             lg.removeHandler(handler)
             for h in handlers:
                 lg.addHandler(h)
-            lg.propagate, lg.level = prop, level
+            lg.propagate = prop
+            lg.setLevel(level)  # setLevel, not .level: it clears the loggers' level caches
         handler.close()
 
 
