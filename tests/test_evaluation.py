@@ -308,6 +308,10 @@ def test_steerability_and_oracle_on_synthetic_populations():
     matrix, adv = ev.steerability(table, n_boot=200)
     assert matrix.loc["a", "a"] == pytest.approx(1.0)
     assert adv.iloc[0]["advantage"] > 0 and adv.iloc[0]["ci_low"] > 0
+    # a base model that already answers like A: the raw advantage is all prior, the net one is 0
+    base = table.assign(value_set=None, method="base")
+    _, adv = ev.steerability(table, n_boot=200, base_table=base)
+    assert adv.iloc[0]["advantage"] > 0 and adv.iloc[0]["net_advantage"] == pytest.approx(0.0)
     dist = pd.DataFrame([{"item_id": i, "group": "A-like", "shares": a[i]} for i in ids]
                         + [{"item_id": i, "group": "B-like", "shares": b[i]} for i in ids])
     inputs = {"targets": targets, "distributions": dist,

@@ -59,8 +59,11 @@ from valuealign import config
 params = config.check_parameters("04_evaluate", globals())
 """),
     ("code", r"""
-import logging
 import warnings
+
+warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm falls back to text bars
+
+import logging
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -73,7 +76,6 @@ from valuealign import paths, plotting, provenance
 transformers.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
 warnings.filterwarnings("ignore", category=FutureWarning)
-warnings.filterwarnings("ignore", message="IProgress not found")
 logging.getLogger("peft").setLevel(logging.ERROR)
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 pd.set_option("display.precision", 3)
@@ -200,6 +202,9 @@ display(comp.reset_index(drop=True))
 Rows: the population a model was steered to (fine-tuned on, or prompted as); columns: the population it
 is scored against. The diagonal should beat the rest of its row; the *diagonal advantage* is the paired
 per-item difference between alignment to its own population and the mean alignment to the others.
+The raw advantage also contains how close the *base* model already is to each population (if the base
+answers like the United States, every row leans that way); the *net advantage* computes the same on
+alignment gains over the base model, which isolates what steering did.
 """),
     ("code", r"""
 for method, matrix in res.steer_matrix.items():
@@ -209,12 +214,13 @@ for method, matrix in res.steer_matrix.items():
     show(fig, f"eval-steerability-{method}")
 display(res.steer_advantage)
 if len(res.steer_advantage):
-    plotting.save_table(res.steer_advantage[["method", "value_set", "diagonal", "off_diagonal", "advantage",
-                                             "ci_low", "ci_high", "p_wilcoxon", "n_items"]],
+    cols = ["method", "value_set", "diagonal", "off_diagonal", "advantage", "ci_low", "ci_high",
+            "p_wilcoxon", "net_advantage", "net_ci_low", "net_ci_high", "n_items"]
+    plotting.save_table(res.steer_advantage[[c for c in cols if c in res.steer_advantage.columns]],
                         "eval-steerability-table", notebook=NB,
                         caption="Diagonal advantage: alignment to the steered-to population minus the mean "
                                 "alignment to the other populations, paired by item (95% bootstrap CI, "
-                                "Wilcoxon signed-rank p).")
+                                "Wilcoxon signed-rank p); net: the same on gains over the base model.")
 """),
     ("md", r"""
 ## Generalisation: held-out items vs held-out clusters of items

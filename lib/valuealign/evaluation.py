@@ -610,25 +610,42 @@ def paired_difference(item_table: pd.DataFrame, a: Mapping[str, Any], b: Mapping
 
 
 def steerability(item_table: pd.DataFrame, row_key: str = "value_set", metric: str = "js_alignment",
-                 n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+                 n_boot: int = 1000, seed: int = 0,
+                 base_table: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Matrix (rows: model steered to A, columns: evaluated against B) and diagonal advantage.
 
     Advantage of row A, per item: alignment to A minus the mean alignment to the other value
     sets on the same item (paired), then bootstrap CI over items and a Wilcoxon test.
+    With ``base_table`` (the base model's rows) also the *net* advantage, computed on
+    alignment gains over the base model: the raw advantage also contains how close the base
+    model already was to A (a base model that answers like A gives every row a tilt to A).
     """
     t = item_table.dropna(subset=[row_key])
     matrix = t.pivot_table(index=row_key, columns="target_value_set", values=metric, aggfunc="mean")
+    base_w = (base_table.pivot_table(index="item_id", columns="target_value_set", values=metric,
+                                     aggfunc="mean") if base_table is not None and len(base_table) else None)
     rows = []
+
+    def advantage(w: pd.DataFrame, a: str) -> np.ndarray:
+        off = w.drop(columns=a).mean(axis=1, skipna=True)
+        return (w[a] - off).dropna().to_numpy()
+
     for a, g in t.groupby(row_key, sort=True):
         w = g.pivot_table(index="item_id", columns="target_value_set", values=metric, aggfunc="mean")
         if a not in w.columns or w.shape[1] < 2:
             continue
-        off = w.drop(columns=a).mean(axis=1, skipna=True)
-        d = (w[a] - off).dropna().to_numpy()
+        d = advantage(w, a)
         mean, lo, hi, n = bootstrap_ci(d, n_boot, seed)
-        rows.append({row_key: a, "diagonal": float(w[a].mean()), "off_diagonal": float(off.mean()),
-                     "advantage": mean, "ci_low": lo, "ci_high": hi, "n_items": n,
-                     "p_wilcoxon": paired_test(d)})
+        row = {row_key: a, "diagonal": float(w[a].mean()),
+               "off_diagonal": float(w.drop(columns=a).mean(axis=1).mean()),
+               "advantage": mean, "ci_low": lo, "ci_high": hi, "n_items": n, "p_wilcoxon": paired_test(d)}
+        if base_w is not None:
+            net = (w - base_w.reindex(index=w.index, columns=w.columns))
+            dn = advantage(net, a)
+            m2, lo2, hi2, _ = bootstrap_ci(dn, n_boot, seed)
+            row.update({"net_advantage": m2, "net_ci_low": lo2, "net_ci_high": hi2,
+                        "net_p_wilcoxon": paired_test(dn)})
+        rows.append(row)
     return matrix, pd.DataFrame(rows)
 
 
@@ -1078,7 +1095,8 @@ def run_evaluation(
     steer_m, steer_a = {}, []
     for method in sorted(set(item_table["method"]) - {"uniform", "base", "oracle"}):
         sub = item_table[item_table["method"] == method]
-        m, a = steerability(sub, n_boot=n_boot, seed=settings.seed)
+        m, a = steerability(sub, n_boot=n_boot, seed=settings.seed,
+                            base_table=item_table[item_table["method"] == "base"])
         steer_m[method] = m
         steer_a.append(a.assign(method=method))
     steer_adv = pd.concat(steer_a, ignore_index=True) if steer_a else pd.DataFrame()
