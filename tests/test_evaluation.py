@@ -288,6 +288,9 @@ def test_summary_is_keyed_and_never_mixed(tmp_path):
     with pytest.raises(ev.EvaluationError, match="2 evaluations"):
         ev.load_summary(runs_dir=tmp_path)
     assert ev.load_summary("bbb", tmp_path)["mean"].tolist() == [0.7, 0.7]
+    # rows of another target value set under the same key add up (sweep cells), not overwrite
+    ev.update_summary(rows("bbb", 0.8).assign(target_value_set="germany"), tmp_path)
+    assert sorted(ev.load_summary("bbb", tmp_path)["mean"].tolist()) == [0.7, 0.7, 0.8, 0.8]
     s1 = ev.EvalSettings(n_paraphrases=2)
     assert s1.key({"a": "1"}) != ev.EvalSettings(n_paraphrases=3).key({"a": "1"}) != s1.key({"a": "2"})
 

@@ -892,22 +892,40 @@ def write_eval(run_id: str, eval_hash: str, tables: Mapping[str, pd.DataFrame],
 
 
 def update_summary(new: pd.DataFrame, runs_dir: Path | None = None) -> Path:
-    """Merge into ``runs/eval_summary.parquet``: rows with the same (run, split, eval_hash) are
-    replaced, others kept; different hashes stay distinguishable by their column."""
+    """Merge into ``runs/eval_summary.parquet``.
+
+    A row is identified by (run, split, eval_hash, method, value_set, target_value_set, metric)
+    where those columns exist: re-evaluating replaces exactly its own rows, so sweep cells that
+    each evaluate one value set add up instead of overwriting each other's baselines; rows of
+    another ``eval_hash`` (other parameters or data) are kept, distinguishable by that column.
+    """
     target = (runs_dir or paths.RUNS) / SUMMARY_NAME
     need = {"run", "split", "eval_hash"}
     if not need <= set(new.columns):
         raise EvaluationError(f"summary rows need columns {sorted(need)}")
+    ident = ["run", "split", "eval_hash", *[c for c in ("method", "value_set", "target_value_set", "metric")
+                                           if c in new.columns]]
     if target.exists():
         old = pd.read_parquet(target)
-        keys = set(map(tuple, new[["run", "split", "eval_hash"]].drop_duplicates().to_numpy().tolist()))
-        keep = ~pd.Series([tuple(k) in keys for k in old[["run", "split", "eval_hash"]].to_numpy().tolist()],
-                          index=old.index)
-        new = pd.concat([old[keep], new], ignore_index=True)
-    sort = ["run", "split", "eval_hash", *[c for c in ("method", "value_set", "target_value_set", "metric")
-                                          if c in new.columns]]
+        if set(ident) <= set(old.columns):
+            def key(df: pd.DataFrame) -> pd.Series:
+                return df[ident].astype(str).agg("\x1f".join, axis=1)
+
+            old = old[~key(old).isin(set(key(new)))]
+        new = pd.concat([old, new], ignore_index=True)
+    sort = [c for c in ident if c in new.columns]
     new = new.sort_values(sort, kind="mergesort", na_position="first").reset_index(drop=True)
     return provenance.write_parquet(new, target)
+
+
+def latest_eval_hash(runs_dir: Path | None = None) -> str:
+    """The most recently written evaluation (by its baselines folder), for readers that want
+    "the current one" explicitly rather than a mix."""
+    folders = sorted((runs_dir or paths.RUNS).glob(f"{BASELINES_RUN}/eval/*/eval.json"),
+                     key=lambda p: p.stat().st_mtime)
+    if not folders:
+        raise EvaluationError("no evaluation found under runs/_baselines/eval/: run notebook 04_evaluate")
+    return folders[-1].parent.name
 
 
 def load_summary(eval_hash: str | None = None, runs_dir: Path | None = None) -> pd.DataFrame:
