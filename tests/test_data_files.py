@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import re
 
-from conftest import REPO
-
 from valuealign import provenance
+
+from conftest import REPO
 
 
 def test_shipped_raw_files_match_their_documented_checksums() -> None:

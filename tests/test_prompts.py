@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from valuealign import prompts
 
 QUESTION = "Is it important to have a strong leader?"
