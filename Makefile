@@ -33,7 +33,7 @@ export MPLBACKEND := Agg
 .PHONY: help setup all test lint clean distclean notebooks sweep figures thesis thesis-deps bench
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_%-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 	@echo "  variables: PROFILE=$(PROFILE) (configs/<PROFILE>.yaml), GRID=$(GRID)"
 
 # ---------------------------------------------------------------- environment
@@ -71,6 +71,10 @@ NOTEBOOK_STAMPS := $(foreach n,$(sort $(basename $(notdir $(wildcard notebooks/[
 
 all: setup $(NOTEBOOK_STAMPS) ## run every notebook on PROFILE (incremental) into executed/PROFILE/ (+ HTML)
 
+.SECONDEXPANSION:
+nb-%: setup $$(filter $(NBSTAMP)/$$*%,$(NOTEBOOK_STAMPS)) ## nb-NN: notebook NN and what it needs (make nb-02 PROFILE=thesis-7b)
+	@test -n "$(filter $(NBSTAMP)/$*%,$(NOTEBOOK_STAMPS))" || { echo "no notebook notebooks/$*_*.ipynb" >&2; exit 2; }
+
 $(NBSTAMP)/%.done: notebooks/%.ipynb $(CONFIG) $(COMMON) $(STAMPS)/setup-done
 	$(RUN_NB) $* --stamp $@
 
@@ -82,7 +86,7 @@ $(NB_00): $(LIB)/surveys.py $(RAWDATA)
 $(NB_01): $(NB_00) $(LIB)/taxonomy.py $(wildcard data/reference/*)
 $(NB_02): $(NB_00) $(NB_01) $(LIB)/datasets.py $(LIB)/prompts.py $(LIB)/taxonomy.py
 $(NB_03): $(NB_02) $(LIB)/training.py $(LIB)/models.py $(LIB)/prompts.py
-$(NB_04): $(NB_02) $(NB_03) $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts.py
+$(NB_04): $(NB_02) $(NB_03) $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts.py data/reference/general_prompts.txt $(wildcard data/raw/daily_dilemmas/*)
 $(NB_05): $(LIB)/consultation.py $(RAWDATA)
 $(NB_06): $(filter-out $(NB_06),$(NOTEBOOK_STAMPS)) $(wildcard $(LIB)/*.py)
 

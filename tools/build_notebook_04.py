@@ -80,6 +80,7 @@ logging.getLogger("peft").setLevel(logging.ERROR)
 logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 pd.set_option("display.precision", 3)
 NB = "04_evaluate"
+manifest = provenance.Manifest(NB, parameters=params, seed=seed).__enter__()  # times the notebook from here
 
 
 def show(fig, name: str, **kw) -> None:
@@ -146,7 +147,7 @@ display(model_preds.groupby("condition")[["valid_mass", "p_first_position"]].mea
 """),
     ("code", r"""
 written = ev.save_results(res, {"parameters": params, "value_sets": vsets})  # timings: in the manifest
-manifest = provenance.Manifest(NB, parameters=params, seed=seed)
+manifest.__exit__(None, None, None)
 manifest.add_inputs([p for p in (paths.ITEMS, paths.DISTRIBUTIONS, paths.ALIGNMENT / "splits.parquet",
                                  paths.ALIGNMENT / "value_sets.parquet",
                                  paths.ALIGNMENT / "value_set_distributions.parquet",

@@ -233,7 +233,7 @@ _ = plotting.save_macros({
     "ConsultationParticipants": int(sum(c.n_participants for c in conversations)),
     "ConsultationMeanAriPcaHdbscan": float(group_summary["ari_pca_vs_hdbscan"].mean()),
     "ConsultationExportedStatements": int(sum(t.eligible.sum() for t in tables.values())),
-}, group="consultation")
+}, group="consultation", notebook=NB)
 display(Markdown(f"Done in {manifest.wall_time_s:.1f} s; outputs in `{paths.relative(paths.CONSULTATION)}/`."))
 """),
 ]

@@ -27,7 +27,7 @@ appendix): which notebook made which figure; the macros of group `06_thesis_figu
 notebook, prints at its own size, and embeds its fonts.
 """),
     ("params", """
-eval_hash = ""  # which evaluation in runs/eval_summary.parquet to summarise ("" = the only one)
+eval_hash = ""  # which evaluation in runs/eval_summary.parquet to summarise ("" = the one notebook 04 saved last)
 summary_runtime_fraction = 0.8  # width of the run-time figure, as a fraction of the text width [0.3, 1.0]
 summary_scatter_fraction = 0.6  # width of the cost-vs-alignment figure, fraction of the text width [0.3, 1.0]
 thesis_fail_on_error = False  # stop this notebook when the thesis check finds errors (make figures/thesis always do)
@@ -76,7 +76,7 @@ runs = thesis.runs_table(records)
 alignment = None
 summary_path = paths.RUNS / evaluation.SUMMARY_NAME
 try:
-    alignment = thesis.run_alignment(evaluation.load_summary(eval_hash or None))
+    alignment = thesis.run_alignment(evaluation.load_summary(eval_hash or evaluation.latest_eval_hash()))
 except (evaluation.EvaluationError, ValueError) as err:
     display(Markdown(f"**No evaluation to summarise:** {err}"))
 if alignment is not None and not runs.empty:
