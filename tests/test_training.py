@@ -184,3 +184,19 @@ def test_thesis_profiles_plan_qlora_runs_on_cuda_and_refuse_cpu(profile: str) ->
     assert {r.optim for r in runs} == {"paged_adamw_8bit"} and all(r.gradient_checkpointing for r in runs)
     with pytest.raises(training.TrainingError, match="needs a CUDA GPU"):
         training.plan(params, cuda=False)  # strict: no silent CPU fallback for a GPU profile
+
+
+@pytest.mark.pipeline
+@pytest.mark.parametrize("method", ["kto", "dpo"])
+def test_consultation_data_train_through_the_same_path(tiny: str, tmp_path: Path, method: str) -> None:
+    """Phase 3 (refinement on the public's votes) is notebook 03 with data_source="consultation"."""
+    from conftest import require_artefact
+
+    require_artefact(paths.CONSULTATION / "value_sets.parquet")
+    value_set = "consultation-all-everyone"
+    data = training.load_alignment_dataset(value_set, method, data_source="consultation")
+    assert len(data["train"]) > 0
+    p = _params(tiny, method, value_set=value_set, data_source="consultation", max_steps=2)
+    res = training.train(p, data, runs_root=tmp_path, progress=False, keep_model=False)
+    assert res.status == "trained" and (res.adapter_dir / "adapter_model.safetensors").exists()
+    assert f"__{method}__{value_set}__" in res.run_dir.name
