@@ -90,6 +90,17 @@ def test_every_notebook_has_a_valid_parameters_cell() -> None:
             config.check_value(spec, spec.default, where=name)
 
 
+def test_papermill_sees_every_parameter() -> None:
+    """Papermill drops a parameter line with a second "=" (in its comment) and then calls a
+    profile's value for it an unknown parameter: every declared parameter must survive its parser."""
+    import papermill
+
+    for name in config.all_notebook_parameters():
+        seen = set(papermill.inspect_notebook(str(REPO / "notebooks" / f"{name}.ipynb")))
+        missed = set(config.notebook_parameters(name)) - seen
+        assert not missed, f"{name}: papermill cannot parse the parameter lines of {sorted(missed)}"
+
+
 def test_shared_parameter_names_mean_the_same_everywhere() -> None:
     """One flat profile feeds every notebook, so a shared name must have one type."""
     seen: dict[str, tuple[str, str]] = {}

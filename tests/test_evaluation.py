@@ -291,6 +291,11 @@ def test_summary_is_keyed_and_never_mixed(tmp_path):
     # rows of another target value set under the same key add up (sweep cells), not overwrite
     ev.update_summary(rows("bbb", 0.8).assign(target_value_set="germany"), tmp_path)
     assert sorted(ev.load_summary("bbb", tmp_path)["mean"].tolist()) == [0.7, 0.7, 0.8, 0.8]
+    # a missing identity value (baselines have no value set) is part of the key: re-writing replaces
+    base = rows("ccc", 0.1).assign(value_set=[None, None], target_value_set=["germany", None])
+    ev.update_summary(base, tmp_path)
+    ev.update_summary(base.assign(mean=0.2), tmp_path)
+    assert ev.load_summary("ccc", tmp_path)["mean"].tolist() == [0.2, 0.2]
     s1 = ev.EvalSettings(n_paraphrases=2)
     assert s1.key({"a": "1"}) != ev.EvalSettings(n_paraphrases=3).key({"a": "1"}) != s1.key({"a": "2"})
 

@@ -54,12 +54,12 @@ split_stratify_by = "auto"  # strata: taxonomy clusters if present, else topic c
 split_n_topics = 12  # topic clusters (k-means on MiniLM embeddings) when not stratified by taxonomy [2, 200]
 split_dup_threshold = 0.95  # cosine similarity from which two questions are near-duplicates (kept in one split) [0.5, 1.0]
 split_min_items = 5  # items a value set needs in every split [1, 100000]
-dataset_max_items = 60  # cap on train and on validation items per value set written as datasets (0 = all) [0, 1000000]
+dataset_max_items = 60  # cap on train and on validation items per value set written as datasets (0: all) [0, 1000000]
 sft_samples_per_item = 4  # SFT answers sampled per item from the value set's distribution [1, 100]
 sft_majority_only = False  # SFT on the majority option only instead of samples
 dpo_min_margin = 0.1  # minimum share difference between chosen and rejected [0.0, 1.0]
 dpo_max_pairs_per_item = 3  # DPO pairs per item, largest share difference first [1, 325]
-kto_threshold = 1.0  # KTO: desirable iff share >= kto_threshold / n_options (1 = above chance) [0.0, 26.0]
+kto_threshold = 1.0  # KTO: desirable iff share is at least kto_threshold / n_options (1: above chance) [0.0, 26.0]
 kto_prompts_per_item = 1  # KTO prompt variants per item (each with every option as a completion) [1, 20]
 """),
     ("code", """

@@ -38,19 +38,19 @@ for uniform/base/prompted/oracle; the combined `runs/eval_summary.parquet` keyed
 """),
     ("params", r"""
 runs = ["*"]  # fine-tuned runs to evaluate: run ids or globs under runs/ (default: every finished run)
-value_sets = ["united-states", "germany"]  # value sets (ids made by notebook 02, or its group names) to evaluate against ([] = all)
+value_sets = ["united-states", "germany"]  # value sets (ids made by notebook 02, or its group names) to evaluate against ([]: all)
 eval_splits = ["test", "test_cluster"]  # held-out splits to evaluate {test, test_cluster, validation}
 n_paraphrases = 1  # prompt paraphrases averaged per item (thesis: 4) [1, 4]
 permutations = "cyclic"  # option orders per item: all cyclic shifts, or as many seeded random orders {cyclic, random}
 eval_batch_size = 8  # prompts per forward pass [1, 512]
 bootstrap_samples = 1000  # bootstrap resamples for the 95% CIs over items [0, 100000]
-max_eval_items = 5  # items per split, the same for every model (0 = all) [0, 100000]
-eval_max_options = 4  # only items with at most this many options, a CPU cost cap (thesis: 0 = all) [0, 26]
-eval_n_dilemmas = 4  # DailyDilemmas scored per model (0 = skip) [0, 1360]
-eval_drift_tokens = 6  # greedy answer tokens per general prompt for the capability-drift check (0 = skip) [0, 256]
+max_eval_items = 5  # items per split, the same for every model (0: all) [0, 100000]
+eval_max_options = 4  # only items with at most this many options, a CPU cost cap (thesis: 0, all) [0, 26]
+eval_n_dilemmas = 4  # DailyDilemmas scored per model (0: skip) [0, 1360]
+eval_drift_tokens = 6  # greedy answer tokens per general prompt for the capability-drift check (0: skip) [0, 256]
 strict = False  # stop at a run folder without adapter/manifest/DONE instead of skipping it
 model_profile = "smollm2-135m"  # base model profile (valuealign.models.PROFILES) {smollm2-135m, llama-3.1-8b, mistral-7b, qwen2.5-7b, qwen2.5-14b, llama-2-13b}
-model_path = ""  # local folder of the base model ("" = the profile's default)
+model_path = ""  # local folder of the base model ("": the profile's default)
 seed = 0  # seed for item selection, random orders and the bootstrap [0, 2147483647]
 """),
     ("code", r"""

@@ -35,7 +35,7 @@ consultation_conversations = ["scoop-hivemind.ubi", "scoop-hivemind.affordable-h
 consultation_unknown_comments = "error"  # votes on comment ids missing from comments.csv: stop, or drop and report {error, drop}
 consultation_min_votes_per_participant = 7  # participants with fewer votes are not grouped (Polis: 7) [1, 1000]
 consultation_include_unmoderated = True  # form groups on not-yet-moderated statements too (never exported)
-consultation_k_max = 5  # k-means tries k = 2..k_max and keeps the best silhouette (Polis: 5) [2, 10]
+consultation_k_max = 5  # k-means tries k in 2..k_max and keeps the best silhouette (Polis: 5) [2, 10]
 consultation_umap_n_neighbors = 15  # UMAP neighbours for the thesis's own grouping [2, 200]
 consultation_hdbscan_min_cluster_size = 10  # smallest HDBSCAN group [2, 1000]
 consultation_grouping = "polis"  # groups used for consensus and per-group value sets {polis, umap_hdbscan}

@@ -27,7 +27,7 @@ appendix): which notebook made which figure; the macros of group `06_thesis_figu
 notebook, prints at its own size, and embeds its fonts.
 """),
     ("params", """
-eval_hash = ""  # which evaluation in runs/eval_summary.parquet to summarise ("" = the one notebook 04 saved last)
+eval_hash = ""  # which evaluation in runs/eval_summary.parquet to summarise ("": the one notebook 04 saved last)
 summary_runtime_fraction = 0.8  # width of the run-time figure, as a fraction of the text width [0.3, 1.0]
 summary_scatter_fraction = 0.6  # width of the cost-vs-alignment figure, fraction of the text width [0.3, 1.0]
 thesis_fail_on_error = False  # stop this notebook when the thesis check finds errors (make figures/thesis always do)

@@ -909,7 +909,8 @@ def update_summary(new: pd.DataFrame, runs_dir: Path | None = None) -> Path:
         old = pd.read_parquet(target)
         if set(ident) <= set(old.columns):
             def key(df: pd.DataFrame) -> pd.Series:
-                return df[ident].astype(str).agg("\x1f".join, axis=1)
+                # pandas 3 keeps missing values through astype(str): name them explicitly
+                return df[ident].astype("string").fillna("<NA>").agg("\x1f".join, axis=1)
 
             old = old[~key(old).isin(set(key(new)))]
         new = pd.concat([old, new], ignore_index=True)
