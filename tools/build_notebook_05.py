@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-import nbformat
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nbbuild import write  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NAME = "05_public_consultation"
@@ -239,27 +241,6 @@ display(Markdown(f"Done in {manifest.wall_time_s:.1f} s; outputs in `{paths.rela
 ]
 
 
-def build(path: Path = ROOT / "notebooks" / f"{NAME}.ipynb") -> Path:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata = {
-        "kernelspec": {"name": "python3", "display_name": "Python 3 (valuealign)", "language": "python"},
-        "language_info": {"name": "python"},
-    }
-    for kind, src in CELLS:
-        src = src.strip("\n")
-        if kind == "md":
-            cell = nbformat.v4.new_markdown_cell(src)
-        else:
-            cell = nbformat.v4.new_code_cell(src)
-            if kind == "params":
-                cell.metadata["tags"] = ["parameters"]
-        nb.cells.append(cell)
-    for i, cell in enumerate(nb.cells):
-        cell["id"] = f"cell-{i:02d}"
-    nbformat.validate(nb)
-    path.write_text(nbformat.writes(nb) + "\n", encoding="utf-8")
-    return path
-
-
 if __name__ == "__main__":
-    print(build())
+    write(ROOT / "notebooks" / f"{NAME}.ipynb", CELLS)
+    print(f"wrote notebooks/{NAME}.ipynb")

@@ -127,19 +127,26 @@ def all_notebook_parameters(notebooks_dir: Path = paths.NOTEBOOKS) -> dict[str, 
     return {p.stem: notebook_parameters(p) for p in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))}
 
 
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (profiles, grid files); errors name the file.
+
+    ``safe_load`` only: a config file never constructs Python objects."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: {what} must be a mapping")
+    return data
+
+
 def load_profile(path: Path | str) -> dict[str, Any]:
     """Read a flat YAML profile; errors name the file."""
     path = Path(path)
     if not path.exists():
         valid = sorted(p.name for p in paths.CONFIGS.glob("*.yaml"))
         raise ConfigError(f"profile not found: {path} (profiles in configs/: {', '.join(valid)})")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a profile must be a mapping of parameter names to values")
-    return data
+    return read_yaml_mapping(path, "a profile")
 
 
 def _unknown(key: str, valid: list[str], where: str) -> ConfigError:

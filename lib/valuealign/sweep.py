@@ -72,7 +72,6 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
 from valuealign import config, paths, provenance
 from valuealign.config import ConfigError
@@ -200,13 +199,7 @@ def _notebook_file(name: str, layout: Layout, where: str) -> Path:
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise ConfigError(f"grid file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a grid file must be a mapping")
-    return data
+    return config.read_yaml_mapping(path, "a grid file")
 
 
 def load_grid(path: Path | str, layout: Layout | None = None) -> Grid:
