@@ -55,6 +55,8 @@ def test_labels_and_colours_are_consistent() -> None:
     assert plotting.value_set_label("nz") == "NZ"
     assert plotting.value_set_label("cluster-1") == "Cluster 1"
     assert plotting.value_set_label("United States") == "United States"
+    shown = plotting.with_display_names(pd.DataFrame({"method": ["kto"], "value_set": ["cluster-1"], "n": [3]}))
+    assert shown.to_dict("records") == [{"method": "KTO", "value_set": "Cluster 1", "n": 3}]
     assert plotting.sort_methods(["kto", "zzz", "base", "sft"]) == ["base", "sft", "kto", "zzz"]
     colours = plotting.categorical_colors(["a", "b", "c"])
     assert len(set(colours.values())) == 3 and "#F0E442" not in colours.values()

@@ -182,8 +182,7 @@ option. Test items are not written as training data; notebook 04 evaluates them 
 """),
     ("code", """
 counts = ds.summary_counts(result.counts)
-counts_for_thesis = counts.assign(value_set=counts["value_set"].map(plotting.value_set_label),
-                                  method=counts["method"].map(plotting.method_label))
+counts_for_thesis = plotting.with_display_names(counts)
 counts_for_thesis.columns = [c.replace("_", " ").replace("test cluster", "held-out cluster").capitalize()
                              for c in counts_for_thesis.columns]
 plotting.save_table(counts_for_thesis, "datasets-counts", caption="Alignment dataset rows and items per "

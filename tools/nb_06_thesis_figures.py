@@ -85,9 +85,7 @@ if alignment is not None and not runs.empty:
     fig = thesis.plot_cost_vs_alignment(runs, alignment, fraction=summary_scatter_fraction)
     inputs = [summary_path] + [paths.ROOT / r for r in records.loc[records["stage"] == "03_finetune", "record"]]
     _ = plotting.save_figure(fig, "summary-cost-vs-alignment", notebook=NB, inputs=inputs)
-    table = runs_aligned.assign(
-        method=runs_aligned["method"].map(plotting.method_label),
-        value_set=runs_aligned["value_set"].astype(str).map(plotting.value_set_label),
+    table = plotting.with_display_names(runs_aligned).assign(
         wall_time_min=runs_aligned["wall_time_s"] / 60.0,
     )[["method", "value_set", "seed", "train_rows", "steps", "wall_time_min", "alignment"]]
     table.columns = ["Method", "Value set", "Seed", "Train rows", "Steps", "Wall time (min)", "Alignment"]

@@ -88,6 +88,17 @@ def value_set_label(value_set: str) -> str:
     return value_set.replace("_", " ").replace("-", " ").strip().title()
 
 
+def with_display_names(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose ``method`` and ``value_set`` columns (where present) hold display names,
+    so a thesis table names them as the figures do."""
+    names = {}
+    if "method" in df.columns:
+        names["method"] = df["method"].map(method_label)
+    if "value_set" in df.columns:
+        names["value_set"] = df["value_set"].astype(str).map(value_set_label)
+    return df.assign(**names)
+
+
 def categorical_colors(keys: Sequence[str]) -> dict[str, str]:
     """A stable colour per key (in the given order) from the colour-blind-safe palette.
 
