@@ -363,6 +363,12 @@ def test_processing_codes_are_dropped_and_shares_renormalised(tmp_path) -> None:
     codes = data.processing_codes.set_index("group")["share"]
     assert codes.to_dict() == {"Germany": pytest.approx(0.2), "Japan": 0.0}
 
+    only_codes = ('"Asked?","{\'Germany\': [0.5, 0.5]}","[\'Missing; Unknown\', '
+                  '\'Other missing; Multiple answers Mail (EVS)\']",WVS\n')
+    data = surveys.load_goqa(goqa_csv(tmp_path, only_codes), on_invalid="drop")
+    assert data.items.empty and data.distributions.empty
+    assert data.dropped["reason"].tolist() == ["every option is a processing code, none is an answer"]
+
 
 def test_shipped_subset_processing_codes_and_ordinal_counts() -> None:
     """Numbers stated in notebook 00 and the project report; change them only with the data."""

@@ -501,9 +501,10 @@ def load_goqa(path: Path | str, on_invalid: OnInvalid = "raise", tol: float = 0.
             kept += 1
             removed += [{"item_id": item_id, "group": group, "option": source_options[j],
                          "share": float(norm[j])} for j in codes]
+            if codes:  # renormalise only what lost mass: other items keep their exact shares
+                answers = answers / answers.sum()
             dists.append({"item_id": item_id, "group": group, "group_type": "country",
-                          "shares": (answers / answers.sum()).tolist(), "n": None, "weighted": True,
-                          "source": "goqa"})
+                          "shares": answers.tolist(), "n": None, "weighted": True, "source": "goqa"})
         if not kept:
             drops(i, "selections", row.selections, "no valid group distribution left")
             continue
