@@ -219,3 +219,165 @@ def test_notebook_00_twice_gives_byte_identical_parquet(tmp_path) -> None:
         outputs.append({p.name: p.read_bytes() for p in (root / "data/processed").glob("*.parquet")})
     assert set(outputs[0]) == {"items.parquet", "distributions.parquet", "dropped_rows.parquet"}
     assert outputs[0] == outputs[1]
+
+
+# ------------------------------------------------------------------ option order, ordinal flag, processing codes
+# Examples are rows of the shipped GlobalOpinionQA subset (data/raw/goqa), selected by their options.
+SHIPPED_GOQA = paths.GOQA_DIR / "global_opinions_subset.csv"
+NEVER_TO_ALWAYS = ["Never justifiable", "2", "3", "4", "5", "6", "7", "8", "9", "Always justifiable"]
+
+
+def _label(option: object) -> str:
+    return str(int(option)) if isinstance(option, float) and option.is_integer() else str(option)
+
+
+def shipped_goqa_row(tmp_path: Path, first_options: list[str]) -> tuple[Path, list[str], dict]:
+    """The first shipped row whose options start with ``first_options``, as a one-row CSV,
+    with its source options and group shares (to check what the loader made of them)."""
+    df = surveys.read_table(SHIPPED_GOQA)
+    for _, row in df.iterrows():
+        options = [_label(o) for o in surveys.parse_literal(row["options"], list, "options")]
+        if options[: len(first_options)] == first_options:
+            path = tmp_path / "shipped_row.csv"
+            df.loc[[row.name]].to_csv(path, index=False)
+            return path, options, surveys.parse_selections(row["selections"])
+    raise AssertionError(f"no shipped row has options starting with {first_options}")
+
+
+def loaded_item(path: Path) -> tuple[pd.Series, pd.DataFrame]:
+    data = surveys.load_goqa(path)
+    assert len(data.items) == 1
+    return data.items.iloc[0], data.distributions
+
+
+@pytest.mark.parametrize("first_options", [
+    NEVER_TO_ALWAYS,  # labelled ends
+    ["Satisfied", "9", "8", "7", "6", "5", "4", "3", "2", "Dissatisfied"],  # reversed
+    ["Men", "2", "3", "4", "Both Equally", "6", "7", "8", "Women"],  # labelled midpoint
+])
+def test_labelled_and_reversed_scales_keep_the_source_order(tmp_path, first_options) -> None:
+    path, source, selections = shipped_goqa_row(tmp_path, first_options)
+    item, dists = loaded_item(path)
+    answers = [o for o in source if not o.lower().startswith(("missing", "other missing"))]
+    assert item["options"] == answers
+    assert item["options"][: len(first_options)] == first_options
+    group, shares = next(iter(selections.items()))
+    got = dists.set_index("group").loc[group, "shares"]
+    kept = np.asarray(shares[: len(answers)], dtype=float)
+    assert got == pytest.approx(kept / kept.sum())
+
+
+def test_labelled_end_scale_gives_the_right_w1(tmp_path) -> None:
+    """All mass on 'Never justifiable' vs all on '2' is one step of nine: 1 - 1/9, not 1 - 8/9."""
+    from valuealign import evaluation
+
+    item, _ = loaded_item(shipped_goqa_row(tmp_path, NEVER_TO_ALWAYS)[0])
+    assert item["ordinal"]
+    never, two = (np.eye(len(item["options"]))[item["options"].index(o)] for o in ("Never justifiable", "2"))
+    w1 = evaluation.w1_alignment(never, two, item["nonsubstantive"])
+    assert w1 == pytest.approx(1 - 1 / 9)
+
+
+def test_scales_shipped_in_a_sorting_order_are_put_in_scale_order(tmp_path) -> None:
+    """'Not important at all', '1', 'Very important', '2', ..., '9' is the string order of 0..10;
+    '0', '9', '10', 'DK/Refused', '1', ... has numbers only. Shares follow the options."""
+    path, source, selections = shipped_goqa_row(tmp_path, ["Not important at all", "1", "Very important", "2"])
+    item, dists = loaded_item(path)
+    assert item["options"] == ["Not important at all", *map(str, range(1, 10)), "Very important"]
+    assert item["ordinal"]
+    group, shares = next(iter(selections.items()))
+    expected = [shares[0], shares[1], *shares[3:], shares[2]]
+    assert dists.set_index("group").loc[group, "shares"] == pytest.approx(expected)
+
+    path, source, selections = shipped_goqa_row(tmp_path, ["0", "9", "10", "DK/Refused"])
+    item, dists = loaded_item(path)
+    assert item["options"] == [*map(str, range(11)), "DK/Refused"]
+    group, shares = next(iter(selections.items()))
+    expected = [shares[source.index(o)] for o in item["options"]]
+    assert dists.set_index("group").loc[group, "shares"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("options", [
+    # shipped unordered sets: the order given is not a scale
+    ["More important role", "Less important role", "As important as 10 years ago", "DK/Refused"],
+    ["Better", "Worse", "About the same", "DK/Refused"],
+    ["More", "Less", "Same (VOL.)"],
+    ["Change for the better", "Change for the worse", "Not much difference"],
+    ["Men generally have more opportunities", "Women generally have more opportunities",
+     "Opportunities are generally about the same for both", "DK/Refused"],
+    ["Good", "Bad", "Good thing", "Bad thing", "DK/Refused"],
+    # shipped scales listed out of order, or with a volunteered answer of unknown place
+    ["Very big problem", "Not a problem at all", "Moderately big problem", "DK/Refused", "Small problem"],
+    ["Very good influence", "Good influence", "Bad influence", "Very bad influence", "No influence (VOL)"],
+    # constructed: a scale ladder with its ends swapped into the middle
+    ["Somewhat agree", "Strongly agree", "Strongly disagree", "Somewhat disagree"],
+])
+def test_unordered_option_sets_are_not_ordinal(options) -> None:
+    assert not surveys.looks_ordinal(options)
+
+
+def test_real_scales_stay_ordinal() -> None:
+    scales = [  # shipped, except the last two (constructed)
+        ["Very favorable", "Somewhat favorable", "Somewhat unfavorable", "Very unfavorable", "DK/Refused"],
+        ["Very big problem", "Moderately big problem", "Small problem", "Not a problem at all"],
+        ["A great deal", "Quite a lot", "Not very much", "None at all", "Don't know", "No answer"],
+        ["Agree strongly", "Agree", "Neither agree nor disagree", "Disagree", "Disagree strongly"],
+        ["Much better", "Somewhat better", "About the same", "Somewhat worse", "Much worse", "DK/Refused"],
+        ["One of the most important priorities", "A very important priority", "A lower priority",
+         "Not a priority at all"],
+        ["Major threat", "Minor threat", "No threat"],
+        ["Men", "2", "3", "4", "Both Equally", "6", "7", "8", "Women", "Don't know"],
+        ["Left", "2", "3", "4", "5", "6", "7", "8", "9", "Right", "Don't know", "No answer"],
+        ["Satisfied", "9", "8", "7", "6", "5", "4", "3", "2", "Dissatisfied", "Don't know"],
+        ["18 to 49", "50 to 59", "60 to 69", "70 to 79", "80 to 89", "90+", "Depends on Individual (VOL)"],
+        ["Never", "Rarely", "Sometimes", "Often"],
+        ["Strongly disagree", "Disagree", "Agree", "Strongly agree"],
+    ]
+    assert [o for o in scales if not surveys.looks_ordinal(o)] == []
+
+
+def test_volunteered_answers_are_substantive_unless_they_say_no_answer() -> None:
+    options = ["Neither (VOL)", "Same (VOL)", "Both (DO NOT READ)", "None of these (VOL)",
+               "Never heard of (VOL)", "Can't rate (VOL)", "Other (VOL)", "Depends (VOL)",
+               "DK/Refused", "No answer", "Don't -9:-2", "Hard to say"]
+    assert surveys.nonsubstantive_flags(options) == [False] * 4 + [True] * 8
+
+
+def test_processing_codes_are_dropped_and_shares_renormalised(tmp_path) -> None:
+    row = ('"Agree?","{\'Germany\': [0.4, 0.3, 0.1, 0.2], \'Japan\': [0.5, 0.4, 0.1, 0.0], '
+           '\'Chile\': [0.0, 0.0, 0.0, 1.0]}","[\'Agree\', \'Disagree\', \'No answer\', '
+           '\'Missing; Not available\']",WVS\n')
+    # drop mode for Chile, whose only answer is the code; removing a code alone never raises
+    # (the shipped rows above load in raise mode)
+    data = surveys.load_goqa(goqa_csv(tmp_path, row), on_invalid="drop")
+    item = data.items.iloc[0]
+    assert item["options"] == ["Agree", "Disagree", "No answer"]
+    assert item["nonsubstantive"] == [False, False, True]
+    shares = dict(zip(data.distributions["group"], data.distributions["shares"], strict=True))
+    assert set(shares) == {"Germany", "Japan"}  # Chile answered nothing but the code
+    assert shares["Germany"] == pytest.approx([0.5, 0.375, 0.125])
+    assert shares["Japan"] == pytest.approx([0.5, 0.4, 0.1])
+    reasons = dict(zip(data.dropped["value"], data.dropped["reason"], strict=True))
+    assert reasons["'Missing; Not available'"] == surveys.PROCESSING_CODE_REASON
+    assert "all answers are processing codes" in reasons[repr([0.0, 0.0, 0.0, 1.0])]
+    codes = data.processing_codes.set_index("group")["share"]
+    assert codes.to_dict() == {"Germany": pytest.approx(0.2), "Japan": 0.0}
+
+    only_codes = ('"Asked?","{\'Germany\': [0.5, 0.5]}","[\'Missing; Unknown\', '
+                  '\'Other missing; Multiple answers Mail (EVS)\']",WVS\n')
+    data = surveys.load_goqa(goqa_csv(tmp_path, only_codes), on_invalid="drop")
+    assert data.items.empty and data.distributions.empty
+    assert data.dropped["reason"].tolist() == ["every option is a processing code, none is an answer"]
+
+
+def test_shipped_subset_processing_codes_and_ordinal_counts() -> None:
+    """Numbers stated in notebook 00 and the project report; change them only with the data."""
+    data = surveys.finalize(surveys.load_goqa(SHIPPED_GOQA, on_invalid="drop"))
+    items = data.items
+    assert not items["options"].map(lambda o: any(surveys.processing_code_flags(o))).any()
+    assert int(items["ordinal"].sum()) == 795  # 851 under the old heuristic
+    summary = surveys.processing_code_summary(data.processing_codes).set_index("processing code")
+    total = summary.loc["all (per distribution)"]
+    assert (total["items"], total["distributions"], total["with mass > 0"]) == (221, 2110, 292)
+    assert total["max mass"] == pytest.approx(0.385)
+    assert (data.dropped["reason"] == surveys.PROCESSING_CODE_REASON).sum() == 221

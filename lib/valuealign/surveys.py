@@ -9,7 +9,11 @@ loader returns a :class:`SurveyData` with
   ordinal (bool), section``;
 * ``distributions``: ``item_id, group, group_type, shares (list[float], sums to 1),
   n (Int64, null for aggregated sources), weighted (bool), source``;
-* ``dropped``: every input row that was left out, with ``file, row, column, value, reason``.
+* ``dropped``: every input row that was left out, with ``file, row, column, value, reason``
+  (including each processing-code option removed from an item, such as "Missing; Not available");
+* ``processing_codes``: ``item_id, group, option, share``: the share each group gave to each
+  removed processing code before the remaining shares were renormalised (not written to disk;
+  :func:`processing_code_summary` turns it into the table notebook 00 shows).
 
 Bad input is either an error naming the file, row, column and value (``on_invalid="raise"``,
 the default for user-supplied files) or a recorded drop (``on_invalid="drop"``, used by
@@ -47,19 +51,49 @@ GOQA_REQUIRED = ("question", "selections", "options")
 GOQA_SECTIONS = {"WVS": "World Values Survey", "GAS": "Pew Global Attitudes"}
 WVS_MISSING_NOTE = "negative codes (-1 don't know, -2 no answer, -4 not asked, -5 missing) are missing"
 
+# Real non-responses: the respondent gave no position (kept as options, flagged non-substantive).
+# A volunteered marker such as "(VOL)" is not one by itself: "Neither (VOL)" and "Same (VOL)" are
+# answers. "Don't -9:-2" is a "Don't know" label whose last word the source replaced by its codes.
 _NONSUBSTANTIVE = re.compile(
     r"\b(don'?t know|dk|refused|no answer|not sure|decline|missing|not asked|hard to say|"
-    r"no opinion|depends|other answer)\b|\(vol\)",
+    r"no opinion|depends|other answer|never heard of|haven'?t heard enough|can'?t rate)\b"
+    r"|^\s*other\s*(\([^)]*\))?\s*$|\bdon'?t\s+-\d+:-\d+",
     re.IGNORECASE,
 )
-_INTENSITY = re.compile(
-    r"\b(very|somewhat|not too|not at all|not very|at all|a lot|some|great deal|fair amount|"
-    r"completely|mostly|strongly|agree|disagree|major|minor|not a|favou?rable|unfavou?rable|good|bad|"
-    r"big|small|moderately|important|confidence|well|much|never|always|often|rarely|sometimes|"
-    r"usually|likely|unlikely|more|less|better|worse|same|satisfied|dissatisfied|quite|rather|"
-    r"fairly|extremely|none|all|increase|decrease|approve|disapprove|priority|lower|higher|most|least|\d+)\b",
+# Answers the interviewer did not read out: where they sit on a scale is not given by the source.
+_VOLUNTEERED = re.compile(r"\((vol\.?|do not read|spontaneous)\)|\[only if volunteered\]", re.IGNORECASE)
+# Processing codes of the source's data file, not answers ("Other missing; Multiple answers Mail
+# (EVS)", "Missing; Not available"): dropped from the options, the other shares renormalised.
+_PROCESSING_CODE = re.compile(
+    r"^\s*(other\s+)?missing\b|^\s*not\s+(asked|applicable)\s*$|\bmultiple answers mail\b",
     re.IGNORECASE,
 )
+PROCESSING_CODE_REASON = "processing code, not an answer: option removed and the other shares renormalised"
+PROCESSING_COLUMNS = ["item_id", "group", "option", "share"]
+
+# Verbal scale words, for the conservative ordinal flag. A degree is looked up in this order
+# (negations first, because "not very" contains "very"); the sign comes from the polar word.
+_SCALE_DEGREE_WORDS = (
+    (1, r"\bnot\b.*\bat all\b|^\s*no\b|\bnone\b|\bnever\b|\bnothing\b|\bnot an?\b"),
+    (2, r"\bnot\b|\brarely\b|\bseldom\b|\blittle\b|\bsmall\b|\bminor\b|\blower\b|\bslightly\b"),
+    (3, r"\bsomewhat\b|\bmostly\b|\bfairly\b|\brather\b|\bquite\b|\bmoderately\b|\bfair amount\b|"
+        r"\bsome\b|\bsometimes\b|\boccasionally\b|\bgood deal\b|\bprobably\b"),
+    (4, r"\bvery\b|\bcompletely\b|\bstrongly\b|\ba lot\b|\bgreat deal\b|\bmajor\b|"
+        r"\bmuch\b|\bdefinitely\b|\babsolutely\b|\balways\b|\boften\b"),
+    (5, r"\bmost\b|\bextremely\b|\btop\b"),
+)
+_SCALE_DEGREES = tuple((level, re.compile(rx, re.IGNORECASE)) for level, rx in _SCALE_DEGREE_WORDS)
+_SCALE_NEGATIVE = re.compile(
+    r"\b(unfavou?rable|disagree|disapprove|dissatisfied|bad|worse|poor|negative|difficult|unhappy)\b",
+    re.IGNORECASE,
+)
+_SCALE_POSITIVE = re.compile(r"\b(favou?rable|agree|approve|satisfied|good|better|positive|easy|happy)\b",
+                             re.IGNORECASE)
+_SCALE_NEUTRAL = re.compile(r"\b(neither|about the same|stay(ed)? the same|no change|both equally)\b",
+                            re.IGNORECASE)
+_SCALE_MAX_WORDS = 6  # scale labels are short; longer options are statements, not scale points
+_PURE_NUMBER = re.compile(r"^\s*-?\d+(\.\d+)?\s*$")
+_LEADING_NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)(?![\d.])")
 
 
 class SurveyDataError(ValueError):
@@ -71,6 +105,8 @@ class SurveyData:
     items: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=ITEM_COLUMNS))
     distributions: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DIST_COLUMNS))
     dropped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=DROP_COLUMNS))
+    # the share each group gave to each processing code removed from an item's options
+    processing_codes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=PROCESSING_COLUMNS))
 
     @staticmethod
     def concat(parts: Iterable[SurveyData]) -> SurveyData:
@@ -81,6 +117,7 @@ class SurveyData:
             items=pd.concat([p.items for p in parts], ignore_index=True),
             distributions=pd.concat([p.distributions for p in parts], ignore_index=True),
             dropped=pd.concat([p.dropped for p in parts], ignore_index=True),
+            processing_codes=pd.concat([p.processing_codes for p in parts], ignore_index=True),
         )
 
 
@@ -96,8 +133,12 @@ class _Drops:
         text = _short(value)
         if self.on_invalid == "raise":
             raise SurveyDataError(f"{self.file}: row {row}, column {column!r}, value {text}: {reason}")
+        self.record(row, column, value, reason)
+
+    def record(self, row: Any, column: str, value: Any, reason: str) -> None:
+        """Record a deliberate removal (not invalid input), in either mode."""
         self.rows.append({"file": paths.relative(self.file), "row": str(row), "column": column,
-                          "value": text, "reason": reason})
+                          "value": _short(value), "reason": reason})
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(self.rows, columns=DROP_COLUMNS)
@@ -158,15 +199,114 @@ def stable_id(prefix: str, *parts: str) -> str:
 
 
 def nonsubstantive_flags(options: Sequence[str]) -> list[bool]:
+    """True for real non-responses ("Don't know", "Refused", "No answer", "Never heard of").
+
+    Volunteered answers are flagged only when their text is a non-response: "Neither (VOL)"
+    and "Same (VOL)" are positions a respondent took, so they count as substantive.
+    """
     return [bool(_NONSUBSTANTIVE.search(o)) for o in options]
 
 
+def processing_code_flags(options: Sequence[str]) -> list[bool]:
+    """True for the source's processing codes ("Missing; Not available", "Other missing;
+    Multiple answers Mail (EVS)"): they describe the data file, not anything a respondent said."""
+    return [bool(_PROCESSING_CODE.search(o)) for o in options]
+
+
+def volunteered_flags(options: Sequence[str]) -> list[bool]:
+    """True for answers marked as not read out ("(VOL)", "(DO NOT READ)", "(spontaneous)")."""
+    return [bool(_VOLUNTEERED.search(o)) for o in options]
+
+
+def _pure_number(option: str) -> float | None:
+    return float(option) if _PURE_NUMBER.match(option) else None
+
+
+def _leading_number(option: str) -> float | None:
+    m = _LEADING_NUMBER.match(option)
+    return float(m.group(1)) if m else None
+
+
+def _strictly_monotone(values: Sequence[float]) -> bool:
+    steps = np.diff(np.asarray(values, dtype=float))
+    return bool(len(steps)) and (bool(np.all(steps > 0)) or bool(np.all(steps < 0)))
+
+
+def verbal_scale_position(option: str) -> float | None:
+    """Signed position of a verbal scale label, or None when the label carries no scale word.
+
+    Degree 1-5 from the modifier ("not at all" 1, "not too" 2, "somewhat" 3, "very" 4, "most" 5;
+    a bare polar word such as "Agree" counts as 3), negative for the negative pole ("disagree",
+    "bad", "unfavorable"), 0 for an explicit middle ("Neither agree nor disagree", "About the same").
+    """
+    if _SCALE_NEUTRAL.search(option):
+        return 0.0
+    negative, positive = bool(_SCALE_NEGATIVE.search(option)), bool(_SCALE_POSITIVE.search(option))
+    if negative and positive:
+        return None
+    degree = next((level for level, rx in _SCALE_DEGREES if rx.search(option)), None)
+    if degree is None:
+        if not (negative or positive):
+            return None
+        degree = 3
+    return float(-degree if negative else degree)
+
+
+def _is_numeric_scale(options: Sequence[str]) -> bool:
+    """Numbers in monotone order ('0'..'10', '18 to 49', '50 to 59', ...), where a label may stand
+    for one end ('Never justifiable', '2', ..., '9', 'Always justifiable') or for the one number
+    missing between two neighbours ('Men', '2', '3', '4', 'Both equally', '6', ..., 'Women')."""
+    values = [_leading_number(o) for o in options]
+    if all(v is not None for v in values):
+        return _strictly_monotone(values)
+    return _labelled_scale_in_order(values)
+
+
+def _labelled_scale_in_order(values: Sequence[float | None]) -> bool:
+    """Integers one apart per position (rising or falling), None for a label: at most one label
+    at each end and single labels between numbers two apart."""
+    numbered = [(pos, v) for pos, v in enumerate(values) if v is not None]
+    if len(numbered) < 2 or any(not float(v).is_integer() for _, v in numbered):
+        return False
+    (p0, v0), (p1, v1) = numbered[0], numbered[1]
+    step = (v1 - v0) / (p1 - p0)
+    if step not in (1.0, -1.0):
+        return False
+    if any(v != v0 + step * (pos - p0) for pos, v in numbered):
+        return False
+    if any(b - a > 2 for (a, _), (b, _) in zip(numbered, numbered[1:], strict=False)):
+        return False  # two labels in a row inside the scale: not one missing number
+    return numbered[0][0] <= 1 and numbered[-1][0] >= len(values) - 2
+
+
+def _is_verbal_scale(options: Sequence[str]) -> bool:
+    """Short labels whose signed positions strictly rise or fall in the order given; a middle
+    ("Neither ...") only counts between a positive and a negative pole."""
+    if any(len(o.split()) > _SCALE_MAX_WORDS for o in options):
+        return False
+    positions = [verbal_scale_position(o) for o in options]
+    if any(p is None for p in positions):
+        return False
+    if 0.0 in positions and not (min(positions) < 0 < max(positions)):
+        return False
+    return _strictly_monotone(positions)
+
+
 def looks_ordinal(options: Sequence[str]) -> bool:
-    """Heuristic for aggregated sources without metadata: >= 3 substantive options that all
-    carry an intensity word or a scale number (e.g. Very/Somewhat/Not too good)."""
+    """Conservative ordinal flag for aggregated sources without metadata.
+
+    Ordinal only with positive evidence that the >= 3 substantive options, in the order given,
+    are the points of one scale: monotone numbers (ends or a midpoint may be labelled), or short
+    verbal labels whose degree and pole rise or fall monotonically (Very/Somewhat/Not too/Not at
+    all; Strongly agree ... Strongly disagree). Unordered sets (More/Less/Same, Better/Worse/About
+    the same), scrambled ladders and items with a substantive volunteered answer, whose place on
+    the scale is unknown, are not ordinal: their 1 - W1/(K-1) would measure a made-up order.
+    """
     flags = nonsubstantive_flags(options)
     subst = [o for o, f in zip(options, flags, strict=True) if not f]
-    return len(subst) >= 3 and all(_INTENSITY.search(o) for o in subst)
+    if len(subst) < 3 or any(volunteered_flags(subst)):
+        return False
+    return _is_numeric_scale(subst) or _is_verbal_scale(subst)
 
 
 def _option_label(option: str | int | float) -> str:
@@ -175,23 +315,74 @@ def _option_label(option: str | int | float) -> str:
     return str(option)
 
 
-def numeric_scale_order(options: Sequence[str]) -> list[int]:
-    """Permutation that puts numeric labels in numeric order (labels first, then the rest).
+def _string_sorted_scale(numbers: Sequence[float | None]) -> list[float] | None:
+    """The integer scale whose string sort gives this order, when exactly one does.
 
-    Some GlobalOpinionQA 0-10 scales list their options in string order ('0', '9', '10', ...);
-    the shares follow the same permutation, so reordering both keeps them aligned and makes
-    ordinal metrics (Wasserstein over positions) meaningful.
+    ``numbers`` are the substantive options in source order, None for a label. A 0-10 scale
+    with labelled ends sorted as text reads ('Not at all', '1', 'Very', '2', ..., '9') = the
+    strings '0', '1', '10', '2', ..., '9'; the labels then stand for 0 and 10.
     """
-    def key(j: int) -> tuple[int, float]:
-        try:
-            return (0, float(options[j]))
-        except ValueError:
-            return (1, float(j))
+    known = [v for v in numbers if v is not None]
+    n_labels = len(numbers) - len(known)
+    if not known or any(not float(v).is_integer() for v in known) or len(set(known)) != len(known):
+        return None
+    fits = []
+    for below in range(n_labels + 1):
+        lo, hi = int(min(known)) - below, int(max(known)) + n_labels - below
+        scale = list(range(lo, hi + 1))
+        if len(scale) != len(numbers) or not set(known) <= set(scale):
+            continue
+        as_text = sorted(scale, key=str)
+        if all(v is None or v == t for v, t in zip(numbers, as_text, strict=True)):
+            fits.append([float(t) for t in as_text])
+    return fits[0] if len(fits) == 1 else None
 
-    numeric = sum(1 for o in options if o.replace(".", "", 1).isdigit())
-    if numeric < 3:
-        return list(range(len(options)))
-    return sorted(range(len(options)), key=key)
+
+def answer_order(options: Sequence[str]) -> list[int]:
+    """Source indices of the answers to keep, in scale order: processing codes left out,
+    then :func:`numeric_scale_order` on the rest (shares are taken in the same order)."""
+    answers = [j for j, f in enumerate(processing_code_flags(options)) if not f]
+    order = numeric_scale_order([options[j] for j in answers])
+    return [answers[j] for j in order]
+
+
+def numeric_scale_order(options: Sequence[str]) -> list[int]:
+    """Permutation into scale order; the source's order unless there is positive evidence.
+
+    Why: the shares follow the same permutation, and the order is both what the model is shown
+    and what 1 - W1/(K-1) measures positions on, so a wrong permutation is worse than none.
+    Evidence that the source order is a sorting artefact, used here:
+
+    * every substantive option is a number and they are not monotone ('0', '9', '10', 'DK',
+      '1', ...): numbers in numeric order, non-substantive options after them in source order;
+    * numbers and labels in exactly the order a string sort of one integer scale gives
+      ('Not important at all', '1', 'Very important', '2', ..., '9'): the labels take the
+      missing numbers (0 and 10).
+
+    Everything else keeps the source order, including labelled ends ('Never justifiable',
+    '2', ..., '9', 'Always justifiable') and reversed scales ('Satisfied', '9', ..., '2',
+    'Dissatisfied').
+    """
+    identity = list(range(len(options)))
+    flags = nonsubstantive_flags(options)
+    subst = [j for j in identity if not flags[j]]
+    numbers = [_pure_number(options[j]) for j in subst]
+    known = [v for v in numbers if v is not None]
+    if len(known) < 3 or len(set(known)) != len(known):
+        return identity
+    if len(known) == len(numbers):
+        if _strictly_monotone(known):
+            return identity
+        values = numbers
+    else:
+        if _labelled_scale_in_order(numbers):
+            return identity
+        scale = _string_sorted_scale(numbers)
+        if scale is None:
+            return identity
+        values = scale
+    by_value = [j for _, j in sorted(zip(values, subst, strict=True))]
+    return by_value + [j for j in identity if flags[j]]
 
 
 def validate_shares(shares: Sequence[Any], n_options: int, tol: float) -> tuple[np.ndarray | None, str]:
@@ -266,6 +457,7 @@ def load_goqa(path: Path | str, on_invalid: OnInvalid = "raise", tol: float = 0.
     drops = _Drops(path, on_invalid)
     items: list[dict] = []
     dists: list[dict] = []
+    processing: list[dict] = []
     seen: set[str] = set()
     has_source = "source" in df.columns
     for i, row in enumerate(df.itertuples(index=False), start=2):  # row 1 is the header
@@ -286,33 +478,49 @@ def load_goqa(path: Path | str, on_invalid: OnInvalid = "raise", tol: float = 0.
         except ValueError as err:
             drops(i, "selections", row.selections, f"not a dict literal of group -> shares ({err})")
             continue
-        item_id = stable_id("goqa", question, *options)
+        item_id = stable_id("goqa", question, *options)  # from the source's options: ids stay stable
         if item_id in seen:
             drops(i, "question", question, "duplicate of an earlier row (same question and options)")
             continue
-        order = numeric_scale_order(options)
-        options = [options[j] for j in order]
-        kept = 0
+        order = answer_order(options)
+        if not order:
+            drops(i, "options", row.options, "every option is a processing code, none is an answer")
+            continue
+        codes = [j for j, f in enumerate(processing_code_flags(options)) if f]
+        source_options, options = options, [options[j] for j in order]
+        kept, removed = 0, []
         for group, shares in selections.items():
-            norm, reason = validate_shares(shares, len(options), tol)
+            norm, reason = validate_shares(shares, len(source_options), tol)
             if norm is None:
                 drops(i, f"selections[{group}]", shares, reason)
                 continue
-            norm = norm[order]
+            answers = norm[order]
+            if answers.sum() <= 0:
+                drops(i, f"selections[{group}]", shares, "all answers are processing codes")
+                continue
             kept += 1
+            removed += [{"item_id": item_id, "group": group, "option": source_options[j],
+                         "share": float(norm[j])} for j in codes]
+            if codes:  # renormalise only what lost mass: other items keep their exact shares
+                answers = answers / answers.sum()
             dists.append({"item_id": item_id, "group": group, "group_type": "country",
-                          "shares": norm.tolist(), "n": None, "weighted": True, "source": "goqa"})
+                          "shares": answers.tolist(), "n": None, "weighted": True, "source": "goqa"})
         if not kept:
             drops(i, "selections", row.selections, "no valid group distribution left")
             continue
         seen.add(item_id)
+        processing += removed
+        for j in codes:
+            drops.record(i, "options", source_options[j], PROCESSING_CODE_REASON)
         origin = str(getattr(row, "source", "")) if has_source else ""
         items.append({
             "item_id": item_id, "source": "goqa", "question": question, "options": options,
             "nonsubstantive": nonsubstantive_flags(options), "ordinal": looks_ordinal(options),
             "section": GOQA_SECTIONS.get(origin, "GlobalOpinionQA"),
         })
-    return _frames(items, dists, drops)
+    out = _frames(items, dists, drops)
+    out.processing_codes = pd.DataFrame(processing, columns=PROCESSING_COLUMNS)
+    return out
 
 
 # ------------------------------------------------------------------ codebook-driven surveys
@@ -638,7 +846,11 @@ def finalize(data: SurveyData, min_groups_per_item: int = 1) -> SurveyData:
     items = items.sort_values("item_id", kind="stable").reset_index(drop=True)
     dists = dists.sort_values(["item_id", "group"], kind="stable").reset_index(drop=True)
     check_schema(items, dists)
-    return SurveyData(items, dists, pd.concat(dropped, ignore_index=True)[DROP_COLUMNS])
+    kept = pd.MultiIndex.from_frame(dists[["item_id", "group"]])
+    codes = data.processing_codes
+    codes = (codes[pd.MultiIndex.from_frame(codes[["item_id", "group"]]).isin(kept)]
+             .sort_values(["item_id", "group", "option"], kind="stable").reset_index(drop=True))
+    return SurveyData(items, dists, pd.concat(dropped, ignore_index=True)[DROP_COLUMNS], codes)
 
 
 def check_schema(items: pd.DataFrame, dists: pd.DataFrame, tol: float = 1e-6) -> None:
@@ -656,6 +868,30 @@ def check_schema(items: pd.DataFrame, dists: pd.DataFrame, tol: float = 1e-6) ->
             )
         if not math.isclose(float(np.sum(row.shares)), 1.0, abs_tol=tol):
             raise SurveyDataError(f"distributions: item {row.item_id!r} group {row.group!r} does not sum to 1")
+
+
+def processing_code_summary(codes: pd.DataFrame) -> pd.DataFrame:
+    """What removing processing codes touched: one row per code label, then one for all.
+
+    ``codes`` is :attr:`SurveyData.processing_codes` (one row per item, group and code). Mass
+    is the share of a group's answers that sat on the code(s) before renormalising, per
+    distribution (item x group): its mean and maximum over the distributions touched.
+    """
+    check_columns(codes, PROCESSING_COLUMNS, "processing_codes")
+    per_dist = codes.groupby(["item_id", "group"], sort=True)["share"].sum()
+    rows = [{
+        "processing code": str(label), "items": sub["item_id"].nunique(),
+        "distributions": len(sub.drop_duplicates(["item_id", "group"])),
+        "with mass > 0": int((sub["share"] > 0).sum()),
+        "mean mass": float(sub["share"].mean()), "max mass": float(sub["share"].max()),
+    } for label, sub in codes.groupby("option", sort=True)]
+    rows.append({
+        "processing code": "all (per distribution)", "items": codes["item_id"].nunique(),
+        "distributions": len(per_dist), "with mass > 0": int((per_dist > 0).sum()),
+        "mean mass": float(per_dist.mean()) if len(per_dist) else 0.0,
+        "max mass": float(per_dist.max()) if len(per_dist) else 0.0,
+    })
+    return pd.DataFrame(rows)
 
 
 def coverage(items: pd.DataFrame, dists: pd.DataFrame) -> pd.DataFrame:
