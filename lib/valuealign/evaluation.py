@@ -818,7 +818,7 @@ class DilemmaSet:
     n_requested: int
     n_available: int
     per_action_file: str | None = None
-    n_unsigned: int = 0  # dilemmas of the per-action file without a WVS-mapped direct value on either side
+    n_unsigned: int = 0  # dilemmas with no net sign on any dimension (no WVS-mapped value, or balanced)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -838,7 +838,8 @@ class DilemmaSet:
             how = (f"values signed by action from `{self.per_action_file}` (direct values; +1 on the side "
                    f"of acting, -1 on the side of not acting)")
             if self.n_unsigned:
-                how += f"; {self.n_unsigned} of them have no WVS-mapped direct value and count only for shifts"
+                how += (f"; {self.n_unsigned} of them have no dimension with a net sign (no WVS-mapped direct "
+                        f"value, or as many on both sides) and count only for shifts")
         else:
             how = (f"only the shipped files are present, so per-dilemma shifts between models are reported "
                    f"without any value-dimension claim (add `{DILEMMA_ACTION_FILE}` to "
