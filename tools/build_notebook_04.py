@@ -46,7 +46,8 @@ eval_batch_size = 8  # prompts per forward pass [1, 512]
 bootstrap_samples = 1000  # bootstrap resamples for the 95% CIs over items [0, 100000]
 max_eval_items = 5  # items per split, the same for every model (0: all) [0, 100000]
 eval_max_options = 4  # only items with at most this many options, a CPU cost cap (thesis: 0, all) [0, 26]
-eval_n_dilemmas = 4  # DailyDilemmas scored per model (0: skip) [0, 1360]
+eval_n_dilemmas = 4  # DailyDilemmas scored per model (0: skip; more than exist: all, and said so) [0, 100000]
+eval_quantization = "as_trained"  # base weights every model is scored on: the runs' training quantisation, or forced {as_trained, 4bit, none}
 eval_drift_tokens = 6  # greedy answer tokens per general prompt for the capability-drift check (0: skip) [0, 256]
 strict = False  # stop at a run folder without adapter/manifest/DONE instead of skipping it
 model_profile = "smollm2-135m"  # base model profile (valuealign.models.PROFILES) {smollm2-135m, llama-3.1-8b, mistral-7b, qwen2.5-7b, qwen2.5-14b, llama-2-13b}
@@ -100,15 +101,21 @@ try:
     inputs = ev.read_inputs()
     vsets = ev.resolve_value_sets(value_sets, inputs["value_sets"])
     found, skipped = ev.discover_runs(runs, strict=strict)
+    quantization = ev.scoring_quantization(eval_quantization, found)
 except ev.EvaluationError as err:
     fail(err)
 settings = ev.EvalSettings(n_paraphrases=n_paraphrases, permutations=permutations,
                            max_eval_items=max_eval_items, max_options=eval_max_options,
                            n_dilemmas=eval_n_dilemmas,
-                           drift_new_tokens=eval_drift_tokens, seed=seed)
-display(Markdown(f"Value sets: **{', '.join(vsets)}**. Finished runs found: **{len(found)}**."))
+                           drift_new_tokens=eval_drift_tokens, seed=seed, quantization=quantization)
+display(Markdown(f"Value sets: **{', '.join(vsets)}**. Finished runs found: **{len(found)}**. "
+                 f"Every model (base, prompted base, each run) is scored on the **"
+                 f"{'4-bit NF4' if quantization == '4bit' else 'unquantised'}** base weights "
+                 f"(`eval_quantization = {eval_quantization!r}`), so each comparison is between an adapter "
+                 f"and the base it was added to."))
 if found:
-    display(pd.DataFrame([{"run": r.run_id, "method": r.method, "value_set": r.value_set, "seed": r.seed}
+    display(pd.DataFrame([{"run": r.run_id, "method": r.method, "value_set": r.value_set, "seed": r.seed,
+                           "trained on": r.manifest.get("parameters", {}).get("quantization")}
                           for r in found]))
 if len(skipped):
     display(Markdown("**Skipped run folders** (not evaluated; `strict = True` makes this an error):"))
@@ -154,7 +161,8 @@ manifest.add_inputs([p for p in (paths.ITEMS, paths.DISTRIBUTIONS, paths.ALIGNME
                                  paths.REFERENCE / ev.GENERAL_PROMPTS_NAME) if p.exists()]
                     + [r.path / "adapter" for r in found])
 manifest.add_outputs(written)
-manifest.extra = {"eval_hash": res.eval_hash, "timings": res.timings, "skipped_runs": skipped.to_dict("records")}
+manifest.extra = {"eval_hash": res.eval_hash, "timings": res.timings, "skipped_runs": skipped.to_dict("records"),
+                  "dilemmas": res.dilemma_set.describe() if res.dilemma_set is not None else None}
 manifest.write(ev.eval_folder(ev.BASELINES_RUN, res.eval_hash) / "manifest.json")
 display(Markdown(f"Saved {len(written)} files; combined table `{paths.relative(paths.RUNS / ev.SUMMARY_NAME)}`."))
 """),
@@ -267,22 +275,35 @@ show(fig, "eval-example-items")
 
 Each dilemma ends in a yes/no question whose "yes" is the dilemma's action (*to do*). The model's
 preference is P("Yes") against P("No") as its answer (both answer orders averaged), without lettered
-options: a format the fine-tuning never showed. Only the dilemma text and an 8-row sample of the
-per-action file are shipped, so a dilemma is linked to the WVS cultural dimensions through the values
-of its action where the sample has them, and otherwise through the DailyDilemmas value names
-(`values.csv`) that occur in its text (a lexical link, reported in `value_source`). The comparison that
-matters is *between models* on the same dilemmas: a shift in P(to do) for dilemmas involving, e.g.,
-Traditional vs Secular-rational values.
+options: a format the fine-tuning never showed. The claim that needs no value labels is a **shift
+between models on the same dilemmas**: per dilemma, P(to do) of each fine-tuned model minus the base
+model's (mean with a 95% bootstrap CI over dilemmas, Wilcoxon p, and the share of dilemmas whose
+preferred answer flipped).
+
+A value *dimension* claim needs to know which side of a dilemma a value is on: a value word in the
+text may argue against the action (a roommate's journal: privacy). Only the full per-action file of
+DailyDilemmas (`dilemmas_with_detail_by_action.csv`, not shipped; see `data/README.md`) says so: each
+direct value of the *to do* action counts +1 for its WVS dimension, each of the *not to do* action -1,
+and a model's support for a dimension is its probability of choosing the side with that dimension's
+values. Without that file no dimension result is reported.
 """),
     ("code", r"""
+if res.dilemma_set is not None:
+    display(Markdown(res.dilemma_set.describe()))
+if len(res.dilemma_shifts):
+    shift_summary = ev.summarise_dilemma_shifts(res.dilemma_shifts, bootstrap_samples, seed)
+    display(shift_summary)
+    fig = ev.plot_dilemma_shifts(res.dilemma_shifts)
+    show(fig, "eval-dilemmas-shift")
+elif res.dilemma_set is not None:
+    display(Markdown("Only the base model was scored on the dilemmas: no shift to report."))
 if len(res.dilemmas_by_dim):
-    display(res.dilemmas_by_dim.pivot_table(index="wvs_dimension", columns="condition", values="p_to_do"))
+    display(res.dilemmas_by_dim)
     fig = ev.plot_dilemmas(res.dilemmas_by_dim)
     show(fig, "eval-dilemmas-wvs")
-    display(Markdown(f"{res.dilemmas['idx'].nunique()} dilemmas; value links: "
-                     + ", ".join(f"{k} {v}" for k, v in res.dilemmas.drop_duplicates('idx')
-                                 ['value_source'].value_counts().items())))
-else:
+elif res.dilemma_set is not None and res.dilemma_set.signed:
+    display(Markdown("No scored dilemma has a WVS-mapped direct value: no dimension result."))
+if res.dilemma_set is None:
     display(Markdown("DailyDilemmas skipped (`eval_n_dilemmas = 0`)."))
 """),
     ("md", r"""

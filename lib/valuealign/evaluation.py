@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuealign import paths, prompts, provenance
+from valuealign import models, paths, prompts, provenance
 
 BASELINES_RUN = "_baselines"
 SUMMARY_NAME = "eval_summary.parquet"
@@ -65,8 +65,12 @@ class EvalSettings:
     n_dilemmas: int = 16
     drift_new_tokens: int = 16
     seed: int = 0
+    quantization: str = "none"  # base weights scored on (resolved: 4bit | none); see scoring_quantization
 
     def __post_init__(self) -> None:
+        if self.quantization not in models.QUANTIZATIONS:
+            raise EvaluationError(f"quantization must be resolved to one of {models.QUANTIZATIONS}, "
+                                  f"got {self.quantization!r}")
         if self.permutations not in ("cyclic", "random"):
             raise EvaluationError(f"permutations must be 'cyclic' or 'random', got {self.permutations!r}")
         if not 1 <= self.n_paraphrases <= len(prompts.PARAPHRASES):
@@ -208,11 +212,45 @@ def chat_text(tokenizer: Any, messages: list[dict]) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
-def label_token_ids(tokenizer: Any, prompt_text: str, label: str) -> list[int]:
-    """Token ids of ``label`` as they follow ``prompt_text`` (tokenised in context, so a
-    tokenizer that merges across the boundary or adds a leading space is handled)."""
+_PROBE_ANSWER = "Q7"  # an answer no chat template rewrites; only its position in the rendering matters
+
+
+def answer_prefix(tokenizer: Any) -> str:
+    """The text a chat template puts between the generation prompt and the assistant's answer.
+
+    Why: training (trl, prompt-completion) learns the tokens of the *assistant turn*, and
+    templates differ in where the answer starts. ChatML ends the generation prompt with
+    ``assistant\\n`` and the answer follows directly (prefix ``""``); Llama-2 and Mistral end it
+    with ``[/INST]`` and write the answer as ``" " + content``, so a SentencePiece tokenizer
+    makes the answer "B" the piece ``▁B``, not ``B``. Reading ``B`` scores a token the model
+    never learnt to produce (``valid_mass`` near 0). ``""`` when the tokenizer has no chat
+    template or the template renders the prompt alone differently (then nothing can be said).
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        return ""
+    from jinja2.exceptions import TemplateError
+
+    user = [{"role": "user", "content": "Which option?"}]
+    try:
+        prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": _PROBE_ANSWER}],
+                                             tokenize=False, add_generation_prompt=False)
+    except (TemplateError, ValueError):
+        return ""
+    if not full.startswith(prompt) or _PROBE_ANSWER not in full[len(prompt):]:
+        return ""
+    return full[len(prompt):].split(_PROBE_ANSWER, 1)[0]
+
+
+def label_token_ids(tokenizer: Any, prompt_text: str, label: str, prefix: str | None = None) -> list[int]:
+    """Token ids of ``label`` as the model would produce them after ``prompt_text``: the answer
+    is placed as the chat template places an assistant answer (``prefix``, default
+    :func:`answer_prefix`) and tokenised in context, so a tokenizer that merges across the
+    boundary or marks a leading space (SentencePiece ``▁B``) is handled. These are the tokens
+    trl's prompt-completion training puts after the prompt."""
+    prefix = answer_prefix(tokenizer) if prefix is None else prefix
     p = tokenizer(prompt_text, add_special_tokens=False).input_ids
-    f = tokenizer(prompt_text + label, add_special_tokens=False).input_ids
+    f = tokenizer(prompt_text + prefix + label, add_special_tokens=False).input_ids
     if len(f) > len(p) and f[: len(p)] == p:
         return list(f[len(p):])
     ids = tokenizer(label, add_special_tokens=False).input_ids
@@ -262,13 +300,22 @@ def _device_of(model: Any) -> Any:
         return "cpu"
 
 
-def load_kwargs() -> dict[str, str]:
-    """Inference placement: bf16 on a GPU (a 7-13B model fits an 80 GB card unquantised, and
-    the adapter is applied to the same base weights it was trained against up to 4-bit
-    rounding), float32 on CPU (bf16 is ~10x slower on the build machines' CPUs)."""
+EVAL_QUANTIZATIONS = ("as_trained", "4bit", "none")
+
+
+def load_kwargs(quantization: str = "none") -> dict[str, str]:
+    """Inference placement and base-weight precision for ``models.load_causal_lm``: bf16 on a
+    GPU, float32 on CPU (bf16 is ~10x slower on the build machines' CPUs), and NF4 4-bit
+    weights when ``quantization="4bit"`` (the QLoRA base an adapter was trained on; the
+    4-bit rounding is part of the model the adapter learnt to correct, so scoring it on
+    bf16 weights scores a different model)."""
     import torch
 
-    return {"device": "cuda", "dtype": "bfloat16"} if torch.cuda.is_available() else {}
+    if quantization not in models.QUANTIZATIONS:
+        raise EvaluationError(f"quantization must be resolved to one of {models.QUANTIZATIONS}, "
+                              f"got {quantization!r}")
+    placement = {"device": "cuda", "dtype": "bfloat16"} if torch.cuda.is_available() else {}
+    return {**placement, "quantization": quantization}
 
 
 def _pad_left(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
@@ -300,7 +347,9 @@ def score_labels(model: Any, tokenizer: Any, texts: Sequence[str], labels: Seque
         raise EvaluationError(f"{len(texts)} prompts but {len(labels)} label lists")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     enc = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
-    lab_ids = [[label_token_ids(tokenizer, t, lab) for lab in labs] for t, labs in zip(texts, labels, strict=True)]
+    prefix = answer_prefix(tokenizer)
+    lab_ids = [[label_token_ids(tokenizer, t, lab, prefix) for lab in labs]
+               for t, labs in zip(texts, labels, strict=True)]
     single = [all(len(x) == 1 for x in li) and len({x[0] for x in li}) == len(li) for li in lab_ids]
     results: list[LabelScores | None] = [None] * len(texts)
 
@@ -339,11 +388,12 @@ def score_labels_per_option(model: Any, tokenizer: Any, texts: Sequence[str],
     import torch
 
     out = []
+    prefix = answer_prefix(tokenizer)
     for t, labs in zip(texts, labels, strict=True):
         p = tokenizer(t, add_special_tokens=False).input_ids
         lps = []
         for lab in labs:
-            li = label_token_ids(tokenizer, t, lab)
+            li = label_token_ids(tokenizer, t, lab, prefix)
             ids = torch.tensor([p + li]).to(_device_of(model))
             with torch.inference_mode():
                 logits = model(input_ids=ids).logits[0].float().cpu()
@@ -351,7 +401,7 @@ def score_labels_per_option(model: Any, tokenizer: Any, texts: Sequence[str],
             lps.append(float(sum(logp[len(p) - 1 + j, tok].item() for j, tok in enumerate(li))))
         lp = np.asarray(lps)
         out.append(LabelScores(lp, float(np.exp(lp).sum()), multi_token=any(
-            len(label_token_ids(tokenizer, t, lab)) > 1 for lab in labs)))
+            len(label_token_ids(tokenizer, t, lab, prefix)) > 1 for lab in labs)))
     return out
 
 
@@ -710,50 +760,207 @@ def discover_runs(patterns: Sequence[str] = ("*",), runs_dir: Path | None = None
     return found, report
 
 
+def scoring_quantization(requested: str, runs: Sequence[RunInfo]) -> str:
+    """Resolve notebook 04's ``eval_quantization`` to the base weights every model is scored on.
+
+    ``as_trained`` reads each run's training quantisation from its manifest
+    (``parameters.quantization``, already resolved by training to ``4bit`` or ``none``).
+    One evaluation scores base, prompted base and every run on the *same* base weights, so
+    that "tuned minus base" compares an adapter with the model it was added to: runs trained
+    on different quantisations cannot share one evaluation (evaluate them separately, or
+    force one with ``4bit``/``none``). Without runs there is nothing to match and the
+    unquantised base is scored (``none``).
+    """
+    if requested not in EVAL_QUANTIZATIONS:
+        raise EvaluationError(f"parameter eval_quantization: {requested!r} is not one of "
+                              f"{', '.join(EVAL_QUANTIZATIONS)}")
+    if requested != "as_trained":
+        return requested
+    by_quant: dict[str, list[str]] = {}
+    for run in runs:
+        q = run.manifest.get("parameters", {}).get("quantization")
+        if q not in models.QUANTIZATIONS:
+            raise EvaluationError(
+                f"{paths.relative(run.path / 'manifest.json')}: parameters.quantization is {q!r}, not one of "
+                f"{models.QUANTIZATIONS}; set eval_quantization to 4bit or none explicitly"
+            )
+        by_quant.setdefault(str(q), []).append(run.run_id)
+    if len(by_quant) > 1:
+        groups = "; ".join(f"{q}: {', '.join(ids)}" for q, ids in sorted(by_quant.items()))
+        raise EvaluationError(
+            "eval_quantization = 'as_trained' but the runs were trained on different base weights "
+            f"({groups}): baselines and runs must be scored on one model, so evaluate each group "
+            "separately (parameter runs) or force one with eval_quantization = '4bit' or 'none'"
+        )
+    return next(iter(by_quant), "none")
+
+
 # ----------------------------------------------------------------------------- DailyDilemmas
 
-def load_dilemmas(n: int, seed: int = 0, folder: Path | None = None) -> pd.DataFrame:
-    """Dilemmas with the WVS dimensions of the values they involve.
+DILEMMA_ACTION_FILE = "dilemmas_with_detail_by_action.csv"  # full per-action file, researcher-provided
+DILEMMA_ACTION_COLUMNS = ("idx", "action_type", "values_direct")
+DILEMMA_ACTIONS = ("to_do", "not_to_do")
+WVS_SIGN_COLUMNS = {d: "sign_" + re.sub(r"[^a-z]+", "_", d.lower()) for d in WVS_DIMENSIONS}
 
-    Only ``dilemma.csv`` (question text) and an 8-row sample of the per-action file are
-    shipped, so values are linked in two ways, recorded in ``value_source``: for dilemmas in
-    the sample, the values of the *to_do* action (``detail``); otherwise every value name of
-    ``values.csv`` that occurs as a whole word in the dilemma text (``lexical``). Only values
-    with a WVS mapping count; dilemmas with none are dropped. Deterministic sample of ``n``.
+
+@dataclass
+class DilemmaSet:
+    """The dilemmas to score and what may be claimed about them.
+
+    ``table``: ``idx``, ``question``, ``value_source`` and, with the full per-action file,
+    ``values_to_do`` / ``values_not_to_do`` (direct values with a WVS mapping) and one sign
+    column per WVS dimension (:data:`WVS_SIGN_COLUMNS`): +1 when the dimension's values are on
+    the side of the action (``to_do``), -1 when on the side of not acting, 0 when absent or
+    balanced. Without that file the table has no value links at all.
+    """
+
+    table: pd.DataFrame
+    n_requested: int
+    n_available: int
+    per_action_file: str | None = None
+    n_unsigned: int = 0  # dilemmas with no net sign on any dimension (no WVS-mapped value, or balanced)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_used(self) -> int:
+        return int(len(self.table))
+
+    @property
+    def signed(self) -> bool:
+        return self.per_action_file is not None
+
+    def describe(self) -> str:
+        """One sentence for the notebook: how many dilemmas were used of how many requested, and why."""
+        used = f"{self.n_used} dilemmas scored of {self.n_requested} requested"
+        if self.n_requested > self.n_available:
+            used += f" (only {self.n_available} available, so all {self.n_available} were used)"
+        if self.signed:
+            how = (f"values signed by action from `{self.per_action_file}` (direct values; +1 on the side "
+                   f"of acting, -1 on the side of not acting)")
+            if self.n_unsigned:
+                how += (f"; {self.n_unsigned} of them have no dimension with a net sign (no WVS-mapped direct "
+                        f"value, or as many on both sides) and count only for shifts")
+        else:
+            how = (f"only the shipped files are present, so per-dilemma shifts between models are reported "
+                   f"without any value-dimension claim (add `{DILEMMA_ACTION_FILE}` to "
+                   f"`{paths.relative(paths.DILEMMAS_DIR)}/` for signed WVS dimensions, see data/README.md)")
+        return "; ".join([f"{used}; {how}", *self.notes]) + "."
+
+
+def _parse_list(cell: Any, where: str) -> list[str]:
+    import ast
+
+    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
+        return []
+    try:
+        value = ast.literal_eval(str(cell))
+    except (ValueError, SyntaxError) as err:
+        raise EvaluationError(f"{where}: not a Python list literal ({err}): {str(cell)[:80]!r}") from None
+    if not isinstance(value, (list, tuple)):
+        raise EvaluationError(f"{where}: expected a list of value names, got {type(value).__name__}")
+    return [str(v).strip().lower() for v in value if isinstance(v, str) and v.strip()]
+
+
+def read_dilemma_actions(path: Path) -> dict[int, dict[str, list[str]]]:
+    """Direct values per dilemma and action from the full per-action file.
+
+    Why direct values: they are the values the action itself serves for the people directly
+    involved; the same word can sit on either side (the roommate's journal: privacy argues
+    against reading it), so only the action a value is listed under gives its direction.
+    Errors name the file, row and column; each ``idx`` may have each action at most once.
+    """
+    df = pd.read_csv(path)
+    missing = [c for c in DILEMMA_ACTION_COLUMNS if c not in df.columns]
+    if missing:
+        raise EvaluationError(f"{paths.relative(path)}: missing column(s) {missing} "
+                              f"(needs {list(DILEMMA_ACTION_COLUMNS)})")
+    out: dict[int, dict[str, list[str]]] = {}
+    for row_no, r in enumerate(df.itertuples(index=False), start=2):  # line 1 is the header
+        where = f"{paths.relative(path)} line {row_no}"
+        if r.action_type not in DILEMMA_ACTIONS:
+            raise EvaluationError(f"{where}: column action_type is {r.action_type!r}, not one of {DILEMMA_ACTIONS}")
+        try:
+            idx = int(r.idx)
+        except (TypeError, ValueError):
+            raise EvaluationError(f"{where}: column idx is {r.idx!r}, not an integer") from None
+        actions = out.setdefault(idx, {})
+        if r.action_type in actions:
+            raise EvaluationError(f"{where}: dilemma idx {idx} has a second {r.action_type!r} row")
+        actions[r.action_type] = _parse_list(r.values_direct, f"{where}, column values_direct")
+    return out
+
+
+def load_dilemmas(n: int, seed: int = 0, folder: Path | None = None) -> DilemmaSet:
+    """A deterministic sample of ``n`` DailyDilemmas (0: all), signed by action where possible.
+
+    Every dilemma of ``dilemma.csv`` can be scored; the sample does not depend on which
+    have value links (a linked-only sample would be a biased one). Values are linked to the
+    WVS dimensions of ``values.csv`` only through the full per-action file
+    (:data:`DILEMMA_ACTION_FILE`, researcher-provided like WVS microdata): a dimension gets
+    +1 for a dilemma when more of its values are direct values of ``to_do`` than of
+    ``not_to_do``, -1 in the opposite case. Neither a word in the text (it may argue against
+    the action) nor the shipped 8-row schema sample (4 dilemmas) gives a direction, so without
+    the full file there are no value links and :func:`dilemmas_by_dimension` reports nothing.
     """
     folder = folder or paths.DILEMMAS_DIR
-    f_d, f_v = folder / "dilemma.csv", folder / "values.csv"
+    f_d, f_v, f_x = folder / "dilemma.csv", folder / "values.csv", folder / DILEMMA_ACTION_FILE
     for f in (f_d, f_v):
         if not f.exists():
             raise EvaluationError(f"{paths.relative(f)} is missing (DailyDilemmas, see data/README.md)")
+    if n < 0:
+        raise EvaluationError(f"parameter eval_n_dilemmas must be >= 0, got {n}")
     dil = pd.read_csv(f_d)
-    vals = pd.read_csv(f_v).dropna(subset=["WVS"])
+    for col in ("idx", "dilemma_situation"):
+        if col not in dil.columns:
+            raise EvaluationError(f"{paths.relative(f_d)}: missing column {col!r}")
+    vals = pd.read_csv(f_v)
+    if not {"value", "WVS"} <= set(vals.columns):
+        raise EvaluationError(f"{paths.relative(f_v)}: needs columns 'value' and 'WVS'")
+    vals = vals.dropna(subset=["WVS"])
     wvs = {str(v).strip().lower(): str(w) for v, w in zip(vals["value"], vals["WVS"], strict=True)}
-    detail: dict[int, list[str]] = {}
-    f_x = folder / "dilemmas_with_detail_by_action_test.csv"
-    if f_x.exists():
-        import ast
+    unknown = sorted(set(wvs.values()) - set(WVS_DIMENSIONS))
+    if unknown:
+        raise EvaluationError(f"{paths.relative(f_v)}: column WVS has {unknown}, not one of {WVS_DIMENSIONS}")
+    dil = dil.drop_duplicates("idx")
+    order = sorted(dil["idx"].astype(int), key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
+    chosen = set(order[:n] if n > 0 else order)
+    table = pd.DataFrame({"idx": dil["idx"].astype(int), "question": dil["dilemma_situation"].astype(str).str.strip()})
+    table = table[table["idx"].isin(chosen)].sort_values("idx").reset_index(drop=True)
+    result = DilemmaSet(table.assign(value_source="none"), n_requested=n if n > 0 else len(order),
+                        n_available=len(order))
+    if not f_x.exists():
+        return result
+    actions = read_dilemma_actions(f_x)
+    incomplete = sorted(i for i in table["idx"] if set(actions.get(i, {})) != set(DILEMMA_ACTIONS))
+    unsignable = set(incomplete)
+    if incomplete:
+        result.notes.append(f"{len(incomplete)} scored dilemma(s) lack a to_do or not_to_do row in "
+                            f"{DILEMMA_ACTION_FILE} and are unsigned (idx {incomplete[:5]}"
+                            f"{' ...' if len(incomplete) > 5 else ''})")
+    to_do, not_to_do, signs = [], [], {d: [] for d in WVS_DIMENSIONS}
+    for i in table["idx"]:
+        a = actions.get(i, {}) if i not in unsignable else {}
+        pro = [v for v in a.get("to_do", []) if v in wvs]
+        con = [v for v in a.get("not_to_do", []) if v in wvs]
+        to_do.append(pro)
+        not_to_do.append(con)
+        for d in WVS_DIMENSIONS:
+            balance = sum(wvs[v] == d for v in pro) - sum(wvs[v] == d for v in con)
+            signs[d].append(int(np.sign(balance)))
+    table = table.assign(values_to_do=to_do, values_not_to_do=not_to_do, value_source="per_action",
+                         **{WVS_SIGN_COLUMNS[d]: s for d, s in signs.items()})
+    result.table = table
+    result.per_action_file = paths.relative(f_x)
+    result.n_unsigned = int((table[list(WVS_SIGN_COLUMNS.values())] == 0).all(axis=1).sum())
+    return result
 
-        x = pd.read_csv(f_x)
-        for r in x[x["action_type"] == "to_do"].itertuples():
-            names = ast.literal_eval(r.values_names) if isinstance(r.values_names, str) else []
-            detail[int(r.idx)] = [str(v).lower() for v in names]
-    pats = {v: re.compile(r"\b" + re.escape(v) + r"\b", re.I) for v in wvs}
-    rows = []
-    for r in dil.itertuples():
-        if int(r.idx) in detail:
-            names, src = [v for v in detail[int(r.idx)] if v in wvs], "detail"
-        else:
-            text = f"{r.basic_situation} {r.dilemma_situation}"
-            names, src = [v for v, p in pats.items() if p.search(text)], "lexical"
-        if names:
-            dims = sorted({wvs[v] for v in names})
-            rows.append({"idx": int(r.idx), "question": str(r.dilemma_situation).strip(),
-                         "values": sorted(set(names)), "wvs_dimensions": dims, "value_source": src})
-    df = pd.DataFrame(rows)
-    df["_h"] = [hashlib.sha256(f"{seed}:{i}".encode()).hexdigest() for i in df["idx"]]
-    df = df.sort_values(["value_source", "_h"]).drop(columns="_h")  # 'detail' rows first
-    return (df.head(n) if n > 0 else df).sort_values("idx").reset_index(drop=True)
+
+def dilemma_input_hashes(folder: Path | None = None) -> dict[str, str]:
+    """SHA-256 of the DailyDilemmas files an evaluation reads (the per-action file too, when
+    present), so evaluations with and without it get different keys."""
+    folder = folder or paths.DILEMMAS_DIR
+    files = [folder / "dilemma.csv", folder / "values.csv", folder / DILEMMA_ACTION_FILE]
+    return {paths.relative(f): provenance.sha256_file(f) for f in files if f.exists()}
 
 
 DILEMMA_TEMPLATES = (
@@ -768,6 +975,7 @@ def dilemma_preferences(dilemmas: pd.DataFrame, tokenizer: Any, scorer: Scorer) 
     Out of the survey format on purpose (no lettered options); the two templates name the
     answers in both orders and are averaged, as option orders are for survey items.
     ``logit_to_do`` = log P(Yes) - log P(No), the log-probability margin of the action.
+    ``dilemmas`` is :attr:`DilemmaSet.table`; its value links and signs are carried along.
     """
     texts, labels, keys = [], [], []
     for r in dilemmas.itertuples():
@@ -779,19 +987,72 @@ def dilemma_preferences(dilemmas: pd.DataFrame, tokenizer: Any, scorer: Scorer) 
     df = pd.DataFrame({"idx": keys, "p_to_do": [s.probs[0] for s in scores],
                        "logit_to_do": [s.logprobs[0] - s.logprobs[1] for s in scores],
                        "valid_mass": [s.valid_mass for s in scores]})
-    return df.groupby("idx", as_index=False).mean().merge(
-        dilemmas[["idx", "wvs_dimensions", "value_source"]], on="idx")
+    carry = [c for c in dilemmas.columns if c in ("value_source", *WVS_SIGN_COLUMNS.values())]
+    return df.groupby("idx", as_index=False).mean().merge(dilemmas[["idx", *carry]], on="idx")
 
 
-def dilemmas_by_dimension(prefs: pd.DataFrame, n_boot: int, seed: int = 0) -> pd.DataFrame:
-    """Mean P(to_do) per WVS dimension (a dilemma counts for each dimension it involves)."""
-    long = prefs.explode("wvs_dimensions").rename(columns={"wvs_dimensions": "wvs_dimension"})
-    keys = [c for c in ("condition", "wvs_dimension") if c in long.columns]
+def dilemma_shifts(prefs: pd.DataFrame, reference: str = "base") -> pd.DataFrame:
+    """Per dilemma and model: P(to_do) minus the ``reference`` model's on the same dilemma.
+
+    The claim that needs no value links: did fine-tuning move the model's choices in
+    everyday dilemmas, and in which direction (towards acting or not)? One row per
+    (condition, idx) of every condition other than the reference.
+    """
+    ref = prefs[prefs["method"] == reference]
+    if ref.empty:
+        raise EvaluationError(f"dilemma shifts: no {reference!r} rows to compare with")
+    ref = ref.set_index("idx")["p_to_do"]
+    rows = prefs[prefs["method"] != reference].copy()
+    missing = sorted(set(rows["idx"]) - set(ref.index))
+    if missing:
+        raise EvaluationError(f"dilemma shifts: {reference!r} has no score for dilemma idx {missing[:5]}")
+    rows["p_reference"] = rows["idx"].map(ref)
+    rows["shift"] = rows["p_to_do"] - rows["p_reference"]
+    keep = [c for c in ("run", "method", "value_set", "seed", "condition") if c in rows.columns]
+    return rows[[*keep, "idx", "p_reference", "p_to_do", "shift"]].reset_index(drop=True)
+
+
+def summarise_dilemma_shifts(shifts: pd.DataFrame, n_boot: int, seed: int = 0) -> pd.DataFrame:
+    """Per model: mean shift of P(to_do) against the reference with a bootstrap CI over
+    dilemmas and the Wilcoxon p, the mean absolute shift, and the share of dilemmas whose
+    preferred answer flipped (P(to_do) crossed 0.5)."""
     rows = []
-    for k, g in long.groupby(keys, sort=True):
-        mean, lo, hi, n = bootstrap_ci(g["p_to_do"], n_boot, seed)
-        rows.append({**dict(zip(keys, k if isinstance(k, tuple) else (k,), strict=True)),
-                     "p_to_do": mean, "ci_low": lo, "ci_high": hi, "n_dilemmas": n})
+    for cond, g in shifts.groupby("condition", sort=True):
+        mean, lo, hi, n = bootstrap_ci(g["shift"], n_boot, seed)
+        rows.append({"condition": cond, "mean_shift": mean, "ci_low": lo, "ci_high": hi,
+                     "p_wilcoxon": paired_test(g["shift"]), "mean_abs_shift": float(g["shift"].abs().mean()),
+                     "share_flipped": float(((g["p_to_do"] > 0.5) != (g["p_reference"] > 0.5)).mean()),
+                     "n_dilemmas": n})
+    return pd.DataFrame(rows)
+
+
+def dilemmas_by_dimension(prefs: pd.DataFrame, n_boot: int, seed: int = 0,
+                          reference: str = "base") -> pd.DataFrame:
+    """Per WVS dimension and model, on the dilemmas whose action is signed for it.
+
+    ``p_dimension_side``: mean probability of choosing the side whose direct values carry the
+    dimension (P(to_do) where the sign is +1, 1 - P(to_do) where it is -1). ``shift``: the
+    same minus the ``reference`` model's, paired by dilemma (95% bootstrap CI, Wilcoxon p):
+    > 0 means the model moved towards that dimension's values. Empty without sign columns
+    (only the shipped files): then no dimension claim is made.
+    """
+    sign_cols = [c for c in WVS_SIGN_COLUMNS.values() if c in prefs.columns]
+    if not sign_cols or prefs.empty:
+        return pd.DataFrame()
+    ref = prefs.loc[prefs["method"] == reference].set_index("idx")["p_to_do"]
+    rows = []
+    for d, col in WVS_SIGN_COLUMNS.items():
+        signed = prefs[prefs[col] != 0]
+        for cond, g in signed.groupby("condition", sort=True):
+            side = np.where(g[col] > 0, g["p_to_do"], 1 - g["p_to_do"])
+            mean, lo, hi, n = bootstrap_ci(side, n_boot, seed)
+            row = {"condition": cond, "wvs_dimension": d, "p_dimension_side": mean, "ci_low": lo,
+                   "ci_high": hi, "n_dilemmas": n}
+            if len(ref) and g["method"].iloc[0] != reference:
+                diff = g[col].to_numpy() * (g["p_to_do"].to_numpy() - g["idx"].map(ref).to_numpy())
+                s_mean, s_lo, s_hi, _ = bootstrap_ci(diff, n_boot, seed)
+                row.update(shift=s_mean, shift_ci_low=s_lo, shift_ci_high=s_hi, p_wilcoxon=paired_test(diff))
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -1008,6 +1269,8 @@ class Results:
     oracle: pd.DataFrame
     skipped: pd.DataFrame
     timings: dict[str, float]
+    dilemma_set: DilemmaSet | None = None  # which dilemmas, how many of those requested, signed or not
+    dilemma_shifts: pd.DataFrame = field(default_factory=pd.DataFrame)  # per dilemma, each model minus base
 
 
 def _targets_for(cond: Condition, all_targets: Sequence[str]) -> list[str]:
@@ -1036,7 +1299,7 @@ def run_evaluation(
     target_sets = sorted(set(value_sets) | {r.value_set for r in runs if r.value_set in targets_known})
     items = select_items(inputs, target_sets, eval_splits, settings.max_eval_items, settings.seed,
                          settings.max_options)
-    ehash = settings.key(input_hashes())
+    ehash = settings.key({**input_hashes(), **(dilemma_input_hashes() if settings.n_dilemmas > 0 else {})})
     timings: dict[str, float] = {}
     preds: list[pd.DataFrame] = []
     conds: list[Condition] = []
@@ -1058,7 +1321,7 @@ def run_evaluation(
     pbar = tqdm(total=1 + len(value_sets) + len(runs), desc="models", disable=not progress)
 
     tok = models.load_tokenizer(model_profile, model_path or None)
-    base = models.load_causal_lm(model_profile, model_path or None, **load_kwargs())
+    base = models.load_causal_lm(model_profile, model_path or None, **load_kwargs(settings.quantization))
     scorer = model_scorer(base, tok, batch_size)
     t0 = time.time()
     add(Condition(BASELINES_RUN, "base"), predict_items(items, tok, scorer, settings))
@@ -1066,7 +1329,7 @@ def run_evaluation(
     pbar.update()
     base_cond = Condition(BASELINES_RUN, "base")
     if dilemmas is not None:
-        dil_rows.append(dilemma_preferences(dilemmas, tok, scorer).assign(**base_cond.columns()))
+        dil_rows.append(dilemma_preferences(dilemmas.table, tok, scorer).assign(**base_cond.columns()))
     gen_texts = [chat_text(tok, [{"role": "user", "content": g}]) for g in general]
     answers = greedy_answers(base, tok, gen_texts, settings.drift_new_tokens, batch_size) if general else []
     base_lp = answer_logprobs(base, tok, gen_texts, answers, batch_size) if general else []
@@ -1085,12 +1348,12 @@ def run_evaluation(
                 f"the evaluation's {model_profile!r}/{model_path!r}; evaluate it with its own profile"
             )
         model = models.load_with_adapter(run.model_profile, run.path / "adapter", run.model_path,
-                                         **load_kwargs())
+                                         **load_kwargs(settings.quantization))
         sc = model_scorer(model, tok, batch_size)
         cond = Condition(run.run_id, run.method, run.value_set, run.seed)
         add(cond, predict_items(items, tok, sc, settings))
         if dilemmas is not None:
-            dil_rows.append(dilemma_preferences(dilemmas, tok, sc).assign(**cond.columns()))
+            dil_rows.append(dilemma_preferences(dilemmas.table, tok, sc).assign(**cond.columns()))
         if general:
             tuned_lp = answer_logprobs(model, tok, gen_texts, answers, batch_size)
             drift_rows.append(drift_table(base_lp, tuned_lp, answers).assign(**cond.columns()))
@@ -1121,11 +1384,13 @@ def run_evaluation(
     steer_adv = pd.concat(steer_a, ignore_index=True) if steer_a else pd.DataFrame()
     dil = pd.concat(dil_rows, ignore_index=True) if dil_rows else pd.DataFrame()
     dil_dim = dilemmas_by_dimension(dil, n_boot, settings.seed) if len(dil) else pd.DataFrame()
+    dil_shift = dilemma_shifts(dil) if len(dil) and (dil["method"] != "base").any() else pd.DataFrame()
     drift = pd.concat(drift_rows, ignore_index=True) if drift_rows else pd.DataFrame()
     timings["total_s"] = time.time() - t_all
     return Results(ehash, settings, items, predictions, item_table, summary, comparisons, steer_m,
                    steer_adv, dil, dil_dim, drift, pd.DataFrame(oracle_rows),
-                   skipped if skipped is not None else pd.DataFrame(columns=["run", "reason"]), timings)
+                   skipped if skipped is not None else pd.DataFrame(columns=["run", "reason"]), timings,
+                   dilemma_set=dilemmas, dilemma_shifts=dil_shift)
 
 
 def compare_to_baselines(item_table: pd.DataFrame, n_boot: int, seed: int = 0) -> pd.DataFrame:
@@ -1176,7 +1441,7 @@ def save_results(res: Results, meta: Mapping[str, Any], runs_dir: Path | None = 
             "item_metrics": res.item_table[res.item_table["run"] == run],
             "summary": res.summary[res.summary["run"] == run],
         }
-        for name, df in (("dilemmas", res.dilemmas), ("drift", res.drift)):
+        for name, df in (("dilemmas", res.dilemmas), ("dilemma_shifts", res.dilemma_shifts), ("drift", res.drift)):
             if len(df) and "run" in df.columns and (df["run"] == run).any():
                 tables[name] = df[df["run"] == run]
         if run == BASELINES_RUN:
@@ -1303,22 +1568,48 @@ def plot_examples(items: pd.DataFrame, predictions: pd.DataFrame, targets: pd.Da
 
 
 def plot_dilemmas(by_dim: pd.DataFrame) -> Any:
+    """P(choosing the side whose direct values carry a WVS dimension), per model: only with the
+    full per-action file (signed dimensions, :func:`dilemmas_by_dimension`)."""
     import matplotlib.pyplot as plt
 
     from valuealign import plotting
 
+    if by_dim.empty or "p_dimension_side" not in by_dim.columns:
+        raise EvaluationError("plot_dilemmas needs signed dimensions (the full per-action file); "
+                              "without it use plot_dilemma_shifts")
     fig, ax = plt.subplots(figsize=plotting.figsize(0.8, 0.5))
     conds = sorted(by_dim["condition"].unique())
     dims = [d for d in WVS_DIMENSIONS if d in set(by_dim["wvs_dimension"])]
     for k, c in enumerate(conds):
         d = by_dim[by_dim["condition"] == c].set_index("wvs_dimension").reindex(dims)
         x = np.arange(len(dims)) + (k - (len(conds) - 1) / 2) * 0.8 / len(conds)
-        err = np.vstack([d["p_to_do"] - d["ci_low"], d["ci_high"] - d["p_to_do"]]).clip(min=0)
-        ax.errorbar(x, d["p_to_do"], yerr=np.nan_to_num(err), fmt="o", ms=3, capsize=2, label=c)
+        err = np.vstack([d["p_dimension_side"] - d["ci_low"], d["ci_high"] - d["p_dimension_side"]]).clip(min=0)
+        ax.errorbar(x, d["p_dimension_side"], yerr=np.nan_to_num(err), fmt="o", ms=3, capsize=2, label=c)
     ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
     ax.set_xticks(range(len(dims)), dims)
-    ax.set_ylabel("P(take the action)")
+    ax.set_ylabel("P(side with these values)")
     ax.legend(frameon=False, fontsize=6)
+    return fig
+
+
+def plot_dilemma_shifts(shifts: pd.DataFrame) -> Any:
+    """Per model, every dilemma's shift in P(to_do) against the base model (sorted), with the
+    mean: how far and which way fine-tuning moved everyday choices, without value links."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    fig, ax = plt.subplots(figsize=plotting.figsize(0.8, 0.5))
+    for k, (_cond, g) in enumerate(shifts.groupby("condition", sort=True)):
+        v = np.sort(g["shift"].to_numpy())
+        x = k + np.linspace(-0.3, 0.3, len(v)) if len(v) > 1 else np.array([float(k)])
+        color = plotting.METHOD_COLORS.get(g["method"].iloc[0]) if "method" in g else None
+        ax.plot(x, v, ".", ms=3, color=color)
+        ax.hlines(v.mean(), k - 0.35, k + 0.35, color="k", lw=1.2)
+    conds = sorted(shifts["condition"].unique())
+    ax.axhline(0, color="0.6", lw=0.8, ls="--")
+    ax.set_xticks(range(len(conds)), conds, rotation=20, ha="right", fontsize=6)
+    ax.set_ylabel("P(to do) minus base, per dilemma")
     return fig
 
 

@@ -79,17 +79,44 @@ def load_tokenizer(profile: str, model_path: str | None = None) -> Any:
     return tok
 
 
+QUANTIZATIONS = ("4bit", "none")  # resolved base-weight precisions: NF4 (QLoRA) or unquantised
+
+
 def load_causal_lm(profile: str, model_path: str | None = None, *, dtype: str = "float32",
-                   device: str = "cpu", **kwargs: Any) -> Any:
-    """Plain (unquantised) load for inference; training adds quantisation and LoRA itself."""
+                   device: str = "cpu", quantization: str = "none", **kwargs: Any) -> Any:
+    """Base model for inference, on the base weights a run was trained against.
+
+    ``quantization="4bit"`` loads the NF4 base exactly as :func:`load_for_training` does for
+    QLoRA (double quantisation; bf16 compute on CUDA, float32 on CPU, where bitsandbytes
+    also runs NF4), so an adapter trained on 4-bit weights is scored on them and not on
+    bf16 weights it never saw. ``dtype`` is then the precision of the unquantised parts.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {', '.join(QUANTIZATIONS)}, got {quantization!r}")
     src = get_profile(profile).resolve(model_path)
+    if quantization == "4bit":
+        compute = "bfloat16" if device.startswith("cuda") else "float32"
+        model = AutoModelForCausalLM.from_pretrained(
+            src, dtype=getattr(torch, dtype), trust_remote_code=False,
+            quantization_config=bnb_4bit_config(compute), device_map={"": device}, **kwargs
+        )
+        return model.eval()  # bitsandbytes places the weights; .to() is refused for 4-bit models
     model = AutoModelForCausalLM.from_pretrained(
         src, dtype=getattr(torch, dtype), trust_remote_code=False, **kwargs
     )
     return model.to(device).eval()
+
+
+def is_4bit(model: Any) -> bool:
+    """Whether any linear layer of ``model`` holds bitsandbytes NF4/FP4 weights."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return False
+    return any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
 
 
 def load_with_adapter(profile: str, adapter_dir: Path | str, model_path: str | None = None,

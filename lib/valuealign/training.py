@@ -537,7 +537,7 @@ tags: [valuealign, {p.method}, lora, trl]
 distributions of the value set **{p.value_set}** ({p.data_source} data), seed {p.seed},
 base weights {'4-bit NF4 (QLoRA)' if p.quantization == '4bit' else 'unquantised'}.
 Made by `valuealign.training` (notebook 03_finetune). Training data and its card:
-`{data_link}`. Load it with `valuealign.models.load_with_adapter("{p.model_profile}", <this folder>)`.
+`{data_link}`. Load it with `valuealign.models.load_with_adapter("{p.model_profile}", <this folder>, quantization="{p.quantization}")`.
 
 ## Hyperparameters
 | parameter | value |
