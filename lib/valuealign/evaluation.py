@@ -1542,8 +1542,9 @@ def plot_alignment(methods: pd.DataFrame, metric: str = "js_alignment") -> Any:
         raise EvaluationError(f"plot_alignment needs method_summary's columns {sorted(need)}, "
                               f"got {sorted(methods.columns)}")
     h = methods[methods["metric"] == metric] if "metric" in methods.columns else methods
-    splits = sorted(h["split"].unique())
-    fig, axes = plt.subplots(1, len(splits), figsize=plotting.figsize(1.0, 0.45), sharey=True,
+    rank = {"validation": 0, "test": 1, "test_cluster": 2}
+    splits = sorted(h["split"].unique(), key=lambda s: (rank.get(s, len(rank)), s))
+    fig, axes = plt.subplots(1, len(splits), figsize=plotting.figsize(1.0, 0.5), sharey=True,
                              squeeze=False)
     order = plotting.sort_methods(h["method"])
     for ax, split in zip(axes[0], splits, strict=True):
@@ -1558,7 +1559,8 @@ def plot_alignment(methods: pd.DataFrame, metric: str = "js_alignment") -> Any:
         ax.set_xticks(range(len(vsets)), [plotting.value_set_label(v) for v in vsets])
         ax.set_title(f"split: {split}")
     axes[0][0].set_ylabel(METRIC_LABELS.get(metric, metric))
-    axes[0][-1].legend(loc="best", frameon=False)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 7), frameon=False)
     return fig
 
 
