@@ -94,8 +94,8 @@ def test_majority_entropy_and_bad_input():
     assert ev.majority_match([0.1, 0.6, 0.3], [0.2, 0.5, 0.3]) == 1.0
     assert ev.majority_match([0.6, 0.1, 0.3], [0.2, 0.5, 0.3]) == 0.0
     assert ev.majority_match([0.6, 0.1, 0.3], [0.4, 0.4, 0.2]) == 1.0  # ties count
-    assert ev.entropy_ratio([1 / 3] * 3, [1 / 3] * 3) == pytest.approx(1.0)
-    assert ev.entropy_ratio([0.98, 0.01, 0.01], [1 / 3] * 3) < 0.2
+    assert ev.entropy_difference([1 / 3] * 3, [1 / 3] * 3) == pytest.approx(0.0)
+    assert ev.entropy_difference([0.98, 0.01, 0.01], [1 / 3] * 3) < -1.0  # over-confident
     with pytest.raises(ev.EvaluationError, match="differ in length"):
         ev.js_distance([0.5, 0.5], [0.2, 0.3, 0.5])
     with pytest.raises(ev.EvaluationError, match="non-negative"):
@@ -350,3 +350,158 @@ def test_value_sets_and_item_selection():
     assert sel["item_id"].tolist() == ["t-1"]  # t-0 has 4 options
     with pytest.raises(ev.EvaluationError, match="eval_splits"):
         ev.select_items(inputs, ["germany"], ["holdout"], max_items=0)
+
+
+# ----------------------------------------------------------------------------- statistics (issue 13)
+
+def _rows(run, method, value_set, target, split, scores, seed=None, strata=None):
+    """Item-table rows of one condition: ``scores`` maps item id -> js_alignment."""
+    return pd.DataFrame({
+        "run": run, "method": method, "value_set": value_set, "seed": seed, "split": split,
+        "target_value_set": target, "item_id": list(scores), "js_alignment": list(scores.values()),
+        "w1_alignment": np.nan, "stratum": strata if strata is not None else "s",
+    })
+
+
+def test_prompted_gain_is_paired_on_its_own_persona_only():
+    """Planted: prompted-as-US beats base on US items by +0.10, prompted-as-Germany scores
+    0.30 below base on US items. "prompted (US) - base" must be +0.10 over n items, not a
+    mix of both personas (-0.10 over 2n items)."""
+    ids = [f"i{k}" for k in range(8)]
+    base = dict.fromkeys(ids, 0.5)
+    table = pd.concat([
+        _rows(ev.BASELINES_RUN, "base", None, "united-states", "test", base),
+        _rows(ev.BASELINES_RUN, "prompted", "united-states", "united-states", "test",
+              {i: v + 0.10 for i, v in base.items()}),
+        _rows(ev.BASELINES_RUN, "prompted", "germany", "united-states", "test",
+              {i: v - 0.30 for i, v in base.items()}),
+    ], ignore_index=True)
+    comp = ev.compare_to_baselines(table, n_boot=200)
+    row = comp[(comp["method"] == "prompted") & (comp["value_set"] == "united-states")
+               & (comp["versus"] == "base") & (comp["metric"] == "js_alignment")].iloc[0]
+    assert row["mean_diff"] == pytest.approx(0.10)
+    assert row["n_items"] == len(ids)
+    with pytest.raises(ev.EvaluationError, match="several conditions"):
+        ev.paired_difference(table, {"method": "prompted", "split": "test"}, {"method": "base"})
+
+
+def _two_seed_table(split="test", strata=None):
+    """Two seeds of SFT on US whose means differ (0.3 vs 0.7), items tight within a seed."""
+    ids = [f"i{k}" for k in range(12)]
+    rng = np.random.default_rng(0)
+    parts = [_rows(ev.BASELINES_RUN, "base", None, "united-states", split, dict.fromkeys(ids, 0.4), strata=strata),
+             _rows(ev.BASELINES_RUN, "prompted", "united-states", "united-states", split,
+                   dict.fromkeys(ids, 0.45), strata=strata)]
+    for s, level in ((0, 0.3), (1, 0.7)):
+        parts.append(_rows(f"sft-us-s{s}", "sft", "united-states", "united-states", split,
+                           {i: level + rng.normal(0, 0.005) for i in ids}, seed=s, strata=strata))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_seed_spread_is_in_the_interval_not_averaged_away():
+    """Old plot_alignment averaged the per-seed CI bounds: two seeds at 0.3 and 0.7 gave an
+    interval of width ~0.01 around 0.5. The two-level bootstrap must span the seeds."""
+    import matplotlib.pyplot as plt
+
+    summary = ev.method_summary(_two_seed_table(), n_boot=500)
+    sft = summary[summary["method"] == "sft"].iloc[0]
+    assert sft["n_seeds"] == 2 and sft["mean"] == pytest.approx(0.5, abs=0.01)
+    assert sft["seed_sd"] == pytest.approx(np.std([0.3, 0.7], ddof=1), abs=0.01)
+    assert sft["ci_low"] < 0.35 and sft["ci_high"] > 0.65 and sft["ci_unit"] == "seeds x items"
+    base = summary[summary["method"] == "base"].iloc[0]
+    assert base["n_seeds"] == 1 and np.isnan(base["seed_sd"])  # one seed: sd not estimable
+    assert ev.format_mean_sd(base["mean"], base["seed_sd"]) == "0.400 ± n/a"
+    fig = ev.plot_alignment(summary)
+    bars = [c for c in fig.axes[0].collections if len(c.get_segments())]
+    spans = [seg[1][1] - seg[0][1] for c in bars for seg in c.get_segments()]
+    assert max(spans) > 0.3  # the plotted interval is the two-level one
+    plt.close(fig)
+    gains = ev.gains_table(_two_seed_table(), n_boot=500)
+    g = gains[(gains["method"] == "sft") & (gains["versus"] == "base")].iloc[0]
+    assert g["gain"] == pytest.approx(0.1, abs=0.01) and g["ci_low"] < -0.05 and g["ci_high"] > 0.25
+    assert set(gains["versus"]) == {"base", "prompted"}
+    assert "p_holm" in gains.columns
+
+
+def test_held_out_clusters_resample_whole_strata():
+    """Three strata whose items agree within a stratum (0.1, 0.5, 0.9): resampling items
+    gives a narrow interval (~+-0.12); resampling strata a wide one (the truth: 3 clusters)."""
+    values = np.repeat([0.1, 0.5, 0.9], 10)
+    strata = np.repeat(["a", "b", "c"], 10)
+    ids = [f"i{k}" for k in range(30)]
+    table = _rows(ev.BASELINES_RUN, "base", None, "germany", "test_cluster", dict(zip(ids, values, strict=True)),
+                  strata=strata)
+    table = table.assign(**{m: 0.5 for m in ev.METRICS if m != "js_alignment"})  # the other metrics
+    keys = ["run", "method", "split", "target_value_set"]
+    clu = ev.summarise(table, keys, n_boot=2000).set_index("metric").loc["js_alignment"]
+    itm = ev.summarise(table.assign(split="test"), keys, n_boot=2000).set_index("metric").loc["js_alignment"]
+    assert itm["ci_high"] - itm["ci_low"] < 0.35
+    assert clu["ci_high"] - clu["ci_low"] > 0.5
+    assert clu["ci_unit"] == "strata" and clu["n_units"] == 3 and itm["ci_unit"] == "items"
+    mean, lo, hi, n = ev.bootstrap_ci(values, 2000, clusters=strata)
+    assert n == 30 and hi - lo > 0.5
+    # one stratum: nothing to resample, no interval
+    assert np.isnan(ev.bootstrap_ci(values[:10], 200, clusters=strata[:10])[1])
+    # paired differences on that split resample strata and test per-stratum means
+    other = table.assign(method="prompted", value_set="germany", js_alignment=table["js_alignment"] + 0.05)
+    d = ev.paired_difference(pd.concat([table, other]), {"method": "prompted", "split": "test_cluster"},
+                             {"method": "base", "split": "test_cluster"})
+    assert d["ci_unit"] == "strata" and d["n_units"] == 3 and np.isnan(d["p_wilcoxon"])  # 3 strata < 5
+
+
+def test_holm_adjustment_against_a_hand_computed_case():
+    # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> monotone 0.06
+    p = [0.01, 0.04, float("nan"), 0.03, 0.005]
+    adj = ev.holm_adjust(p)
+    assert adj[[0, 1, 3, 4]] == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert np.isnan(adj[2])
+    assert ev.holm_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    with pytest.raises(ev.EvaluationError, match=r"\[0, 1\]"):
+        ev.holm_adjust([1.5])
+    ids = [f"i{k}" for k in range(8)]
+    table = pd.concat([_rows(ev.BASELINES_RUN, "base", None, "us", "test", dict.fromkeys(ids, 0.5)),
+                       _rows("r1", "sft", "us", "us", "test", {i: 0.5 + 0.01 * k for k, i in enumerate(ids)})])
+    comp = ev.compare_to_baselines(table, n_boot=100)
+    js = comp[comp["metric"] == "js_alignment"]
+    assert js["p_holm"].tolist() == pytest.approx(ev.holm_adjust(js["p_wilcoxon"]).tolist(), nan_ok=True)
+
+
+def test_best_run_is_chosen_on_validation_and_reported_on_test():
+    """KTO looks best on the test items but SFT is best on validation: the pick is SFT, and
+    its test number is reported (not the maximum over test)."""
+    summary = pd.DataFrame([
+        ("validation", "us", "sft", 0.70), ("validation", "us", "kto", 0.60),
+        ("test", "us", "sft", 0.62), ("test", "us", "kto", 0.80),
+        ("validation", "us", "base", 0.90), ("test", "us", "base", 0.50),
+    ], columns=["split", "value_set", "method", "mean"]).assign(seed_sd=np.nan, n_seeds=1)
+    best = ev.best_on_validation(summary)
+    assert (best["method"], best["chosen_on"], best["mean"]) == ("sft", "validation", pytest.approx(0.62))
+    with pytest.raises(ev.EvaluationError, match="validation"):
+        ev.best_on_validation(summary[summary["split"] == "test"])
+
+
+def test_js_base_e_column_matches_scipy_default():
+    p, q = [0.1, 0.2, 0.7], [0.3, 0.3, 0.4]
+    m = ev.item_metrics(p, q, ordinal=False)
+    assert m["js_alignment_e"] == pytest.approx(1 - jensenshannon(p, q), abs=1e-9)  # natural log
+    assert m["js_alignment"] == pytest.approx(1 - jensenshannon(p, q, base=2), abs=1e-9)
+    assert "js_alignment_e" in ev.METRICS
+
+
+def test_entropy_difference_stays_bounded_on_peaked_items():
+    """A uniform model against (.98, .01, .01, 0): the old ratio was 12.4; the difference is
+    H(uniform over 4) - H(pop) = 2 - 0.161 bits."""
+    pop = [0.98, 0.01, 0.01, 0.0]
+    h_pop = -(0.98 * np.log2(0.98) + 2 * 0.01 * np.log2(0.01))
+    m = ev.item_metrics([0.25] * 4, pop, ordinal=False)
+    assert m["entropy_diff_bits"] == pytest.approx(2.0 - h_pop)
+    assert "entropy_ratio" not in m and "entropy_diff_bits" in ev.METRICS
+
+
+def test_eval_key_depends_on_value_sets_and_items():
+    s = ev.EvalSettings(max_eval_items=5)
+    inputs = {"items.parquet": "abc"}
+    k = s.key(inputs, ["germany"], ["test:i1", "test:i2"])
+    assert k == s.key(inputs, ["germany"], ["test:i2", "test:i1"])  # order does not matter
+    assert k != s.key(inputs, ["germany"], ["test:i1", "test:i3"])
+    assert k != s.key(inputs, ["germany", "united-states"], ["test:i1", "test:i2"])

@@ -204,10 +204,12 @@ def test_cross_stage_summaries_from_saved_records(tree: Path) -> None:
         ("_baselines", "base", None, "test", "germany", "js_alignment", 0.60),
         ("_baselines", "base", None, "test", "usa", "js_alignment", 0.64),
     ], columns=["run", "method", "value_set", "split", "target_value_set", "metric", "mean"])
-    align = thesis.run_alignment(summary).set_index("run")["alignment"]
-    assert align["kto-de-s0"] == pytest.approx(0.80)
-    assert align["sft-de-s0"] == pytest.approx(0.70)
-    assert align["_baselines"] == pytest.approx(0.62)  # untargeted baseline: mean over populations
+    align = thesis.run_alignment(summary).set_index(["run", "value_set"])["alignment"]
+    assert align["kto-de-s0", "germany"] == pytest.approx(0.80)
+    assert align["sft-de-s0", "germany"] == pytest.approx(0.70)
+    # untargeted baseline: one number per population, so a run meets base on its own population
+    assert align["_baselines", "germany"] == pytest.approx(0.60)
+    assert align["_baselines", "usa"] == pytest.approx(0.64)
     fig = thesis.plot_cost_vs_alignment(runs_t, thesis.run_alignment(summary))
     assert tuple(fig.get_size_inches()) == pytest.approx(plotting.figsize(0.6, 0.75))
     plt.close(fig)
@@ -226,3 +228,31 @@ def test_cross_stage_summaries_from_saved_records(tree: Path) -> None:
     checks = thesis.figure_checks(plotting.read_manifest()).set_index("figure")
     assert not checks.loc["eval-wide", "fits"] and checks.loc["eval-good", "fits"]
     assert checks.loc["eval-good", "fraction_of_textwidth"] == pytest.approx(0.5)
+
+
+def test_best_run_is_picked_on_validation_and_baseline_is_on_the_same_population(tree: Path) -> None:
+    """KTO is best on the test items, SFT on the validation items: the pick is SFT, reported
+    with its test alignment. The base line in the cost figure is base on the runs' own
+    population (germany, 0.60), not base averaged over every population (0.62)."""
+    rows = [
+        ("kto-de-s0", "kto", "germany", "test", "germany", 0.80),
+        ("kto-de-s0", "kto", "germany", "validation", "germany", 0.55),
+        ("sft-de-s0", "sft", "germany", "test", "germany", 0.70),
+        ("sft-de-s0", "sft", "germany", "validation", "germany", 0.65),
+        ("_baselines", "base", None, "test", "germany", 0.60),
+        ("_baselines", "base", None, "test", "usa", 0.64),
+        ("_baselines", "base", None, "validation", "germany", 0.90),
+    ]
+    summary = pd.DataFrame(rows, columns=["run", "method", "value_set", "split", "target_value_set", "mean"]).assign(
+        metric="js_alignment")
+    best = thesis.best_run_on_validation(summary)
+    assert (best["run"], best["alignment"], best["validation_alignment"]) == (
+        "sft-de-s0", pytest.approx(0.70), pytest.approx(0.65))
+    with pytest.raises(ValueError, match="validation"):
+        thesis.best_run_on_validation(summary[summary["split"] == "test"])
+    runs_t = pd.DataFrame({"run": ["kto-de-s0", "sft-de-s0"], "method": ["kto", "sft"],
+                           "value_set": ["germany", "germany"], "wall_time_s": [60.0, 120.0]})
+    fig = thesis.plot_cost_vs_alignment(runs_t, thesis.run_alignment(summary))
+    base_lines = [ln.get_ydata()[0] for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "--"]
+    assert base_lines == [pytest.approx(0.60)]
+    plt.close(fig)

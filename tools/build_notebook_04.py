@@ -22,9 +22,17 @@ does it cost general ability?
 prompt (`valuealign.prompts`), renormalised over the valid letters, averaged over prompt paraphrases and
 over option orders (cyclic shifts put every option at every position once, so position bias cancels).
 One batched forward pass scores all options of many prompts; nothing is generated or parsed.
-Metrics per item, then means with percentile-bootstrap 95% CIs over items: alignment = 1 − Jensen–Shannon
-distance (base 2), 1 − W1/(K−1) on ordinal items (don't-know/refused options removed), majority-option
-match, entropy ratio (model/population; < 1 = over-confident).
+Metrics per item, then means with percentile-bootstrap 95% CIs: alignment = 1 − Jensen–Shannon
+distance with base-2 logarithms (the headline, in [0, 1]) and, for comparison with published
+GlobalOpinionQA numbers (scipy's default), with natural logarithms (`js_alignment_e`); 1 − W1/(K−1) on
+ordinal items (don't-know/refused options removed); majority-option match; entropy difference
+H(model) − H(population) in bits (< 0 = over-confident).
+
+**Uncertainty.** On `test` and `validation` the bootstrap resamples items; on `test_cluster`, whose items
+come from a few whole held-out strata, it resamples whole strata (items of a stratum stay together). Several
+seeds of a method are combined by a two-level bootstrap (seeds, then items or strata) and their spread is
+reported as the seed sd (n/a with one seed). Every table of tests has Holm-adjusted p-values next to the
+raw ones. Anything called "best" is chosen on the `validation` split and reported on `test`.
 
 **Inputs.** `data/processed/items.parquet`, `distributions.parquet` (00); `data/processed/alignment/`
 `splits.parquet`, `value_sets.parquet`, `value_set_distributions.parquet` (02); finished runs
@@ -39,7 +47,7 @@ for uniform/base/prompted/oracle; the combined `runs/eval_summary.parquet` keyed
     ("params", r"""
 runs = ["*"]  # fine-tuned runs to evaluate: run ids or globs under runs/ (default: every finished run)
 value_sets = ["united-states", "germany"]  # value sets (ids made by notebook 02, or its group names) to evaluate against ([]: all)
-eval_splits = ["test", "test_cluster"]  # held-out splits to evaluate {test, test_cluster, validation}
+eval_splits = ["validation", "test", "test_cluster"]  # held-out splits to evaluate; the best method is chosen on validation {test, test_cluster, validation}
 n_paraphrases = 1  # prompt paraphrases averaged per item (thesis: 4) [1, 4]
 permutations = "cyclic"  # option orders per item: all cyclic shifts, or as many seeded random orders {cyclic, random}
 eval_batch_size = 8  # prompts per forward pass [1, 512]
@@ -169,14 +177,27 @@ display(Markdown(f"Saved {len(written)} files; combined table `{paths.relative(p
     ("md", r"""
 ## Alignment by method and value set
 
-Each point: mean over held-out items with its 95% bootstrap CI. Fine-tuned and prompted models are
-scored against the population they were steered to; base and uniform against each population.
+Per split, value set and method: the mean over seeds of the mean over items, the standard deviation
+over seeds (n/a with one seed) and a 95% CI from the two-level bootstrap (seeds, then items; strata on
+`test_cluster`). Fine-tuned and prompted models are scored against the population they were steered
+to; base and uniform against each population.
 """),
     ("code", r"""
 head = ev.headline(res.summary)
-table = head.pivot_table(index=["split", "target_value_set"], columns="condition", values="mean")
-display(table)
-fig = ev.plot_alignment(res.summary)
+methods = res.methods
+method_view = plotting.with_display_names(methods).assign(
+    mean_sd=[ev.format_mean_sd(m, s) for m, s in zip(methods["mean"], methods["seed_sd"], strict=True)],
+    ci=[ev.format_ci(lo, hi) for lo, hi in zip(methods["ci_low"], methods["ci_high"], strict=True)],
+)
+method_tex = method_view[["split", "value_set", "method", "n_seeds", "mean_sd", "ci", "ci_unit", "n_items"]]
+method_tex.columns = ["Split", "Value set", "Method", "Seeds", "Mean ± seed sd", "95% CI", "Resampled", "Items"]
+display(method_tex)
+plotting.save_table(method_tex, "eval-method-table", notebook=NB,
+                    caption="Alignment (1 - Jensen-Shannon distance, base 2) on held-out items per split, value "
+                            "set and method: mean over seeds of the item mean, standard deviation over seeds "
+                            "(n/a: one seed) and 95% two-level bootstrap CI (resampling seeds, then items; "
+                            "whole strata on the held-out clusters split).")
+fig = ev.plot_alignment(methods)
 show(fig, "eval-alignment-by-method", inputs=[paths.RUNS / ev.SUMMARY_NAME])
 """),
     ("code", r"""
@@ -185,23 +206,46 @@ metrics_wide = (res.summary[(res.summary["value_set"] == res.summary["target_val
                 .pivot_table(index=["split", "target_value_set", "condition"], columns="metric", values="mean")
                 .reset_index())
 display(metrics_wide)
-tex = metrics_wide.rename(columns={"target_value_set": "value set", "js_alignment": "1-JS",
-                                   "w1_alignment": "1-W1", "majority_match": "majority",
-                                   "entropy_ratio": "H ratio"})
+tex = metrics_wide.rename(columns={"target_value_set": "value set", "js_alignment": "1-JS (base 2)",
+                                   "js_alignment_e": "1-JS (base e)", "w1_alignment": "1-W1",
+                                   "majority_match": "majority", "entropy_diff_bits": "dH (bits)"})
 plotting.save_table(tex, "eval-alignment-table", notebook=NB,
-                    caption="Alignment on held-out items by split, value set and model: 1 - Jensen-Shannon "
-                            "distance, 1 - normalised Wasserstein-1 (ordinal items), majority-option match "
-                            "and entropy ratio (means over items).")
+                    caption="Alignment on held-out items by split, value set and model (one row per run): "
+                            "1 - Jensen-Shannon distance with base-2 logarithms (the headline) and with natural "
+                            "logarithms (scipy's default, as in public GlobalOpinionQA replications), "
+                            "1 - normalised Wasserstein-1 (ordinal items), majority-option match and entropy "
+                            "difference H(model) - H(population) in bits (means over items).")
 """),
     ("md", r"""
-### Did steering help? Paired differences on the same items
+### Did steering help? Paired gains on the same items
 
-Each steered model (fine-tuned run or prompted base) minus a reference on its own population:
-mean per-item difference, 95% bootstrap CI, and the two-sided Wilcoxon signed-rank p-value (NaN with
-fewer than 5 items). A CI that excludes 0 is evidence; with few items (the embedded default) expect wide
-intervals.
+Per split, value set and fine-tuning method: the gain over the base model and over the base model
+prompted as the population, paired by item (and population), averaged over seeds; 95% CI from the
+two-level bootstrap (seeds, then items; strata on `test_cluster`); two-sided Wilcoxon signed-rank
+p-value on the seed-averaged per-item gains (per-stratum means on `test_cluster`; n/a with fewer than 5
+units) and its Holm adjustment over every test in the table. A CI that excludes 0 is evidence; with few
+items (the embedded default) expect wide intervals and no p-values.
 """),
     ("code", r"""
+gains = res.gains
+if len(gains):
+    gains_view = plotting.with_display_names(gains).assign(
+        versus=gains["versus"].map(plotting.method_label),
+        ci=[ev.format_ci(lo, hi) for lo, hi in zip(gains["ci_low"], gains["ci_high"], strict=True)])
+    gains_tex = gains_view[["split", "value_set", "method", "versus", "n_seeds", "gain", "ci", "ci_unit",
+                            "p_wilcoxon", "p_holm"]]
+    gains_tex.columns = ["Split", "Value set", "Method", "Versus", "Seeds", "Gain", "95% CI", "Resampled",
+                         "p", "p (Holm)"]
+    display(gains_tex)
+    plotting.save_table(gains_tex, "eval-gains-table", notebook=NB,
+                        caption="Paired gain in alignment (1 - Jensen-Shannon distance, base 2) of each "
+                                "fine-tuning method over the base model and over the base model prompted as the "
+                                "population, on the same items: mean over seeds and items, 95% two-level "
+                                "bootstrap CI, Wilcoxon signed-rank p (raw and Holm-adjusted over the table; "
+                                "a dash: fewer than 5 items or strata).")
+else:
+    display(Markdown("No fine-tuned run: no gains to report."))
+display(Markdown("Per run (each seed on its own; Holm over all js_alignment tests of this table):"))
 comp = res.comparisons[res.comparisons["metric"] == "js_alignment"].drop(columns=["metric", "run"])
 display(comp.reset_index(drop=True))
 """),
@@ -224,24 +268,28 @@ for method, matrix in res.steer_matrix.items():
 display(res.steer_advantage)
 if len(res.steer_advantage):
     cols = ["method", "value_set", "diagonal", "off_diagonal", "advantage", "ci_low", "ci_high",
-            "p_wilcoxon", "net_advantage", "net_ci_low", "net_ci_high", "n_items"]
+            "p_wilcoxon", "p_holm", "net_advantage", "net_ci_low", "net_ci_high", "net_p_holm", "n_items"]
     plotting.save_table(res.steer_advantage[[c for c in cols if c in res.steer_advantage.columns]],
                         "eval-steerability-table", notebook=NB,
                         caption="Diagonal advantage: alignment to the steered-to population minus the mean "
                                 "alignment to the other populations, paired by item (95% bootstrap CI, "
-                                "Wilcoxon signed-rank p); net: the same on gains over the base model.")
+                                "Wilcoxon signed-rank p, raw and Holm-adjusted over the table); net: the same "
+                                "on gains over the base model.")
 """),
     ("md", r"""
 ## Generalisation: held-out items vs held-out clusters of items
 
 `test` items come from strata (taxonomy clusters or sections) that training saw; `test_cluster` items
 from strata held out entirely. A model that learned the population's values, rather than items, should
-keep its advantage on `test_cluster`.
+keep its advantage on `test_cluster`. Its intervals resample whole strata, so with few held-out strata
+they are wide (and n/a with a single stratum): that is the honest uncertainty of a few clusters.
 """),
     ("code", r"""
-gen = (head[head["method"].isin(["base", "prompted", "sft", "dpo", "kto"])]
-       .pivot_table(index=["target_value_set", "condition"], columns="split", values="mean"))
+gen = (methods[~methods["method"].isin(["uniform", "oracle"])]
+       .pivot_table(index=["value_set", "method"], columns="split", values="mean"))
 display(gen)
+display(methods.groupby("split")[["n_items", "n_units"]].max().rename(
+    columns={"n_units": "resampling units (items or strata)"}))
 fig = ev.plot_strata(res.item_table)
 show(fig, "eval-alignment-by-stratum")
 """),
@@ -249,8 +297,8 @@ show(fig, "eval-alignment-by-stratum")
 ## Calibration: over- or under-confident?
 
 Per item, the entropy of the model's answer distribution against the population's. Points below the
-dashed line are more confident than the population (entropy ratio < 1), a typical effect of SFT on
-majority answers.
+dashed line are more confident than the population (entropy difference H(model) − H(population) < 0 bits),
+a typical effect of SFT on majority answers.
 """),
     ("code", r"""
 fig = ev.plot_calibration(res.item_table)
@@ -329,27 +377,58 @@ else:
     ("md", r"""
 ## Numbers quoted in the thesis
 
-Macros (group `evaluation`) for `figures/results-macros.tex`: mean alignment (1 − JS) on the first
-evaluated split for uniform, base, prompted, oracle and the best fine-tuned run, and that run's paired
-gain over the base model.
+Macros (group `evaluation`) for `figures/results-macros.tex`. The fine-tuned (method, value set) with the
+highest alignment on the **validation** items is *chosen there* and reported on the **test** items, with
+its seed sd, the base model and the prompted base model on the *same* population, and its paired gains with
+CI and Holm-adjusted p from the gains table. (Choosing the best on the test items and reporting it there
+would overstate it.) Missing numbers print as n/a.
 """),
     ("code", r"""
-split0 = sorted(res.items["split"].unique())[0]
-h0 = head[head["split"] == split0]
-macros = {"EvalNumItems": int(len(res.items)), "EvalNumRuns": len(found)}
-for method in ("uniform", "base", "prompted", "oracle"):
-    v = h0.loc[h0["method"] == method, "mean"].mean()
-    if pd.notna(v):
-        macros[plotting.macro_name("eval", method, "align")] = float(v)
-tuned = h0[~h0["method"].isin(ev.BASELINE_METHODS)]
-if len(tuned) and tuned["mean"].notna().any():
-    best = tuned.loc[tuned["mean"].idxmax()]
-    macros["EvalBestTunedAlign"] = float(best["mean"])
-    macros["EvalBestTunedMethod"] = plotting.method_label(best["method"])
-    gain = res.comparisons[(res.comparisons["run"] == best["run"]) & (res.comparisons["versus"] == "base")
-                           & (res.comparisons["metric"] == "js_alignment") & (res.comparisons["split"] == split0)]
-    if len(gain) and pd.notna(gain["mean_diff"].iloc[0]):
-        macros["EvalBestTunedGainOverBase"] = float(gain["mean_diff"].iloc[0])
+def num(v):
+    # a macro value: the float, or "n/a" where it is not estimable (one seed, too few items)
+    return float(v) if pd.notna(v) else "n/a"
+
+
+def pval(v) -> str:
+    # a p-value with two significant digits, or "n/a" (fewer than 5 items or strata)
+    return f"{v:.2g}" if pd.notna(v) else "n/a"
+
+
+splits_done = set(res.items["split"])
+macros = {"EvalNumItems": int(len(res.items)), "EvalNumRuns": len(found),
+          "EvalNumValueSets": int(methods["value_set"].nunique()) if len(methods) else 0}
+for split_name in ("validation", "test", "test_cluster"):
+    macros[plotting.macro_name("eval", "num", split_name, "items")] = int((res.items["split"] == split_name).sum())
+best = ev.best_on_validation(methods) if "validation" in splits_done and "test" in splits_done else None
+keys = ["EvalBestMethod", "EvalBestValueSet", "EvalBestValidationAlign", "EvalBestTestAlign",
+        "EvalBestTestSeedSd", "EvalBestSeeds", "EvalBestBaseTestAlign", "EvalBestPromptedTestAlign",
+        "EvalBestUniformTestAlign"]
+keys += [f"EvalBestGainOver{r}{k}" for r in ("Base", "Prompted") for k in ("", "Ci", "P", "PHolm")]
+macros.update(dict.fromkeys(keys, "n/a"))
+if best is not None:
+    vs_best = best["value_set"]
+    t_test = methods[(methods["split"] == "test") & (methods["value_set"] == vs_best)].set_index("method")["mean"]
+    macros.update({
+        "EvalBestMethod": plotting.method_label(best["method"]), "EvalBestValueSet": plotting.value_set_label(vs_best),
+        "EvalBestValidationAlign": num(best["validation_mean"]), "EvalBestTestAlign": num(best["mean"]),
+        "EvalBestTestSeedSd": num(best["seed_sd"]), "EvalBestSeeds": int(best["n_seeds"]),
+        "EvalBestBaseTestAlign": num(t_test.get("base")), "EvalBestPromptedTestAlign": num(t_test.get("prompted")),
+        "EvalBestUniformTestAlign": num(t_test.get("uniform")),
+    })
+    for ref in ("base", "prompted"):
+        g = gains[(gains["split"] == "test") & (gains["value_set"] == vs_best) & (gains["method"] == best["method"])
+                  & (gains["versus"] == ref)] if len(gains) else gains
+        if len(g):
+            g = g.iloc[0]
+            name = f"EvalBestGainOver{ref.capitalize()}"
+            macros.update({name: num(g["gain"]), name + "Ci": ev.format_ci(g["ci_low"], g["ci_high"]),
+                           name + "P": pval(g["p_wilcoxon"]), name + "PHolm": pval(g["p_holm"])})
+    display(Markdown(f"Chosen on validation: **{plotting.method_label(best['method'])}** for "
+                     f"**{plotting.value_set_label(vs_best)}** (validation {best['validation_mean']:.3f}); "
+                     f"reported on test: {ev.format_mean_sd(best['mean'], best['seed_sd'])} "
+                     f"({best['n_seeds']} seed(s))."))
+else:
+    display(Markdown("No fine-tuned method was evaluated on both validation and test: the *best* macros are n/a."))
 plotting.save_macros(macros, "evaluation", notebook=NB)
 display(pd.Series(macros, name="value").to_frame())
 """),

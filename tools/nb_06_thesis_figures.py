@@ -73,10 +73,11 @@ baselines of notebook 04.
 """),
     ("code", """
 runs = thesis.runs_table(records)
-alignment = None
+alignment = eval_summary = None
 summary_path = paths.RUNS / evaluation.SUMMARY_NAME
 try:
-    alignment = thesis.run_alignment(evaluation.load_summary(eval_hash or evaluation.latest_eval_hash()))
+    eval_summary = evaluation.load_summary(eval_hash or evaluation.latest_eval_hash())
+    alignment = thesis.run_alignment(eval_summary)  # test items; baselines per population
 except (evaluation.EvaluationError, ValueError) as err:
     display(Markdown(f"**No evaluation to summarise:** {err}"))
 if alignment is not None and not runs.empty:
@@ -112,10 +113,18 @@ macros = {
     "SummaryTables": int((artefacts["Kind"] == "table").sum()),
     "SummaryRuns": int(len(runs)),
 }
-if alignment is not None and not runs.empty:
-    best = runs.merge(alignment[["run", "alignment"]], on="run").sort_values("alignment").iloc[-1]
-    macros["SummaryBestAlignment"] = float(best["alignment"])
-    macros["SummaryBestMethod"] = plotting.method_label(str(best["method"]))
+# the "best" run is chosen on the validation items and reported on the test items (choosing on test
+# and reporting there would overstate it)
+best = None
+if eval_summary is not None and not runs.empty:
+    try:
+        best = thesis.best_run_on_validation(eval_summary)
+    except ValueError as err:
+        display(Markdown(f"**No best run:** {err}"))
+macros["SummaryValBestTestAlignment"] = best["alignment"] if best else "n/a"
+macros["SummaryValBestValidationAlignment"] = best["validation_alignment"] if best else "n/a"
+macros["SummaryValBestMethod"] = plotting.method_label(str(best["method"])) if best else "n/a"
+macros["SummaryValBestValueSet"] = plotting.value_set_label(str(best["value_set"])) if best else "n/a"
 _ = plotting.save_macros(macros, NB, notebook=NB, digits=2)
 display(pd.Series(macros, name="value").to_frame())
 """),

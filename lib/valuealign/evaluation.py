@@ -9,10 +9,18 @@ models have a strong position bias ("always A"), which would otherwise be scored
 opinion. Cyclic orders put every option at every position exactly once, so a pure position
 bias averages out to the uniform distribution instead of a spurious preference.
 
-Metrics (per item, then mean over items with a percentile-bootstrap 95% CI over items):
-alignment = 1 - Jensen-Shannon distance (base 2; GlobalOpinionQA); for ordinal items
-1 - W1/(K-1) over the substantive options (OpinionQA's representativeness); majority-option
-match; entropy ratio H(model)/H(population) (< 1: over-confident).
+Metrics (per item, then mean over items with a percentile-bootstrap 95% CI):
+alignment = 1 - Jensen-Shannon distance with base-2 logarithms (in [0, 1]; the headline), and
+the same with natural logarithms (``js_alignment_e``, scipy's default, which public
+GlobalOpinionQA replications report); for ordinal items 1 - W1/(K-1) over the substantive
+options (OpinionQA's representativeness); majority-option match; entropy difference
+H(model) - H(population) in bits (< 0: over-confident; a ratio explodes on peaked items).
+
+Uncertainty: items are resampled, except on splits of whole held-out strata
+(:data:`CLUSTER_SPLITS`), where whole strata are resampled (items of one stratum are not
+independent). Several seeds of one method are combined with a two-level bootstrap (seeds,
+then items or strata), never by averaging per-seed intervals. p-values of a reported family
+of tests get Holm-adjusted companions (``p_holm``).
 
 Results are keyed by (run, split, eval_hash): ``eval_hash`` hashes every parameter that
 changes predictions *and* the input data, so two evaluations that differ are never averaged
@@ -40,11 +48,16 @@ BASELINES_RUN = "_baselines"
 SUMMARY_NAME = "eval_summary.parquet"
 GENERAL_PROMPTS_NAME = "general_prompts.txt"
 BASELINE_METHODS = ("uniform", "base", "prompted", "oracle")
-METRICS = ("js_alignment", "w1_alignment", "majority_match", "entropy_ratio")
+METRICS = ("js_alignment", "js_alignment_e", "w1_alignment", "majority_match", "entropy_diff_bits")
 METRIC_LABELS = {
-    "js_alignment": "1 - JS distance", "w1_alignment": "1 - W1/(K-1) (ordinal)",
-    "majority_match": "majority-option match", "entropy_ratio": "entropy ratio",
+    "js_alignment": "1 - JS distance (base 2)", "js_alignment_e": "1 - JS distance (base e)",
+    "w1_alignment": "1 - W1/(K-1) (ordinal)", "majority_match": "majority-option match",
+    "entropy_diff_bits": "H(model) - H(population) (bits)",
 }
+# Splits whose items come from a few whole held-out strata: resampled by stratum.
+CLUSTER_SPLITS = ("test_cluster",)
+# Fine-tuned methods are compared with these references (paired by item).
+GAIN_REFERENCES = ("base", "prompted")
 WVS_DIMENSIONS = ("Traditional", "Secular-rational", "Survival", "Self-expression")
 
 
@@ -78,8 +91,13 @@ class EvalSettings:
                 f"n_paraphrases must be in [1, {len(prompts.PARAPHRASES)}], got {self.n_paraphrases}"
             )
 
-    def key(self, input_hashes: Mapping[str, str] | None = None) -> str:
-        payload = json.dumps({"settings": asdict(self), "inputs": dict(sorted((input_hashes or {}).items()))},
+    def key(self, input_hashes: Mapping[str, str] | None = None, value_sets: Sequence[str] = (),
+            items: Sequence[str] = ()) -> str:
+        """Hash of the settings, the input files, the value sets scored and the evaluated items
+        (``split:item_id``): with ``max_eval_items > 0`` the item set depends on the value sets,
+        so two evaluations on different items must not share a key."""
+        payload = json.dumps({"settings": asdict(self), "inputs": dict(sorted((input_hashes or {}).items())),
+                              "value_sets": sorted(set(value_sets)), "items": sorted(set(items))},
                              sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
@@ -96,22 +114,25 @@ def _as_dist(p: Sequence[float], name: str = "distribution") -> np.ndarray:
     return np.clip(a, 0, None) / s
 
 
-def js_distance(p: Sequence[float], q: Sequence[float]) -> float:
-    """Jensen-Shannon distance, base 2 (in [0, 1]); own implementation, tested against scipy."""
+def js_distance(p: Sequence[float], q: Sequence[float], base: float = 2.0) -> float:
+    """Jensen-Shannon distance; base 2 (in [0, 1]) is the headline, ``base=math.e`` (in
+    [0, sqrt(ln 2)]) is scipy's default. Own implementation, tested against scipy."""
     p, q = _as_dist(p, "p"), _as_dist(q, "q")
     if p.shape != q.shape:
         raise EvaluationError(f"distributions differ in length: {p.size} vs {q.size}")
+    if not base > 1:
+        raise EvaluationError(f"logarithm base must be > 1, got {base}")
     m = 0.5 * (p + q)
 
     def kl(a: np.ndarray) -> float:
         nz = a > 0
-        return float(np.sum(a[nz] * np.log2(a[nz] / m[nz])))
+        return float(np.sum(a[nz] * np.log(a[nz] / m[nz]))) / math.log(base)
 
     return math.sqrt(max(0.5 * kl(p) + 0.5 * kl(q), 0.0))
 
 
-def js_alignment(p: Sequence[float], q: Sequence[float]) -> float:
-    return 1.0 - js_distance(p, q)
+def js_alignment(p: Sequence[float], q: Sequence[float], base: float = 2.0) -> float:
+    return 1.0 - js_distance(p, q, base)
 
 
 def substantive(p: Sequence[float], nonsubstantive: Sequence[bool] | None) -> np.ndarray:
@@ -148,44 +169,144 @@ def majority_match(pred: Sequence[float], target: Sequence[float], tol: float = 
     return float(t[int(np.argmax(pred))] >= t.max() - tol)
 
 
-def entropy_ratio(pred: Sequence[float], target: Sequence[float]) -> float:
-    h = entropy_bits(target)
-    return entropy_bits(pred) / h if h > 1e-12 else float("nan")
+def entropy_difference(pred: Sequence[float], target: Sequence[float]) -> float:
+    """H(model) - H(population) in bits: < 0 over-confident, > 0 under-confident.
+
+    Why not the ratio H(model)/H(population): on a peaked population (0.98, 0.01, 0.01, 0)
+    a uniform model's ratio is 12.4, and means over items are dominated by such items; the
+    difference is bounded by log2(K) and averages sensibly.
+    """
+    return entropy_bits(pred) - entropy_bits(target)
 
 
 def item_metrics(pred: Sequence[float], target: Sequence[float], ordinal: bool,
                  nonsubstantive: Sequence[bool] | None = None) -> dict[str, float]:
     return {
         "js_alignment": js_alignment(pred, target),
+        "js_alignment_e": js_alignment(pred, target, base=math.e),
         "w1_alignment": w1_alignment(pred, target, nonsubstantive) if ordinal else float("nan"),
         "majority_match": majority_match(pred, target),
-        "entropy_ratio": entropy_ratio(pred, target),
+        "entropy_diff_bits": entropy_difference(pred, target),
     }
 
 
-def bootstrap_ci(values: Iterable[float], n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float, float, int]:
-    """(mean, low, high, n) with a percentile bootstrap over items; NaNs are dropped first."""
-    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
-    if v.size == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    if v.size == 1 or n_boot < 1:
-        return float(v.mean()), float("nan"), float("nan"), int(v.size)
+def _resample_counts(rng: np.random.Generator, n_boot: int, groups: np.ndarray) -> np.ndarray:
+    """(n_boot, n_units) multiplicities of each unit in each bootstrap resample.
+
+    ``groups`` gives each unit's resampling group: the groups are drawn with replacement and
+    every unit of a drawn group comes along (a cluster bootstrap; one group per unit is the
+    ordinary bootstrap)."""
+    codes, uniques = pd.factorize(pd.Series(groups, dtype="object"), sort=True)
+    k = len(uniques)
+    counts = rng.multinomial(k, np.full(k, 1.0 / k), size=n_boot)
+    return counts[:, codes].astype(float)
+
+
+def two_level_bootstrap_ci(matrix: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                           clusters: Sequence[Any] | None = None) -> dict[str, Any]:
+    """Mean of a (replicates x items) table with a percentile bootstrap over both levels.
+
+    Rows are independent replicates (training seeds of one method), columns the items every
+    replicate was scored on (NaN: not scored). Each resample draws replicates with
+    replacement, then items with replacement, or whole ``clusters`` (one label per item:
+    the stratum of a held-out cluster split), and takes the mean over the drawn cells. With
+    one replicate this is the ordinary (or cluster) bootstrap over items. Why two levels:
+    averaging per-seed interval bounds is not an interval of anything, and seed-to-seed
+    variation is often larger than item sampling. With fewer than two items (or clusters)
+    there is nothing to resample and the interval is NaN.
+
+    Returns mean, ci_low, ci_high, n_items, n_units (items or clusters resampled),
+    n_replicates and ci_unit ("items" or "strata").
+    """
+    m = np.asarray(matrix, dtype=float)
+    if m.ndim != 2:
+        raise EvaluationError(f"two_level_bootstrap_ci needs a 2-d (replicates x items) table, got {m.shape}")
+    keep_rows = np.isfinite(m).any(axis=1)
+    keep_cols = np.isfinite(m).any(axis=0)
+    m = m[keep_rows][:, keep_cols]
+    if clusters is not None:
+        cl = np.asarray(list(clusters), dtype=object)
+        if cl.size != keep_cols.size:
+            raise EvaluationError(f"clusters: {cl.size} labels for {keep_cols.size} items")
+        cl = cl[keep_cols]
+    unit = "items" if clusters is None else "strata"
+    out: dict[str, Any] = {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
+                           "n_items": int(m.shape[1]), "n_units": 0, "n_replicates": int(m.shape[0]),
+                           "ci_unit": unit}
+    if m.size == 0:
+        return out
+    mask = np.isfinite(m)
+    vals = np.where(mask, m, 0.0)
+    out["mean"] = float(vals.sum() / mask.sum())
+    groups = np.arange(m.shape[1]) if clusters is None else cl
+    out["n_units"] = int(len(set(groups.tolist())))
+    if out["n_units"] < 2 or n_boot < 1:
+        return out
     rng = np.random.default_rng(seed)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+    w_items = _resample_counts(rng, n_boot, groups)
+    w_rows = _resample_counts(rng, n_boot, np.arange(m.shape[0])) if m.shape[0] > 1 else np.ones((n_boot, 1))
+    num = np.einsum("bi,bi->b", w_rows @ vals, w_items)
+    den = np.einsum("bi,bi->b", w_rows @ mask.astype(float), w_items)
+    means = num[den > 0] / den[den > 0]
     alpha = (1 - level) / 2
     lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(v.mean()), float(lo), float(hi), int(v.size)
+    out.update(ci_low=float(lo), ci_high=float(hi))
+    return out
 
 
-def paired_test(diffs: Iterable[float]) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of paired per-item differences (NaN if < 5 items)."""
+def bootstrap_ci(values: Iterable[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                 clusters: Sequence[Any] | None = None) -> tuple[float, float, float, int]:
+    """(mean, low, high, n) with a percentile bootstrap over items, or over whole ``clusters``
+    (one label per value: resample the labels, keep each cluster's items together); NaNs are
+    dropped first. With fewer than two items (clusters) the interval is NaN."""
+    v = np.asarray(list(values), dtype=float)
+    cl = None if clusters is None else np.asarray(list(clusters), dtype=object)
+    if cl is not None and cl.size != v.size:
+        raise EvaluationError(f"clusters: {cl.size} labels for {v.size} values")
+    ok = np.isfinite(v)
+    r = two_level_bootstrap_ci(v[ok][None, :], n_boot, seed, level, None if cl is None else cl[ok])
+    return r["mean"], r["ci_low"], r["ci_high"], r["n_items"]
+
+
+def paired_test(diffs: Iterable[float], clusters: Sequence[Any] | None = None) -> float:
+    """Two-sided Wilcoxon signed-rank p-value of paired per-item differences (NaN if < 5 units).
+
+    With ``clusters`` (one label per difference) the test runs on the per-cluster mean
+    differences: items of one held-out stratum are not independent observations."""
     from scipy.stats import wilcoxon
 
-    d = np.asarray([x for x in diffs if np.isfinite(x)], dtype=float)
+    d = np.asarray(list(diffs), dtype=float)
+    if clusters is not None:
+        cl = list(clusters)
+        if len(cl) != d.size:
+            raise EvaluationError(f"clusters: {len(cl)} labels for {d.size} differences")
+        frame = pd.DataFrame({"d": d, "c": cl})
+        d = frame[np.isfinite(frame["d"])].groupby("c")["d"].mean().to_numpy()
+    d = d[np.isfinite(d)]
     if d.size < 5 or np.allclose(d, 0):
         return float("nan")
     return float(wilcoxon(d).pvalue)
+
+
+def holm_adjust(pvalues: Iterable[float]) -> np.ndarray:
+    """Holm's step-down adjustment of a family of p-values (NaN stays NaN, not counted).
+
+    Why: a results table with dozens of Wilcoxon tests will show some small p-values by
+    chance; Holm controls the family-wise error rate without assuming independence and is
+    uniformly more powerful than Bonferroni. adjusted p_(i) = max_{j<=i} min(1, (m-j+1) p_(j))
+    over the sorted finite p-values."""
+    p = np.asarray(list(pvalues), dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    if ok.size == 0:
+        return out
+    if np.any((p[ok] < 0) | (p[ok] > 1)):
+        raise EvaluationError(f"p-values must lie in [0, 1], got {p[ok].tolist()}")
+    m = ok.size
+    order = ok[np.argsort(p[ok], kind="mergesort")]
+    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out[order] = adj
+    return out
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -630,33 +751,69 @@ def score_predictions(preds: pd.DataFrame, items: pd.DataFrame, targets: pd.Data
     return pd.DataFrame(rows)
 
 
+def _clusters_for(split: Any, frame: pd.DataFrame) -> pd.Series | None:
+    """The resampling clusters of a split: strata on :data:`CLUSTER_SPLITS`, else None (items)."""
+    if split in CLUSTER_SPLITS:
+        if "stratum" not in frame.columns:
+            raise EvaluationError(f"split {split!r} needs a 'stratum' column for the cluster bootstrap")
+        return frame["stratum"]
+    return None
+
+
 def summarise(item_table: pd.DataFrame, keys: Sequence[str], n_boot: int, seed: int = 0) -> pd.DataFrame:
-    """Long table: one row per (keys..., metric) with mean, bootstrap CI and n_items."""
+    """Long table: one row per (keys..., metric) with mean, bootstrap CI and n_items.
+
+    On a split of held-out strata (:data:`CLUSTER_SPLITS`) whole strata are resampled
+    (``ci_unit`` "strata", ``n_units`` strata); elsewhere items."""
     rows = []
     for k, g in item_table.groupby(list(keys), sort=True, dropna=False):
         k = k if isinstance(k, tuple) else (k,)
+        ident = dict(zip(keys, k, strict=True))
+        split = ident.get("split", g["split"].iloc[0] if "split" in g.columns else None)
+        clusters = _clusters_for(split, g)
         for metric in METRICS:
-            mean, lo, hi, n = bootstrap_ci(g[metric], n_boot, seed)
-            rows.append({**dict(zip(keys, k, strict=True)), "metric": metric, "mean": mean,
-                         "ci_low": lo, "ci_high": hi, "n_items": n})
+            v = g[metric].to_numpy(dtype=float)
+            r = two_level_bootstrap_ci(v[None, :], n_boot, seed,
+                                       clusters=None if clusters is None else clusters.to_numpy())
+            rows.append({**ident, "metric": metric, "mean": r["mean"], "ci_low": r["ci_low"],
+                         "ci_high": r["ci_high"], "n_items": r["n_items"], "ci_unit": r["ci_unit"],
+                         "n_units": r["n_units"]})
     return pd.DataFrame(rows)
+
+
+def select_rows(item_table: pd.DataFrame, spec: Mapping[str, Any]) -> pd.DataFrame:
+    """Rows matching every ``column: value`` of ``spec`` (``None`` matches a missing value)."""
+    m = np.ones(len(item_table), dtype=bool)
+    for k, v in spec.items():
+        if k not in item_table.columns:
+            raise EvaluationError(f"item table has no column {k!r} (selecting {dict(spec)})")
+        col = item_table[k]
+        m &= (col.isna() if v is None or (isinstance(v, float) and np.isnan(v)) else col == v).to_numpy()
+    return item_table.loc[m]
 
 
 def paired_difference(item_table: pd.DataFrame, a: Mapping[str, Any], b: Mapping[str, Any],
                       metric: str = "js_alignment", n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Mean per-item difference a - b (paired on item and target), bootstrap CI and Wilcoxon p."""
+    """Mean per-item difference a - b (paired on item and target), bootstrap CI and Wilcoxon p.
+
+    ``a`` and ``b`` must each name one condition completely (run, method, value set): a
+    selection that matches two conditions would pair every item twice. On a cluster split
+    the CI resamples strata and the test runs on per-stratum mean differences."""
     on = ["item_id", "target_value_set", "split"]
-
-    def sel(spec: Mapping[str, Any]) -> pd.DataFrame:
-        m = np.ones(len(item_table), dtype=bool)
-        for k, v in spec.items():
-            m &= (item_table[k] == v).to_numpy()
-        return item_table.loc[m, [*on, metric]]
-
-    j = sel(a).merge(sel(b), on=on, suffixes=("_a", "_b"))
-    d = (j[f"{metric}_a"] - j[f"{metric}_b"]).to_numpy()
-    mean, lo, hi, n = bootstrap_ci(d, n_boot, seed)
-    return {"mean_diff": mean, "ci_low": lo, "ci_high": hi, "n_items": n, "p_wilcoxon": paired_test(d)}
+    sa, sb = select_rows(item_table, a), select_rows(item_table, b)
+    for name, sel in (("a", sa), ("b", sb)):
+        if sel.duplicated(on).any():
+            raise EvaluationError(f"paired_difference: selection {name} = {dict(a if name == 'a' else b)} "
+                                  "matches several conditions; name run, method and value_set")
+    cols = [*on, metric] + (["stratum"] if "stratum" in sa.columns else [])
+    j = sa[cols].merge(sb[[*on, metric]], on=on, suffixes=("_a", "_b"))
+    d = (j[f"{metric}_a"] - j[f"{metric}_b"]).to_numpy(dtype=float)
+    split = a.get("split", j["split"].iloc[0] if len(j) else None)
+    clusters = _clusters_for(split, j) if len(j) else None
+    cl = None if clusters is None else clusters.to_numpy()
+    r = two_level_bootstrap_ci(d[None, :], n_boot, seed, clusters=cl)
+    return {"mean_diff": r["mean"], "ci_low": r["ci_low"], "ci_high": r["ci_high"], "n_items": r["n_items"],
+            "ci_unit": r["ci_unit"], "n_units": r["n_units"], "p_wilcoxon": paired_test(d, cl)}
 
 
 def steerability(item_table: pd.DataFrame, row_key: str = "value_set", metric: str = "js_alignment",
@@ -1269,6 +1426,8 @@ class Results:
     oracle: pd.DataFrame
     skipped: pd.DataFrame
     timings: dict[str, float]
+    methods: pd.DataFrame = field(default_factory=pd.DataFrame)  # method_summary (1 - JS, base 2)
+    gains: pd.DataFrame = field(default_factory=pd.DataFrame)  # gains_table (1 - JS, base 2)
     dilemma_set: DilemmaSet | None = None  # which dilemmas, how many of those requested, signed or not
     dilemma_shifts: pd.DataFrame = field(default_factory=pd.DataFrame)  # per dilemma, each model minus base
 
@@ -1299,7 +1458,8 @@ def run_evaluation(
     target_sets = sorted(set(value_sets) | {r.value_set for r in runs if r.value_set in targets_known})
     items = select_items(inputs, target_sets, eval_splits, settings.max_eval_items, settings.seed,
                          settings.max_options)
-    ehash = settings.key({**input_hashes(), **(dilemma_input_hashes() if settings.n_dilemmas > 0 else {})})
+    ehash = settings.key({**input_hashes(), **(dilemma_input_hashes() if settings.n_dilemmas > 0 else {})},
+                         target_sets, [f"{sp}:{i}" for sp, i in zip(items["split"], items["item_id"], strict=True)])
     timings: dict[str, float] = {}
     preds: list[pd.DataFrame] = []
     conds: list[Condition] = []
@@ -1382,6 +1542,12 @@ def run_evaluation(
         steer_m[method] = m
         steer_a.append(a.assign(method=method))
     steer_adv = pd.concat(steer_a, ignore_index=True) if steer_a else pd.DataFrame()
+    if len(steer_adv):  # one family: every diagonal-advantage test of the table
+        steer_adv["p_holm"] = holm_adjust(steer_adv["p_wilcoxon"])
+        if "net_p_wilcoxon" in steer_adv.columns:
+            steer_adv["net_p_holm"] = holm_adjust(steer_adv["net_p_wilcoxon"])
+    methods = method_summary(item_table, "js_alignment", n_boot, settings.seed)
+    gains = gains_table(item_table, "js_alignment", n_boot, settings.seed)
     dil = pd.concat(dil_rows, ignore_index=True) if dil_rows else pd.DataFrame()
     dil_dim = dilemmas_by_dimension(dil, n_boot, settings.seed) if len(dil) else pd.DataFrame()
     dil_shift = dilemma_shifts(dil) if len(dil) and (dil["method"] != "base").any() else pd.DataFrame()
@@ -1390,29 +1556,186 @@ def run_evaluation(
     return Results(ehash, settings, items, predictions, item_table, summary, comparisons, steer_m,
                    steer_adv, dil, dil_dim, drift, pd.DataFrame(oracle_rows),
                    skipped if skipped is not None else pd.DataFrame(columns=["run", "reason"]), timings,
-                   dilemma_set=dilemmas, dilemma_shifts=dil_shift)
+                   methods, gains, dilemma_set=dilemmas, dilemma_shifts=dil_shift)
 
 
 def compare_to_baselines(item_table: pd.DataFrame, n_boot: int, seed: int = 0) -> pd.DataFrame:
-    """Each steered condition (run or prompted) minus base and minus uniform, on its own value
-    set, paired by item: the thesis's "did it help" numbers."""
+    """Each steered condition (run or prompted) minus base, uniform and prompted on its own
+    value set, paired by item: the per-run "did it help" numbers.
+
+    The steered condition is selected on its full identity (run, method, value set): the
+    prompted baseline has one condition per value set under the same run, and without the
+    value set "prompted as A" would also average "prompted as B" rows. ``p_holm``: Holm's
+    adjustment over every test of the same metric in this table (the family reported together).
+    """
     rows = []
     own = item_table[item_table["target_value_set"] == item_table["value_set"]]
-    for (run, method, vs, split), _ in own.groupby(["run", "method", "value_set", "split"], sort=True):
+    for (run, method, vs, split), g in own.groupby(["run", "method", "value_set", "split"], sort=True):
         if method == "oracle":
             continue
+        seed_v = g["seed"].iloc[0] if "seed" in g.columns else None
         for ref in ("base", "uniform", "prompted"):
             if ref == method:
                 continue
-            b = {"method": ref, "split": split, "target_value_set": vs}
+            b = {"run": BASELINES_RUN, "method": ref, "split": split, "target_value_set": vs}
             if ref == "prompted":
                 b["value_set"] = vs
             for metric in ("js_alignment", "w1_alignment"):
-                d = paired_difference(item_table, {"run": run, "method": method, "split": split,
-                                                   "target_value_set": vs}, b, metric, n_boot, seed)
-                rows.append({"run": run, "method": method, "value_set": vs, "split": split,
+                d = paired_difference(item_table, {"run": run, "method": method, "value_set": vs,
+                                                   "split": split, "target_value_set": vs}, b, metric, n_boot, seed)
+                rows.append({"run": run, "method": method, "value_set": vs, "seed": seed_v, "split": split,
                              "versus": ref, "metric": metric, **d})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["p_holm"] = np.nan
+        for _, idx in out.groupby("metric").groups.items():
+            out.loc[idx, "p_holm"] = holm_adjust(out.loc[idx, "p_wilcoxon"])
+    return out
+
+
+def own_rows(item_table: pd.DataFrame) -> pd.DataFrame:
+    """Rows of each condition on its own population: steered conditions (runs, prompted,
+    oracle) against the value set they were steered to; untargeted baselines (uniform, base)
+    against every value set. ``value_set`` of the result is the population scored against."""
+    steered = item_table["value_set"].notna() & (item_table["value_set"] == item_table["target_value_set"])
+    untargeted = item_table["value_set"].isna()
+    return item_table[steered | untargeted].assign(value_set=lambda d: d["target_value_set"])
+
+
+def _replicate_matrix(rows: pd.DataFrame, metric: str, items: Sequence[str]) -> np.ndarray:
+    """(runs x items) table of ``metric``: one row per run (training seed), items in ``items`` order."""
+    w = rows.pivot_table(index="run", columns="item_id", values=metric, aggfunc="mean", dropna=False)
+    return w.reindex(columns=list(items)).to_numpy(dtype=float)
+
+
+def _strata(rows: pd.DataFrame, items: Sequence[str]) -> np.ndarray:
+    s = rows.drop_duplicates("item_id").set_index("item_id")["stratum"]
+    return s.reindex(list(items)).to_numpy(dtype=object)
+
+
+def method_summary(item_table: pd.DataFrame, metric: str = "js_alignment", n_boot: int = 1000,
+                   seed: int = 0) -> pd.DataFrame:
+    """Per (split, value set, method): mean over seeds, seed sd and a two-level bootstrap CI.
+
+    Each fine-tuning run is one replicate (seed) of its (method, value set); baselines have
+    one replicate. ``mean`` is the mean over seeds of the per-seed item means (all seeds are
+    scored on the same items); ``seed_sd`` the standard deviation of the per-seed means
+    (NaN with one seed: not estimable, shown as n/a); the CI resamples seeds, then items, or
+    strata on cluster splits. Methods are whatever the table holds (no fixed list).
+    """
+    rows = []
+    t = own_rows(item_table)
+    for (split, vs, method), g in t.groupby(["split", "value_set", "method"], sort=True):
+        items = sorted(g["item_id"].unique())
+        m = _replicate_matrix(g, metric, items)
+        cl = _strata(g, items) if split in CLUSTER_SPLITS else None
+        r = two_level_bootstrap_ci(m, n_boot, seed, clusters=cl)
+        per_seed = np.nanmean(m, axis=1) if m.size else np.array([])
+        runs = sorted(g["run"].unique())
+        rows.append({"split": split, "value_set": vs, "method": method, "metric": metric,
+                     "n_seeds": int(len(runs)), "mean": r["mean"],
+                     "seed_sd": float(np.std(per_seed, ddof=1)) if per_seed.size > 1 else float("nan"),
+                     "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                     "ci_unit": ("seeds x " if len(runs) > 1 else "") + r["ci_unit"],
+                     "n_items": r["n_items"], "n_units": r["n_units"], "runs": ",".join(runs)})
     return pd.DataFrame(rows)
+
+
+def gains_table(item_table: pd.DataFrame, metric: str = "js_alignment", n_boot: int = 1000, seed: int = 0,
+                references: Sequence[str] = GAIN_REFERENCES) -> pd.DataFrame:
+    """Paired gain of each method over each reference, per (split, value set).
+
+    Per item and seed: the run's score minus the reference's on the same item and population
+    (base: the untargeted base model; prompted: the base prompted as that population). The
+    gain is the mean over seeds and items with a two-level bootstrap CI (seeds, then items,
+    or strata on cluster splits); the Wilcoxon test runs on the seed-averaged per-item gains
+    (per-stratum means on cluster splits). ``p_holm``: Holm's adjustment over every test in
+    this table (one metric: the family reported together).
+    """
+    rows = []
+    t = own_rows(item_table)
+    for (split, vs, method), g in t.groupby(["split", "value_set", "method"], sort=True):
+        if method in ("uniform", "base", "oracle"):
+            continue
+        for ref in references:
+            if ref == method:
+                continue
+            ref_rows = t[(t["split"] == split) & (t["value_set"] == vs) & (t["method"] == ref)]
+            if ref_rows.empty:
+                continue
+            if ref_rows["run"].nunique() != 1:
+                raise EvaluationError(f"reference {ref!r} has several conditions for {vs}/{split}: "
+                                      f"{sorted(ref_rows['run'].unique())}")
+            ref_score = ref_rows.groupby("item_id")[metric].mean()
+            items = sorted(set(g["item_id"]) & set(ref_score.index))
+            m = _replicate_matrix(g, metric, items) - ref_score.reindex(items).to_numpy(dtype=float)[None, :]
+            cl = _strata(g, items) if split in CLUSTER_SPLITS else None
+            r = two_level_bootstrap_ci(m, n_boot, seed, clusters=cl)
+            per_item = np.nanmean(m, axis=0) if m.size else np.array([])
+            per_seed = np.nanmean(m, axis=1) if m.size else np.array([])
+            rows.append({"split": split, "value_set": vs, "method": method, "versus": ref, "metric": metric,
+                         "n_seeds": int(m.shape[0]), "gain": r["mean"],
+                         "gain_seed_sd": float(np.std(per_seed, ddof=1)) if per_seed.size > 1 else float("nan"),
+                         "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                         "ci_unit": ("seeds x " if m.shape[0] > 1 else "") + r["ci_unit"],
+                         "n_items": r["n_items"], "n_units": r["n_units"],
+                         "p_wilcoxon": paired_test(per_item, cl)})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["p_holm"] = holm_adjust(out["p_wilcoxon"])
+    return out
+
+
+def method_table(summary: pd.DataFrame, gains: pd.DataFrame,
+                 references: Sequence[str] = GAIN_REFERENCES) -> pd.DataFrame:
+    """One row per (split, value set, method): mean, seed sd, CI, and per reference the gain,
+    its CI and raw and Holm-adjusted p (columns ``gain_<ref>``, ``gain_<ref>_ci_low``, ...)."""
+    keys = ["split", "value_set", "method"]
+    out = summary[[*keys, "n_seeds", "mean", "seed_sd", "ci_low", "ci_high", "ci_unit", "n_items"]].copy()
+    for ref in references:
+        g = gains[gains["versus"] == ref] if len(gains) else pd.DataFrame(columns=[*keys, "versus"])
+        g = g.reindex(columns=[*keys, "gain", "ci_low", "ci_high", "p_wilcoxon", "p_holm"]).rename(columns={
+            "gain": f"gain_{ref}", "ci_low": f"gain_{ref}_ci_low", "ci_high": f"gain_{ref}_ci_high",
+            "p_wilcoxon": f"p_{ref}", "p_holm": f"p_holm_{ref}"})
+        out = out.merge(g, on=keys, how="left")
+    return out.sort_values(keys, kind="mergesort").reset_index(drop=True)
+
+
+def best_on_validation(summary: pd.DataFrame, report_split: str = "test",
+                       choose_split: str = "validation") -> dict[str, Any] | None:
+    """The fine-tuned (method, value set) with the highest mean alignment on ``choose_split``,
+    and its numbers on ``report_split``.
+
+    Why: a "best run" chosen on the test items and then reported on them is optimistically
+    biased (the maximum of noisy estimates); choosing on validation items keeps the test
+    number an honest estimate. None when no fine-tuned method was evaluated on both splits.
+    ``summary`` is :func:`method_summary`'s table.
+    """
+    tuned = summary[~summary["method"].isin(BASELINE_METHODS)]
+    if choose_split not in set(summary["split"]):
+        raise EvaluationError(f"choosing the best run needs the {choose_split!r} split in eval_splits "
+                              f"(evaluated: {sorted(set(summary['split']))})")
+    val = tuned[(tuned["split"] == choose_split) & tuned["mean"].notna()]
+    rep = tuned[tuned["split"] == report_split].set_index(["value_set", "method"])
+    val = val[[k in rep.index for k in zip(val["value_set"], val["method"], strict=True)]]
+    if val.empty:
+        return None
+    best = val.sort_values(["mean", "method", "value_set"], ascending=[False, True, True]).iloc[0]
+    r = rep.loc[(best["value_set"], best["method"])]
+    return {"method": best["method"], "value_set": best["value_set"], "chosen_on": choose_split,
+            "validation_mean": float(best["mean"]), "reported_on": report_split,
+            "mean": float(r["mean"]), "seed_sd": float(r["seed_sd"]), "n_seeds": int(r["n_seeds"])}
+
+
+def format_mean_sd(mean: float, sd: float, digits: int = 3) -> str:
+    """"0.512 +- 0.010"; "0.512 +- n/a" when the sd is not estimable (one seed)."""
+    if not np.isfinite(mean):
+        return "n/a"
+    return f"{mean:.{digits}f} ± " + (f"{sd:.{digits}f}" if np.isfinite(sd) else "n/a")
+
+
+def format_ci(low: float, high: float, digits: int = 3) -> str:
+    return f"[{low:.{digits}f}, {high:.{digits}f}]" if np.isfinite(low) and np.isfinite(high) else "n/a"
 
 
 def entropy_columns(item_table: pd.DataFrame, predictions: pd.DataFrame,
@@ -1448,6 +1771,9 @@ def save_results(res: Results, meta: Mapping[str, Any], runs_dir: Path | None = 
             tables["items"] = res.items[["item_id", "split", "stratum"]]
             if len(res.oracle):
                 tables["oracle"] = res.oracle
+            for name, df in (("methods", res.methods), ("gains", res.gains)):
+                if len(df):
+                    tables[name] = df
         if len(res.comparisons) and (res.comparisons["run"] == run).any():
             tables["comparisons"] = res.comparisons[res.comparisons["run"] == run]
         out += write_eval(run, res.eval_hash, {k: strip(v) for k, v in tables.items()},
@@ -1468,32 +1794,38 @@ def headline(summary: pd.DataFrame, metric: str = "js_alignment") -> pd.DataFram
     return own.sort_values(["split", "target_value_set", "method", "condition"]).reset_index(drop=True)
 
 
-def plot_alignment(summary: pd.DataFrame, metric: str = "js_alignment") -> Any:
-    """Alignment with 95% CIs: per split, x = target value set, one marker per method."""
+def plot_alignment(methods: pd.DataFrame, metric: str = "js_alignment") -> Any:
+    """Alignment per split, x = value set, one marker per method: the mean over seeds with the
+    two-level bootstrap 95% CI of :func:`method_summary` (seeds, then items or strata), not
+    an average of per-seed intervals."""
     import matplotlib.pyplot as plt
 
     from valuealign import plotting
 
-    h = headline(summary, metric)
-    splits = sorted(h["split"].unique())
-    fig, axes = plt.subplots(1, len(splits), figsize=plotting.figsize(1.0, 0.45), sharey=True,
+    need = {"split", "value_set", "method", "mean", "ci_low", "ci_high"}
+    if not need <= set(methods.columns):
+        raise EvaluationError(f"plot_alignment needs method_summary's columns {sorted(need)}, "
+                              f"got {sorted(methods.columns)}")
+    h = methods[methods["metric"] == metric] if "metric" in methods.columns else methods
+    rank = {"validation": 0, "test": 1, "test_cluster": 2}
+    splits = sorted(h["split"].unique(), key=lambda s: (rank.get(s, len(rank)), s))
+    fig, axes = plt.subplots(1, len(splits), figsize=plotting.figsize(1.0, 0.5), sharey=True,
                              squeeze=False)
-    order = [m for m in ("uniform", "base", "prompted", "sft", "dpo", "kto", "oracle") if m in set(h["method"])]
-    order += sorted(set(h["method"]) - set(order))
+    order = plotting.sort_methods(h["method"])
     for ax, split in zip(axes[0], splits, strict=True):
         d = h[h["split"] == split]
-        vsets = sorted(d["target_value_set"].unique())
+        vsets = sorted(d["value_set"].unique())
         for k, m in enumerate(order):
-            dm = d[d["method"] == m].groupby("target_value_set")[["mean", "ci_low", "ci_high"]].mean()
-            dm = dm.reindex(vsets)
+            dm = d[d["method"] == m].set_index("value_set").reindex(vsets)
             x = np.arange(len(vsets)) + (k - (len(order) - 1) / 2) * 0.8 / max(len(order), 1)
             err = np.vstack([dm["mean"] - dm["ci_low"], dm["ci_high"] - dm["mean"]]).clip(min=0)
             ax.errorbar(x, dm["mean"], yerr=np.nan_to_num(err), fmt="o", ms=3, capsize=2,
-                        color=plotting.METHOD_COLORS.get(m), label=plotting.method_label(m))
+                        color=plotting.method_color(m), label=plotting.method_label(m))
         ax.set_xticks(range(len(vsets)), [plotting.value_set_label(v) for v in vsets])
         ax.set_title(f"split: {split}")
     axes[0][0].set_ylabel(METRIC_LABELS.get(metric, metric))
-    axes[0][-1].legend(loc="best", frameon=False)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 7), frameon=False)
     return fig
 
 

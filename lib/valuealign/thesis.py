@@ -388,34 +388,70 @@ def runs_table(manifests: pd.DataFrame, runs: Path | None = None) -> pd.DataFram
     return pd.DataFrame(rows, columns=cols).sort_values("run", kind="mergesort", ignore_index=True)
 
 
-def run_alignment(summary: pd.DataFrame, metric: str = "js_alignment") -> pd.DataFrame:
-    """Mean alignment per evaluated run on its own value set (held-out split when present).
+def run_alignment(summary: pd.DataFrame, metric: str = "js_alignment", split: str | None = None) -> pd.DataFrame:
+    """Mean alignment per evaluated run on its own value set, on one split.
 
     ``summary`` is stage 04's ``runs/eval_summary.parquet`` (long: run, metric, mean, ...).
+    ``split``: "test" when evaluated, else the first split. Untargeted baselines (uniform,
+    base) get one row per population they were scored against (``value_set`` = that
+    population), so that a run is compared with the base model on the *same* population,
+    not with the base model's mean over all populations.
     """
     need = {"run", "metric", "mean"}
     if not need <= set(summary.columns):
         raise ValueError(f"eval summary needs columns {sorted(need)}, has {sorted(summary.columns)}")
     s = summary[summary["metric"] == metric]
     if "split" in s.columns and s["split"].notna().any():
-        split = "test" if (s["split"] == "test").any() else sorted(s["split"].dropna().unique())[0]
+        if split is None:
+            split = "test" if (s["split"] == "test").any() else sorted(s["split"].dropna().unique())[0]
+        if not (s["split"] == split).any():
+            raise ValueError(f"eval summary has no rows of split {split!r} (has {sorted(s['split'].dropna().unique())})")
         s = s[s["split"] == split]
     if {"value_set", "target_value_set"} <= set(s.columns):
-        # a steered run counts on its own population; untargeted baselines on every population
-        own = s["target_value_set"].isna() | (s["target_value_set"] == s["value_set"])
+        # a steered run counts on its own population; untargeted baselines on each population
+        untargeted = s["value_set"].isna()
         if "method" in s.columns:
-            own |= s["method"].isin(["uniform", "base"])
-        s = s[own]
+            untargeted |= s["method"].isin(["uniform", "base"])
+        own = (s["target_value_set"] == s["value_set"]) | untargeted
+        s = s[own].assign(value_set=lambda d: d["value_set"].where(~untargeted[own], d["target_value_set"]))
     keep = [c for c in ("run", "method", "value_set") if c in s.columns]
     return (s.groupby(keep, dropna=False, sort=True)["mean"].mean().rename("alignment")
             .reset_index())
+
+
+def best_run_on_validation(summary: pd.DataFrame, metric: str = "js_alignment",
+                           report_split: str = "test") -> dict[str, Any] | None:
+    """The fine-tuned run with the highest alignment on the *validation* items, and its
+    alignment on ``report_split``.
+
+    Why: the best of many runs measured on the test items overstates what the chosen run
+    does on new items (the maximum of noisy estimates); the test number of a run chosen on
+    validation does not. Raises if no validation split was evaluated; None if no run was
+    evaluated on both splits.
+    """
+    if "split" not in summary.columns or not (summary["split"] == "validation").any():
+        raise ValueError("choosing the best run needs evaluations on the validation split "
+                         "(notebook 04 parameter eval_splits must include 'validation')")
+    val = run_alignment(summary, metric, "validation")
+    rep = run_alignment(summary, metric, report_split)
+    tuned = val[~val["run"].astype(str).str.startswith("_")].merge(
+        rep[["run", "alignment"]], on="run", suffixes=("_validation", ""))
+    tuned = tuned.dropna(subset=["alignment_validation", "alignment"])
+    if tuned.empty:
+        return None
+    best = tuned.sort_values(["alignment_validation", "run"], ascending=[False, True]).iloc[0]
+    return {"run": best["run"], "method": best.get("method"), "value_set": best.get("value_set"),
+            "validation_alignment": float(best["alignment_validation"]), "split": report_split,
+            "alignment": float(best["alignment"])}
 
 
 def plot_cost_vs_alignment(runs: pd.DataFrame, alignment: pd.DataFrame, fraction: float = 0.6) -> Any:
     """Alignment of each fine-tuned run against its training wall time, one colour per method.
 
     Why cross-stage: it joins what stage 03 recorded (cost) with what stage 04 measured
-    (alignment), the trade-off a reader of the thesis asks about first.
+    (alignment), the trade-off a reader of the thesis asks about first. The dashed baselines
+    are averaged over the populations the plotted runs were trained for (not over every
+    population), so that a run is set against the baseline on its own population.
     """
     df = runs.merge(alignment[["run", "alignment"]], on="run", how="inner")
     if df.empty:
@@ -427,6 +463,8 @@ def plot_cost_vs_alignment(runs: pd.DataFrame, alignment: pd.DataFrame, fraction
                    color=plotting.method_color(method))
     base = alignment[alignment["run"].astype(str).str.startswith("_")] if "method" in alignment else None
     if base is not None and "method" in base.columns:
+        if "value_set" in base.columns and "value_set" in df.columns:
+            base = base[base["value_set"].isin(set(df["value_set"].dropna()))]
         for method in plotting.sort_methods(base["method"].dropna()):
             v = base.loc[base["method"] == method, "alignment"].mean()
             ax.axhline(v, color=plotting.method_color(method), lw=0.8, ls="--",
