@@ -16,6 +16,8 @@ import yaml
 from valuealign import config, evaluation, paths, sweep, training
 
 THESIS_PROFILES = ["thesis-7b", "thesis-13b"]
+CAPS = ["dataset_max_items", "train_max_rows", "max_steps", "max_eval_items", "eval_max_options",
+        "eval_n_dilemmas", "n_paraphrases"]
 
 
 # ---------------------------------------------------------------- point 3: smoke caps
@@ -27,6 +29,10 @@ def _lifted() -> dict:
         if cap.name in specs:
             out[cap.name] = int(specs[cap.name].high) if cap.full == "the range's maximum" else int(cap.full)
     return out
+
+
+def test_smoke_caps_are_the_notebooks_size_knobs() -> None:
+    assert [c.name for c in config.SMOKE_CAPS] == CAPS
 
 
 def test_a_strict_profile_without_notebook_02_keys_is_refused(tmp_path: Path) -> None:
@@ -43,7 +49,7 @@ def test_a_strict_profile_without_notebook_02_keys_is_refused(tmp_path: Path) ->
         config.parameters_for("03_finetune", profile)
 
 
-@pytest.mark.parametrize("cap", [c.name for c in config.SMOKE_CAPS])
+@pytest.mark.parametrize("cap", CAPS)
 def test_each_smoke_cap_is_refused_by_name_in_strict_mode(tmp_path: Path, cap: str) -> None:
     profile = _lifted()
     specs = {k: s for nb in config.all_notebook_parameters().values() for k, s in nb.items()}
@@ -172,7 +178,7 @@ def test_sweep_cell_changes_when_the_splits_change(tmp_path: Path) -> None:
     grid = tmp_path / "g.yaml"
     grid.write_text(yaml.safe_dump({"notebooks": ["03_train"], "axes": {"methods": [["sft"]]}}))
     layout = sweep.Layout(tmp_path)
-    root = layout.data_root("survey")
+    root = tmp_path / "data" / "processed" / "alignment"  # notebook 02's output under the layout
     _write_data(root)
     before = sweep.load_grid(grid, layout).cells[0].fingerprint
     assert sweep.load_grid(grid, layout).cells[0].fingerprint == before
