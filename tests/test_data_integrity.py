@@ -184,3 +184,29 @@ def test_sweep_cell_changes_when_the_splits_change(tmp_path: Path) -> None:
     assert sweep.load_grid(grid, layout).cells[0].fingerprint == before
     _write_data(root, test_items=("toy-0",))
     assert sweep.load_grid(grid, layout).cells[0].fingerprint != before
+
+
+# ---------------------------------------------------------------- points 5 and 6 on the real split
+@pytest.mark.pipeline
+def test_real_split_keeps_batteries_together_and_reports_nearest_train_items() -> None:
+    from valuealign import datasets as D
+
+    from conftest import require_artefact
+
+    splits = pd.read_parquet(require_artefact(paths.ALIGNMENT / "splits.parquet"))
+    near = pd.read_parquet(require_artefact(paths.ALIGNMENT / "split_nearest_train.parquet"))
+    items = pd.read_parquet(paths.ITEMS)
+    stems = items.set_index("item_id")["question"].map(D.battery_stem)
+    sp = splits.assign(stem=splits["item_id"].map(stems))
+    batteries = sp[sp["stem"] != ""].groupby("stem")["split"].nunique()
+    assert len(batteries) > 20 and (batteries == 1).all()
+    held = sp[sp["split"].isin(["test", "test_cluster"])]
+    assert sorted(near["item_id"]) == sorted(held["item_id"])
+    train = set(sp.loc[sp["split"] == "train", "item_id"])
+    assert set(near["nearest_train_item_id"]) <= train
+    assert not near["same_text"].any() and not near["same_battery"].any()
+    assert (near["similarity"] < 0.95).all()
+    clusters = pd.read_parquet(require_artefact(paths.ALIGNMENT / "group_clusters.parquet"))
+    dists = pd.read_parquet(paths.DISTRIBUTIONS)
+    n_train = dists[dists["item_id"].isin(train)].groupby("group")["item_id"].nunique()
+    assert (clusters["n_items"].to_numpy() == n_train.loc[clusters["group"]].to_numpy()).all()
