@@ -418,7 +418,20 @@ def test_battery_stem_is_the_text_before_the_sub_item():
     assert D.battery_stem("(In your opinion, is this good or bad?) Why do you say so?") == \
         "in your opinion is this good or bad"
     assert D.battery_stem("How about...the army") == ""  # too short to be a battery
+    lettered = "Is each of the following doing a good or bad job dealing with climate change? {} the {}"
+    assert D.battery_stem(lettered.format("a.", "EU")) == D.battery_stem(lettered.format("\nb.", "public")) != ""
+    wvs = "How much confidence do you have in it: a great deal or none at all?\n\n{}"
+    assert D.battery_stem(wvs.format("The police")) == D.battery_stem(wvs.format("The courts")) != ""
     assert D.battery_stem("Do you approve of the president?") == ""
+
+
+def test_a_context_question_joins_its_follow_up():
+    texts = ["Are you more optimistic or more pessimistic that the region will become more democratic?",
+             "(Are you more optimistic or more pessimistic that the region will become more democratic?) "
+             "Is this at least partly due to U.S. policies?", "Is the family important in your life?"]
+    emb = np.eye(3, dtype=np.float32)  # orthogonal: only the text relation can join them
+    comp = D.duplicate_components(texts, emb, 0.99, [D.battery_stem(t) for t in texts])
+    assert comp[0] == comp[1] != comp[2]
 
 
 def _splits(battery_frames, dup_threshold: float = 0.99):

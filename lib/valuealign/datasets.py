@@ -406,23 +406,32 @@ BATTERY_MIN_WORDS = 4  # a shorter shared lead-in ("How about") does not make a 
 LEAKAGE_THRESHOLDS = (0.95, 0.90, 0.85)  # sensitivity table of nearest-train similarities
 
 
+_LETTERED = re.compile(r"^(.*\S)\s+[a-z]\.\s+\S", re.S)  # "... climate change? b. the public"
+
+
 def battery_stem(question: str) -> str:
     """The shared stem of a survey battery item, normalised; "" when the item has none.
 
-    Why: GlobalOpinionQA splits one question battery into sub-items that differ only in the
-    object asked about ("...opinion of...the EU" / "...of...NATO"); the sub-items share most
-    of their words and, within a population, much of their answer pattern, so a sub-item in
-    test with its siblings in train is a leak that cosine similarity alone does not always
-    catch (short objects after a long stem can push siblings below any fixed threshold, or
-    siblings with different objects can sit just above unrelated pairs). Pew's text marks the
-    sub-item with "..." after the stem, or carries the context question in a leading
-    parenthesis: the stem is the text before the first "...", else the leading parenthetical.
-    A stem of fewer than ``BATTERY_MIN_WORDS`` words is not a battery.
+    Why: the surveys split one question battery into sub-items that differ only in the object
+    asked about ("...opinion of...the EU" / "...of...NATO"); the sub-items share most of their
+    words and, within a population, much of their answer pattern, so a sub-item in test with
+    its siblings in train is a leak that cosine similarity alone does not catch (a short object
+    after a long stem can sit below any fixed threshold). The sub-item is marked in the text,
+    in this order: the text before the first "..."; before the last blank line (the
+    GlobalOpinionQA copies of WVS batteries: "...or none at all?\n\nThe police"); before the
+    last lettered sub-item ("...climate change? b. the public"); the leading parenthesis that
+    carries a context question ("(Are you ...?) In your opinion ..."); before the last colon
+    ("...the following voluntary organization: Church"). A stem of fewer than
+    ``BATTERY_MIN_WORDS`` words is not a battery.
     """
     text = str(question).strip()
     stem = ""
     if "..." in text:
         stem = text.split("...", 1)[0]
+    elif "\n\n" in text:
+        stem = text.rsplit("\n\n", 1)[0]
+    elif m := _LETTERED.match(text):
+        stem = m.group(1)
     elif text.startswith("("):
         depth = 0
         for i, c in enumerate(text):
@@ -430,14 +439,16 @@ def battery_stem(question: str) -> str:
             if depth == 0:
                 stem = text[: i + 1]
                 break
+    elif ":" in text:
+        stem = text.rsplit(":", 1)[0]
     stem = normalize_text(stem)
     return stem if len(stem.split()) >= BATTERY_MIN_WORDS else ""
 
 
 def duplicate_components(texts: Sequence[str], emb: np.ndarray, threshold: float,
                          stems: Sequence[str] | None = None) -> np.ndarray:
-    """Component id per text: same normalised text, cosine >= threshold, or the same
-    battery stem (``stems``, "" = none), transitively."""
+    """Component id per text: same normalised text, cosine >= threshold, the same battery
+    stem (``stems``, "" = none) or a stem equal to another item's text, transitively."""
     n = len(texts)
     parent = list(range(n))
 
@@ -467,6 +478,8 @@ def duplicate_components(texts: Sequence[str], emb: np.ndarray, threshold: float
             union(first_stem[stem], i)
         else:
             first_stem[stem] = i
+        if stem in first:  # the stem is another item's whole question (its context question)
+            union(first[stem], i)
     for start in range(0, n, 512):
         sims = emb[start:start + 512] @ emb.T
         rows, cols = np.nonzero(sims >= threshold)
@@ -619,7 +632,8 @@ def nearest_train(splits: pd.DataFrame, questions: Mapping[str, str], emb: np.nd
         same_text = norm[i] in train_text
         if same_text:  # an identical question is the nearest neighbour whatever its embedding
             j, sim = train_text[norm[i]], 1.0
-        sib = stem[i] in train_stem if stem[i] else False
+        # a sibling: same stem, or one item is the other's context question
+        sib = bool(stem[i] and (stem[i] in train_stem or stem[i] in train_text)) or norm[i] in train_stem
         rows.append({"item_id": ids[i], "split": split[i], "nearest_train_item_id": ids[j],
                      "similarity": round(min(sim, 1.0), 6), "same_text": bool(same_text),
                      "same_battery": bool(sib)})
@@ -641,10 +655,12 @@ def leakage_report(splits: pd.DataFrame, questions: Mapping[str, str], emb: np.n
         return pd.DataFrame(columns=cols)
     ids = splits["item_id"].to_numpy()
     train_by_stem: dict[str, str] = {}
+    train_by_text: dict[str, str] = {}
     for i in np.flatnonzero(splits["split"].to_numpy() == "train"):
         st = battery_stem(questions[ids[i]])
         if st:
             train_by_stem.setdefault(st, ids[i])
+        train_by_text.setdefault(normalize_text(questions[ids[i]]), ids[i])
     rows = []
     for r in near.itertuples(index=False):
         if r.same_text:
@@ -654,7 +670,8 @@ def leakage_report(splits: pd.DataFrame, questions: Mapping[str, str], emb: np.n
             rows.append({"item_id": r.item_id, "train_item_id": r.nearest_train_item_id,
                          "similarity": float(r.similarity), "kind": "near-duplicate"})
         elif r.same_battery:
-            sibling = train_by_stem[battery_stem(questions[r.item_id])]
+            st, text = battery_stem(questions[r.item_id]), normalize_text(questions[r.item_id])
+            sibling = train_by_stem.get(st) or train_by_text.get(st) or train_by_stem[text]
             rows.append({"item_id": r.item_id, "train_item_id": sibling,
                          "similarity": float(r.similarity), "kind": "battery sibling"})
     return pd.DataFrame(rows, columns=cols)
