@@ -164,7 +164,9 @@ unit joins exact and near-duplicate questions (cosine ≥ `split_dup_threshold`)
 siblings**: Pew splits one question into sub-items that differ only in what is asked about
 ("...opinion of...the EU" / "...of...NATO"; the stem is the text before "...", or the context
 question in a leading parenthesis). Siblings share most of their words without being near-duplicates
-in embedding space, so they are grouped by their stem, not by a similarity threshold.
+in embedding space, so they are grouped by their stem, not by a similarity threshold. A unit that
+reaches into a held-out stratum is held out whole, so no item of a held-out topic is trained on (the
+few items of other topics it carries make `test_cluster` slightly larger than its fraction).
 
 The leakage check is recomputed from the split labels and the texts alone (not from the units the
 construction made), so it fails the build if a test item shares its text or battery stem with a train

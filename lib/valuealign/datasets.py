@@ -594,6 +594,11 @@ def make_splits(items: pd.DataFrame, item_ids: Sequence[str], *, fractions: Mapp
         sub.groupby("unit").size().rename("size").reset_index(), on="unit")
     units = units.sort_values("unit", kind="stable").reset_index(drop=True)
     units["split"] = assign_splits(units, fr, seed).to_numpy()
+    # A unit (duplicates, a battery) may span strata. Held-out strata stay unseen in training:
+    # a unit with any item in a held-out stratum is held out whole.
+    held = set(units.loc[units["split"] == "test_cluster", "stratum"])
+    touches = set(sub.loc[sub["stratum"].isin(held), "unit"])
+    units.loc[units["unit"].isin(touches), "split"] = "test_cluster"
     out = sub[["item_id", "stratum", "unit", "battery"]].merge(units[["unit", "split"]], on="unit")
     out = out.rename(columns={"unit": "dup_group"})[["item_id", "split", "stratum", "dup_group", "battery"]]
     order = sub["item_id"].tolist()
