@@ -349,5 +349,148 @@ def test_taxonomy_clusters_stratify_when_present(frames, emb_by_id, tmp_path, mo
                                                  "test_cluster": 0.1},
                          stratify_by="auto", n_topics=4, dup_threshold=0.9, seed=0, emb=emb_by_id)
     assert s["stratum"].str.startswith("taxonomy-").all()
-    held = set(s.loc[s["split"] == "test_cluster", "stratum"])
+    # held-out strata are wholly test_cluster (a unit reaching into one joins it; never the noise)
+    held = {st for st, g in s.groupby("stratum") if (g["split"] == "test_cluster").all()}
     assert held and "taxonomy--1" not in held
+
+
+# ------------------------------------------------------------------ issue 12: train-only clusters, batteries
+def _perturb_held_out(dists: pd.DataFrame, splits: pd.DataFrame) -> pd.DataFrame:
+    """Every group's answers on non-train items replaced by the opposite bloc's pattern."""
+    held = set(splits.loc[splits["split"] != "train", "item_id"])
+    out = dists.copy()
+    out["shares"] = [list(reversed(s)) if i in held else s
+                     for i, s in zip(out["item_id"], out["shares"], strict=True)]
+    return out
+
+
+@pytest.mark.slow
+def test_cluster_value_sets_see_train_items_only(frames, emb_by_id):
+    """Cluster value sets are defined with train answers only: changing every answer to a
+    held-out item changes neither the group map nor the clusters, and each group's item
+    count is its number of train items."""
+    items, dists = frames
+    p = params(valueset_clustering=True, value_sets=["Atlantis"])
+    a = D.build_stage(items, dists, p, emb=emb_by_id, write=False)
+    train = set(a.splits.loc[a.splits["split"] == "train", "item_id"])
+    n_train = dists[dists["item_id"].isin(train)].groupby("group")["item_id"].nunique()
+    assert a.clusters is not None
+    assert dict(zip(a.clusters["group"], a.clusters["n_items"], strict=True)) == n_train.to_dict()
+    b = D.build_stage(items, _perturb_held_out(dists, a.splits), p, emb=emb_by_id, write=False)
+    pd.testing.assert_frame_equal(a.splits, b.splits)
+    pd.testing.assert_frame_equal(a.clusters, b.clusters)
+    assert [v.members for v in a.value_sets] == [v.members for v in b.value_sets]
+
+
+BATTERY = ("(Now I am going to read you a list of things that may be problems in our country.) "
+           "Please tell me if you think it is a very big problem, a moderately big problem, a small "
+           "problem or not a problem at all...")
+BATTERY_OBJECTS = ["Crime", "Corrupt political leaders", "Air pollution", "The gap between rich and poor",
+                   "Lack of employment opportunities", "Poor quality schools", "Traffic", "Drug addiction",
+                   "Health care", "Electricity shortages", "Illegal immigration", "Water pollution"]
+
+
+@pytest.fixture(scope="module")
+def battery_frames(frames):
+    """The synthetic frames plus one 12-item battery (one stem, different sub-items)."""
+    items, dists = frames
+    extra_items, extra_dists = [], []
+    for k, obj in enumerate(BATTERY_OBJECTS):
+        iid = f"bat-{k:02d}"
+        extra_items.append({"item_id": iid, "source": "syn", "question": BATTERY + obj,
+                            "options": ["Very big", "Moderately big", "Small", "Not a problem"],
+                            "nonsubstantive": [False] * 4, "ordinal": True,
+                            "section": "Confidence" if k % 2 else "Politics"})
+        for name in GROUPS:
+            extra_dists.append({"item_id": iid, "group": name, "group_type": "country",
+                                "shares": [0.4, 0.3, 0.2, 0.1], "n": pd.NA, "weighted": True,
+                                "source": "syn"})
+    items = pd.concat([items, pd.DataFrame(extra_items)], ignore_index=True)
+    extra = pd.DataFrame(extra_dists)
+    extra["n"] = extra["n"].astype("Int64")
+    dists = pd.concat([dists, extra], ignore_index=True)
+    emb = D.embed_texts([D.embedding_text(q) for q in items.sort_values("item_id")["question"]])
+    return items, dists, emb
+
+
+def test_battery_stem_is_the_text_before_the_sub_item():
+    a, b = BATTERY + "Crime", BATTERY.replace("(", "").replace(".)", "") + "  Traffic?"
+    assert D.battery_stem(a) and D.battery_stem(a) == D.battery_stem(b)
+    assert D.battery_stem("(In your opinion, is this good or bad?) Why do you say so?") == \
+        "in your opinion is this good or bad"
+    assert D.battery_stem("How about...the army") == ""  # too short to be a battery
+    lettered = "Is each of the following doing a good or bad job dealing with climate change? {} the {}"
+    assert D.battery_stem(lettered.format("a.", "EU")) == D.battery_stem(lettered.format("\nb.", "public")) != ""
+    wvs = "How much confidence do you have in it: a great deal or none at all?\n\n{}"
+    assert D.battery_stem(wvs.format("The police")) == D.battery_stem(wvs.format("The courts")) != ""
+    assert D.battery_stem("Do you approve of the president?") == ""
+
+
+def test_a_context_question_joins_its_follow_up():
+    texts = ["Are you more optimistic or more pessimistic that the region will become more democratic?",
+             "(Are you more optimistic or more pessimistic that the region will become more democratic?) "
+             "Is this at least partly due to U.S. policies?", "Is the family important in your life?"]
+    emb = np.eye(3, dtype=np.float32)  # orthogonal: only the text relation can join them
+    comp = D.duplicate_components(texts, emb, 0.99, [D.battery_stem(t) for t in texts])
+    assert comp[0] == comp[1] != comp[2]
+
+
+def _splits(battery_frames, dup_threshold: float = 0.99):
+    items, dists, emb = battery_frames
+    fr = {"train": 0.55, "validation": 0.15, "test": 0.15, "test_cluster": 0.15}
+    ids = sorted(items["item_id"])
+    splits, emb = D.make_splits(items, ids, fractions=fr, stratify_by="section", n_topics=4,
+                                dup_threshold=dup_threshold, seed=0, emb=emb)
+    return splits, emb, dict(zip(items["item_id"], items["question"], strict=True))
+
+
+def test_battery_siblings_stay_in_one_split(battery_frames):
+    """Siblings of one battery are one split unit even when their embeddings differ more than
+    the near-duplicate threshold (0.99 here, so cosine alone would not join them)."""
+    splits, emb, _ = _splits(battery_frames)
+    bat = splits[splits["item_id"].str.startswith("bat-")]
+    assert bat["split"].nunique() == 1 and bat["dup_group"].nunique() == 1
+    assert bat["battery"].nunique() == 1 and bat["battery"].iloc[0] != ""
+    order = {i: k for k, i in enumerate(splits["item_id"])}
+    sims = emb[[order[i] for i in bat["item_id"]]] @ emb[[order[i] for i in bat["item_id"]]].T
+    assert sims[np.triu_indices(len(bat), 1)].min() < 0.99  # not grouped by cosine alone
+
+
+def test_leakage_check_fails_on_a_constructed_leak(battery_frames):
+    """The check recomputes leakage from the split labels and texts: a battery sibling or a
+    near-duplicate moved across the split is found (it does not trust dup_group)."""
+    splits, emb, q = _splits(battery_frames)
+    assert D.leakage_report(splits, q, emb, 0.99).empty
+    leaked = splits.copy()
+    bat = leaked["item_id"].str.startswith("bat-")
+    held_split = "test" if leaked.loc[bat, "split"].iloc[0] == "train" else leaked.loc[bat, "split"].iloc[0]
+    first, second = leaked.index[bat][:2]
+    leaked.loc[first, "split"], leaked.loc[second, "split"] = "train", held_split
+    rep = D.leakage_report(leaked, q, emb, 0.99)
+    row = rep[rep["item_id"] == leaked.at[second, "item_id"]]
+    assert len(row) == 1 and row["kind"].iloc[0] in {"battery sibling", "near-duplicate"}
+    # a plain near-duplicate pair: a test item whose nearest train item is above the threshold
+    near = D.nearest_train(splits, q, emb)
+    top = near.sort_values("similarity").iloc[-1]
+    rep = D.leakage_report(splits, q, emb, float(top["similarity"]) - 1e-6)
+    assert top["item_id"] in set(rep["item_id"])
+
+
+def test_every_held_out_item_reports_its_nearest_train_item(battery_frames):
+    splits, emb, q = _splits(battery_frames, dup_threshold=0.9)
+    near = D.nearest_train(splits, q, emb)
+    held = splits[splits["split"].isin(["test", "test_cluster"])]
+    assert sorted(near["item_id"]) == sorted(held["item_id"])
+    train = set(splits.loc[splits["split"] == "train", "item_id"])
+    assert set(near["nearest_train_item_id"]) <= train
+    order = {i: k for k, i in enumerate(splits["item_id"])}
+    tr = [order[i] for i in splits["item_id"] if i in train]
+    for r in near.itertuples():
+        assert r.similarity == pytest.approx(float((emb[order[r.item_id]] @ emb[tr].T).max()), abs=1e-5)
+    table = D.leakage_sensitivity(near)
+    assert list(table["threshold"].unique()) == [0.95, 0.90, 0.85]
+    for split, g in table.groupby("split"):
+        assert list(g["with_train_neighbour"]) == sorted(g["with_train_neighbour"])  # monotone
+        k = int((near.loc[near["split"] == split, "similarity"] >= 0.85).sum())
+        assert g.loc[g["threshold"] == 0.85, "with_train_neighbour"].iloc[0] == k
+    assert table.loc[table["threshold"] == 0.95, "with_train_neighbour"].sum() == 0  # split at 0.9

@@ -257,14 +257,27 @@ def _run(root, name, adapter=True, manifest=True, done=True, params=None):
     return d
 
 
+def _data_root(root):
+    """A saved germany/sft dataset and its fingerprint (discover_runs refuses runs whose
+    recorded training-data fingerprint differs from the data on disk)."""
+    from valuealign import training
+
+    data = root / "_alignment"
+    training.synthetic_alignment_data("sft", value_set="germany").save_to_disk(str(data / "germany" / "sft"))
+    return data, training.data_fingerprint("germany", "sft", root=data).combined
+
+
 def test_discover_runs_reports_and_skips_bad_folders(tmp_path):
-    _run(tmp_path, "smollm2-135m__sft__germany__s0__aaaa")
+    data, fp = _data_root(tmp_path)
+    _run(tmp_path, "smollm2-135m__sft__germany__s0__aaaa",
+         params={"method": "sft", "value_set": "germany", "seed": 0, "model_profile": "smollm2-135m",
+                 "data_fingerprint": fp})
     _run(tmp_path, "no-adapter", adapter=False)
     _run(tmp_path, "no-manifest", manifest=False)
     _run(tmp_path, "unfinished", done=False)
     _run(tmp_path, "bad-manifest", params={"method": "sft"})
     (tmp_path / "_baselines").mkdir()
-    runs, skipped = ev.discover_runs(["*"], tmp_path)
+    runs, skipped = ev.discover_runs(["*"], tmp_path, data_root=data)
     assert [r.run_id for r in runs] == ["smollm2-135m__sft__germany__s0__aaaa"]
     assert runs[0].method == "sft" and runs[0].value_set == "germany"
     reasons = dict(zip(skipped["run"], skipped["reason"], strict=True))
@@ -273,7 +286,7 @@ def test_discover_runs_reports_and_skips_bad_folders(tmp_path):
     _, skipped = ev.discover_runs(["does-not-exist"], tmp_path)
     assert skipped["run"].tolist() == ["does-not-exist"]
     with pytest.raises(ev.EvaluationError, match="no-adapter"):
-        ev.discover_runs(["*"], tmp_path, strict=True)
+        ev.discover_runs(["*"], tmp_path, strict=True, data_root=data)
 
 
 def test_summary_is_keyed_and_never_mixed(tmp_path):

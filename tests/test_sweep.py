@@ -319,7 +319,7 @@ def test_run_ids_of_the_finetune_notebook_follow_training(tmp_path: Path) -> Non
     nb = sweep.Layout().notebooks / "03_finetune.ipynb"
     params = {"methods": ["dpo"], "value_sets": ["germany"], "seed": 3, "max_steps": 2}
     full = {k: s.default for k, s in sweep.config.notebook_parameters(nb).items()} | params
-    rid = training.params_for_run(full, "dpo", "germany").run_id
+    rid = training.params_for_run(full, "dpo", "germany", data_root=layout.data_root()).run_id
     assert rid.startswith("smollm2-135m__dpo__germany__s3__")
     assert sweep._expected_runs(nb, params, layout) == []  # not finished: not a run of the cell
     (tmp_path / "runs" / rid).mkdir(parents=True)

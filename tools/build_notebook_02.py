@@ -30,7 +30,7 @@ every value set and method, so results compare.
 
 **Outputs** (`data/processed/alignment/`): `splits.parquet`, `value_sets.parquet`,
 `value_set_distributions.parquet`, `group_clusters.parquet`, `value_set_jsd.parquet`,
-`counts.parquet`, and per value set `<value_set>/{sft,dpo,kto}/` (Hugging Face `DatasetDict`,
+`counts.parquet`, `split_nearest_train.parquet`, and per value set `<value_set>/{sft,dpo,kto}/` (Hugging Face `DatasetDict`,
 splits `train` and `validation`, with a dataset card) plus `<value_set>/kto_weights.json`.
 Figures `datasets-group-clusters`, `datasets-value-set-jsd`, `datasets-share-distributions`.
 Licence of all derived data: CC BY-NC-SA 4.0 (GlobalOpinionQA).
@@ -122,10 +122,12 @@ members.merge(cov.reset_index(), on="value_set").style.hide(axis="index").format
 """),
     ("md", """
 ## Which groups answer alike: the group map
-Each group's answer profile is its distribution on every item it answered. Groups differ in which
-items they answered, so no item is imputed: two groups are compared by the mean Jensen-Shannon
-distance over the items *both* answered (at least `valueset_min_shared`); for pairs with fewer shared
-items the distance is the shortest path through groups that do share items. UMAP places the groups
+Each group's answer profile is its distribution on every **train** item it answered: the split below
+is made first, and validation, test and held-out-cluster answers take no part, so the cluster value
+sets are not chosen with the answers the models are later scored on (`n_items` counts train items).
+Groups differ in which items they answered, so no item is imputed: two groups are compared by the mean
+Jensen-Shannon distance over the train items *both* answered (at least `valueset_min_shared`); for
+pairs with fewer shared items the distance is the shortest path through groups that do share items. UMAP places the groups
 in 2-D from these distances and HDBSCAN finds dense clusters (grey crosses: noise, in no value set).
 The largest `valueset_max_clusters` clusters become value sets `cluster-1`, `cluster-2`, ...
 """),
@@ -157,10 +159,18 @@ display(off.sort_values("mean_js_distance").style.hide(axis="index").format({"me
 ## The split: by item, stratified, no leakage
 Strata are the taxonomy clusters of notebook 01 when `taxonomy.parquet` covers these items, else
 topic clusters (k-means on the question embeddings; GlobalOpinionQA's `section` only names the
-survey). Whole strata are held out as `test_cluster` (topics never seen in training). Exact and
-near-duplicate questions (cosine ≥ `split_dup_threshold`, e.g. one question stem with different
-sub-items) are kept together in one split; the leakage check below re-tests that no test item's
-text or near-duplicate is in training.
+survey). Whole strata are held out as `test_cluster` (topics never seen in training). One split
+unit joins exact and near-duplicate questions (cosine ≥ `split_dup_threshold`) and **battery
+siblings**: Pew splits one question into sub-items that differ only in what is asked about
+("...opinion of...the EU" / "...of...NATO"; the stem is the text before "...", or the context
+question in a leading parenthesis). Siblings share most of their words without being near-duplicates
+in embedding space, so they are grouped by their stem, not by a similarity threshold. A unit that
+reaches into a held-out stratum is held out whole, so no item of a held-out topic is trained on (the
+few items of other topics it carries make `test_cluster` slightly larger than its fraction).
+
+The leakage check is recomputed from the split labels and the texts alone (not from the units the
+construction made), so it fails the build if a test item shares its text or battery stem with a train
+item, or has a train item at cosine ≥ `split_dup_threshold`.
 """),
     ("code", """
 sp = result.splits
@@ -169,8 +179,26 @@ q = dict(zip(items["item_id"], items["question"], strict=True))
 display(Markdown(
     f"Near-duplicate groups with more than one item: {(sp.groupby('dup_group').size() > 1).sum()} "
     f"({(sp.groupby('dup_group').size()[lambda s: s > 1]).sum()} items). "
-    f"Leakage check (test or test_cluster item equal to, or cosine ≥ {split_dup_threshold} with, "
-    f"a train item): **{len(result.leakage)} found**."))
+    f"Battery stems: {sp.loc[sp['battery'] != '', 'battery'].nunique()} "
+    f"({(sp['battery'] != '').sum()} items). "
+    f"Leakage check (held-out item with the same text or battery stem as a train item, or cosine ≥ "
+    f"{split_dup_threshold} with one): **{len(result.leakage)} found**."))
+"""),
+    ("md", """
+### How close do held-out items come to training items?
+For every test and held-out-cluster item, its nearest train item by cosine similarity of the question
+embeddings (written to `split_nearest_train.parquet`). The sensitivity table counts the held-out items
+with a train neighbour at or above each threshold: zero at `split_dup_threshold` by construction; the
+lower thresholds show how much a stricter definition of "near-duplicate" would still find.
+"""),
+    ("code", """
+display(result.leakage_sensitivity.style.hide(axis="index").format({"share": "{:.1%}", "threshold": "{:.2f}"}))
+near = result.nearest_train.assign(question=lambda d: d["item_id"].map(q).str.slice(0, 90),
+                                   nearest_train_question=lambda d: d["nearest_train_item_id"].map(q).str.slice(0, 90))
+display(Markdown("Closest held-out items to a train item:"))
+display(near.sort_values("similarity", ascending=False).head(8)[
+    ["split", "similarity", "question", "nearest_train_question"]].style.hide(axis="index").format(
+    {"similarity": "{:.3f}"}))
 """),
     ("md", """
 ## Counts per value set, method and split

@@ -10,6 +10,11 @@ each notebook receives only its own.
 Why this strictness: papermill only *warns* on a misspelt parameter, so a full GPU run
 could silently use a default. Here an unknown key, a wrong type or an out-of-range value
 is an error that names the key (and the closest valid names).
+
+A profile with ``strict: true`` (the GPU profiles) must also switch off every *smoke cap*
+(:data:`SMOKE_CAPS`): the notebook defaults are the embedded default, sized to run in minutes
+on a CPU, and a thesis profile that forgets a key would otherwise train and evaluate on a
+smoke-sized sample without a word.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import math
 import os
 import re
 import tokenize
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,11 +204,69 @@ def validate(values: Mapping[str, Any], specs: Mapping[str, ParamSpec], where: s
     return out
 
 
+@dataclass(frozen=True)
+class SmokeCap:
+    """A parameter whose notebook default shrinks the work to smoke size, and what lifts it."""
+
+    name: str
+    capped: Callable[[Any, ParamSpec], bool]  # (value, spec) -> is this value a cap?
+    full: str  # the value that lifts the cap, as written in a profile
+    what: str
+
+
+SMOKE_CAPS: tuple[SmokeCap, ...] = (
+    SmokeCap("dataset_max_items", lambda v, s: v > 0, "0",
+             "caps the train and validation items per value set written as datasets (notebook 02)"),
+    SmokeCap("train_max_rows", lambda v, s: v > 0, "0",
+             "trains on a subsample of the training rows (notebook 03)"),
+    SmokeCap("max_steps", lambda v, s: v > 0, "-1",
+             "stops training after a fixed number of optimizer steps instead of `epochs` (notebook 03)"),
+    SmokeCap("max_eval_items", lambda v, s: v > 0, "0",
+             "evaluates a sample of the held-out items (notebook 04)"),
+    SmokeCap("eval_max_options", lambda v, s: v > 0, "0",
+             "evaluates only items with few options (notebook 04)"),
+    SmokeCap("eval_n_dilemmas", lambda v, s: s.high is not None and 0 < v < s.high, "the range's maximum",
+             "scores a sample of the DailyDilemmas (notebook 04)"),
+    SmokeCap("n_paraphrases", lambda v, s: s.high is not None and v < s.high, "the range's maximum",
+             "averages fewer prompt paraphrases than the protocol's (notebook 04)"),
+)
+
+
+def smoke_caps_in_effect(profile: Mapping[str, Any]) -> list[tuple[SmokeCap, Any, ParamSpec]]:
+    """The smoke caps a profile leaves active: its own value, else the notebook default."""
+    specs = {k: s for nb in all_notebook_parameters().values() for k, s in nb.items()}
+    out = []
+    for cap in SMOKE_CAPS:
+        if cap.name not in specs:
+            continue
+        value = profile.get(cap.name, specs[cap.name].default)
+        if isinstance(value, int | float) and not isinstance(value, bool) and cap.capped(value, specs[cap.name]):
+            out.append((cap, value, specs[cap.name]))
+    return out
+
+
+def check_smoke_caps(profile: Mapping[str, Any], where: str) -> None:
+    """A ``strict: true`` profile refuses every active smoke cap; the error names each key and
+    the profile file (``where``) and says which value lifts it."""
+    if profile.get("strict") is not True:
+        return
+    active = smoke_caps_in_effect(profile)
+    if not active:
+        return
+    lines = []
+    for cap, value, spec in active:
+        source = "set in the profile" if cap.name in profile else "the notebook default, not set in the profile"
+        full = f"{spec.high:g}" if cap.full == "the range's maximum" else cap.full
+        lines.append(f"{cap.name} = {value!r} ({source}) {cap.what}; set `{cap.name}: {full}`")
+    raise ConfigError(f"{where}: strict profile with smoke-sized parameter(s): " + "; ".join(lines))
+
+
 def parameters_for(notebook: Path | str, profile: Mapping[str, Any] | Path | str) -> dict[str, Any]:
     """The validated subset of a profile that a notebook declares.
 
     Every key of the profile must be declared by *some* notebook, so a misspelling is caught
-    even when it targets a notebook other than the one being run.
+    even when it targets a notebook other than the one being run; a ``strict`` profile must
+    lift every smoke cap of every notebook (:func:`check_smoke_caps`).
     """
     where = "profile"
     if not isinstance(profile, Mapping):
@@ -214,6 +277,7 @@ def parameters_for(notebook: Path | str, profile: Mapping[str, Any] | Path | str
     for key in profile:
         if key not in known:
             raise _unknown(key, sorted(known), where)
+    check_smoke_caps(profile, where)
     specs = notebook_parameters(notebook)
     subset = {k: v for k, v in profile.items() if k in specs}
     return validate(subset, specs, where)

@@ -15,8 +15,10 @@ Documented rules (the notebook and the dataset cards repeat them):
   members that *have* the item and renormalises their weights over them (so a value set
   covers the union of its members' items; ``n_members`` records how many contributed);
   ``"drop"`` keeps only items that every member has.
-* **Missing items when clustering groups**: two groups are compared by the mean
-  Jensen-Shannon distance over the items *both* have, when they share at least
+* **Clustering groups uses train items only**: cluster value sets are chosen from answers
+  to *train* items (the split is made first), never from the test answers the models are
+  scored on. Two groups are compared by the mean Jensen-Shannon distance over the train items
+  *both* have, when they share at least
   ``min_shared`` items; otherwise their distance is the shortest path through groups that
   do share items (an upper bound by the triangle inequality), and the largest observed
   distance when no path exists. Nothing is imputed at the item level, so a group is never
@@ -24,8 +26,9 @@ Documented rules (the notebook and the dataset cards repeat them):
 * **Splits**: items are split into train/validation/test by stratum (taxonomy cluster when
   ``taxonomy.parquet`` exists, else a topic cluster of the question embeddings, or the WVS
   section) and whole strata are held out as ``test_cluster``. Exact and near-duplicate
-  questions (cosine similarity of MiniLM embeddings >= threshold) are kept in one split, so
-  no test item leaks into training.
+  questions (cosine similarity of MiniLM embeddings >= threshold) and battery siblings (sub-items
+  of one question stem) are kept in one split; an independent check re-tests every held-out
+  item against the train items and the nearest train item's similarity is reported per item.
 * **SFT**: ``samples_per_item`` answers drawn from the value set's distribution (seeded per
   item), or the majority answer only.
 * **DPO**: pairs of options whose shares differ by at least ``min_margin``; chosen = higher.
@@ -297,6 +300,18 @@ def group_distance_matrix(dists: pd.DataFrame, group_type: str, min_items: int,
     return groups, full, shared
 
 
+def train_only(dists: pd.DataFrame, train_items: Iterable[str]) -> pd.DataFrame:
+    """The distribution rows of train items only: what may define cluster value sets.
+
+    Why: a cluster value set is chosen by how its groups answer; if test items took part,
+    the targets would be chosen with the answers the models are later scored on.
+    """
+    keep = set(train_items)
+    if not keep:
+        raise DatasetBuildError("no train items: value-set clustering needs the train split")
+    return dists[dists["item_id"].isin(keep)]
+
+
 def cluster_groups(dists: pd.DataFrame, group_type: str, *, min_items: int, min_shared: int,
                    n_neighbors: int, min_cluster_size: int, seed: int) -> pd.DataFrame:
     """UMAP (2-D, precomputed distances) + HDBSCAN over groups -> one row per group.
@@ -387,8 +402,53 @@ def normalize_text(text: str) -> str:
     return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", str(text).lower())).strip()
 
 
-def duplicate_components(texts: Sequence[str], emb: np.ndarray, threshold: float) -> np.ndarray:
-    """Component id per text: same normalised text or cosine >= threshold (transitively)."""
+BATTERY_MIN_WORDS = 4  # a shorter shared lead-in ("How about") does not make a battery
+LEAKAGE_THRESHOLDS = (0.95, 0.90, 0.85)  # sensitivity table of nearest-train similarities
+
+
+_LETTERED = re.compile(r"^(.*\S)\s+[a-z]\.\s+\S", re.S)  # "... climate change? b. the public"
+
+
+def battery_stem(question: str) -> str:
+    """The shared stem of a survey battery item, normalised; "" when the item has none.
+
+    Why: the surveys split one question battery into sub-items that differ only in the object
+    asked about ("...opinion of...the EU" / "...of...NATO"); the sub-items share most of their
+    words and, within a population, much of their answer pattern, so a sub-item in test with
+    its siblings in train is a leak that cosine similarity alone does not catch (a short object
+    after a long stem can sit below any fixed threshold). The sub-item is marked in the text,
+    in this order: the text before the first "..."; before the last blank line (the
+    GlobalOpinionQA copies of WVS batteries: "...or none at all?\n\nThe police"); before the
+    last lettered sub-item ("...climate change? b. the public"); the leading parenthesis that
+    carries a context question ("(Are you ...?) In your opinion ..."); before the last colon
+    ("...the following voluntary organization: Church"). A stem of fewer than
+    ``BATTERY_MIN_WORDS`` words is not a battery.
+    """
+    text = str(question).strip()
+    stem = ""
+    if "..." in text:
+        stem = text.split("...", 1)[0]
+    elif "\n\n" in text:
+        stem = text.rsplit("\n\n", 1)[0]
+    elif m := _LETTERED.match(text):
+        stem = m.group(1)
+    elif text.startswith("("):
+        depth = 0
+        for i, c in enumerate(text):
+            depth += (c == "(") - (c == ")")
+            if depth == 0:
+                stem = text[: i + 1]
+                break
+    elif ":" in text:
+        stem = text.rsplit(":", 1)[0]
+    stem = normalize_text(stem)
+    return stem if len(stem.split()) >= BATTERY_MIN_WORDS else ""
+
+
+def duplicate_components(texts: Sequence[str], emb: np.ndarray, threshold: float,
+                         stems: Sequence[str] | None = None) -> np.ndarray:
+    """Component id per text: same normalised text, cosine >= threshold, the same battery
+    stem (``stems``, "" = none) or a stem equal to another item's text, transitively."""
     n = len(texts)
     parent = list(range(n))
 
@@ -410,6 +470,16 @@ def duplicate_components(texts: Sequence[str], emb: np.ndarray, threshold: float
             union(first[key], i)
         else:
             first[key] = i
+    first_stem: dict[str, int] = {}
+    for i, stem in enumerate(stems or ()):
+        if not stem:
+            continue
+        if stem in first_stem:
+            union(first_stem[stem], i)
+        else:
+            first_stem[stem] = i
+        if stem in first:  # the stem is another item's whole question (its context question)
+            union(first[stem], i)
     for start in range(0, n, 512):
         sims = emb[start:start + 512] @ emb.T
         rows, cols = np.nonzero(sims >= threshold)
@@ -488,10 +558,12 @@ def assign_splits(units: pd.DataFrame, fractions: Mapping[str, float], seed: int
 def make_splits(items: pd.DataFrame, item_ids: Sequence[str], *, fractions: Mapping[str, float],
                 stratify_by: str, n_topics: int, dup_threshold: float, seed: int,
                 emb: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
-    """splits.parquet: item_id, split, stratum, dup_group; plus the embeddings (for checks).
+    """splits.parquet: item_id, split, stratum, dup_group, battery; plus the embeddings.
 
     Computed over all items that have any distribution, independent of the value sets, so
-    every value set and method shares it.
+    every value set and method shares it. A split unit (``dup_group``) joins exact and near
+    duplicates (cosine >= ``dup_threshold``) and battery siblings (same :func:`battery_stem`,
+    recorded in ``battery``): a unit goes to one split whole.
     """
     fr = dict(fractions)
     if set(fr) != set(SPLITS) or any(v < 0 for v in fr.values()) or abs(sum(fr.values()) - 1) > 1e-6:
@@ -499,7 +571,8 @@ def make_splits(items: pd.DataFrame, item_ids: Sequence[str], *, fractions: Mapp
     sub = items.set_index("item_id").loc[sorted(set(item_ids))].reset_index()
     if emb is None:
         emb = embed_texts([embedding_text(q) for q in sub["question"]])
-    comp = duplicate_components(sub["question"].tolist(), emb, dup_threshold)
+    stems = [battery_stem(q) for q in sub["question"]]
+    comp = duplicate_components(sub["question"].tolist(), emb, dup_threshold, stems)
     tax = read_taxonomy_strata(sub["item_id"]) if stratify_by in ("auto", "taxonomy") else None
     if stratify_by == "taxonomy" and tax is None:
         raise DatasetBuildError(
@@ -512,7 +585,7 @@ def make_splits(items: pd.DataFrame, item_ids: Sequence[str], *, fractions: Mapp
         stratum = sub["section"].astype(str).to_numpy()
     else:
         stratum = topic_strata(emb, n_topics, seed)
-    sub = sub.assign(stratum=stratum, unit=[sub["item_id"].iloc[c] for c in comp])
+    sub = sub.assign(stratum=stratum, unit=[sub["item_id"].iloc[c] for c in comp], battery=stems)
     # a component's stratum: its most common one (ties: alphabetical)
     unit_stratum = (sub.groupby(["unit", "stratum"]).size().reset_index(name="k")
                     .sort_values(["unit", "k", "stratum"], ascending=[True, False, True], kind="stable")
@@ -521,35 +594,112 @@ def make_splits(items: pd.DataFrame, item_ids: Sequence[str], *, fractions: Mapp
         sub.groupby("unit").size().rename("size").reset_index(), on="unit")
     units = units.sort_values("unit", kind="stable").reset_index(drop=True)
     units["split"] = assign_splits(units, fr, seed).to_numpy()
-    out = sub[["item_id", "stratum", "unit"]].merge(units[["unit", "split"]], on="unit")
-    out = out.rename(columns={"unit": "dup_group"})[["item_id", "split", "stratum", "dup_group"]]
+    # A unit (duplicates, a battery) may span strata. Held-out strata stay unseen in training:
+    # a unit with any item in a held-out stratum is held out whole.
+    held = set(units.loc[units["split"] == "test_cluster", "stratum"])
+    touches = set(sub.loc[sub["stratum"].isin(held), "unit"])
+    units.loc[units["unit"].isin(touches), "split"] = "test_cluster"
+    out = sub[["item_id", "stratum", "unit", "battery"]].merge(units[["unit", "split"]], on="unit")
+    out = out.rename(columns={"unit": "dup_group"})[["item_id", "split", "stratum", "dup_group", "battery"]]
     order = sub["item_id"].tolist()
     out = out.set_index("item_id").loc[order].reset_index()
     return out, emb
 
 
+HELD_OUT = ("test", "test_cluster")
+
+
+def nearest_train(splits: pd.DataFrame, questions: Mapping[str, str], emb: np.ndarray) -> pd.DataFrame:
+    """Per held-out item (test, test_cluster): its most similar train item and their cosine.
+
+    ``emb`` rows follow ``splits`` rows. Columns: item_id, split, nearest_train_item_id,
+    similarity, same_text, same_battery (the pair shares a :func:`battery_stem`). This is the
+    evidence behind the leakage check and its sensitivity table, reported for every item.
+    """
+    cols = ["item_id", "split", "nearest_train_item_id", "similarity", "same_text", "same_battery"]
+    split = splits["split"].to_numpy()
+    train = np.flatnonzero(split == "train")
+    held = np.flatnonzero(np.isin(split, HELD_OUT))
+    if not len(train) or not len(held):
+        return pd.DataFrame(columns=cols)
+    if len(emb) != len(splits):
+        raise DatasetBuildError(f"{len(emb)} embeddings for {len(splits)} split rows: they must align")
+    ids = splits["item_id"].to_numpy()
+    norm = {i: normalize_text(questions[ids[i]]) for i in np.concatenate([train, held])}
+    stem = {i: battery_stem(questions[ids[i]]) for i in np.concatenate([train, held])}
+    train_text = {norm[i]: i for i in train}
+    train_stem = {stem[i]: i for i in train if stem[i]}
+    sims = emb[held] @ emb[train].T
+    rows = []
+    for k, i in enumerate(held):
+        j = train[int(sims[k].argmax())]
+        sim = float(sims[k].max())
+        same_text = norm[i] in train_text
+        if same_text:  # an identical question is the nearest neighbour whatever its embedding
+            j, sim = train_text[norm[i]], 1.0
+        # a sibling: same stem, or one item is the other's context question
+        sib = bool(stem[i] and (stem[i] in train_stem or stem[i] in train_text)) or norm[i] in train_stem
+        rows.append({"item_id": ids[i], "split": split[i], "nearest_train_item_id": ids[j],
+                     "similarity": round(min(sim, 1.0), 6), "same_text": bool(same_text),
+                     "same_battery": bool(sib)})
+    return pd.DataFrame(rows, columns=cols)
+
+
 def leakage_report(splits: pd.DataFrame, questions: Mapping[str, str], emb: np.ndarray,
                    threshold: float) -> pd.DataFrame:
-    """Test items whose text equals, or whose embedding is >= threshold similar to, a train item.
+    """Held-out items that leak: same text as, cosine >= threshold with, or a battery sibling
+    of a train item. An empty frame means no leakage.
 
-    ``emb`` rows follow ``splits`` rows. An empty frame means no leakage.
+    Why it can fail: it is recomputed from the split labels and the texts alone (never from
+    ``dup_group``, the construction's own bookkeeping), so a split that put a sibling or
+    near-duplicate on the other side is found; ``emb`` rows follow ``splits`` rows.
     """
-    train = np.flatnonzero(splits["split"].to_numpy() == "train")
-    test = np.flatnonzero(splits["split"].isin(["test", "test_cluster"]).to_numpy())
+    near = nearest_train(splits, questions, emb)
+    cols = ["item_id", "train_item_id", "similarity", "kind"]
+    if near.empty:
+        return pd.DataFrame(columns=cols)
     ids = splits["item_id"].to_numpy()
-    train_text = {normalize_text(questions[ids[i]]): ids[i] for i in train}
+    train_by_stem: dict[str, str] = {}
+    train_by_text: dict[str, str] = {}
+    for i in np.flatnonzero(splits["split"].to_numpy() == "train"):
+        st = battery_stem(questions[ids[i]])
+        if st:
+            train_by_stem.setdefault(st, ids[i])
+        train_by_text.setdefault(normalize_text(questions[ids[i]]), ids[i])
     rows = []
-    sims = emb[test] @ emb[train].T if len(test) and len(train) else np.zeros((len(test), 0))
-    for k, i in enumerate(test):
-        t = normalize_text(questions[ids[i]])
-        if t in train_text:
-            rows.append({"item_id": ids[i], "train_item_id": train_text[t], "similarity": 1.0,
-                         "kind": "same text"})
-        elif sims.shape[1] and sims[k].max() >= threshold:
-            j = int(sims[k].argmax())
-            rows.append({"item_id": ids[i], "train_item_id": ids[train[j]],
-                         "similarity": float(sims[k, j]), "kind": "near-duplicate"})
-    return pd.DataFrame(rows, columns=["item_id", "train_item_id", "similarity", "kind"])
+    for r in near.itertuples(index=False):
+        if r.same_text:
+            rows.append({"item_id": r.item_id, "train_item_id": r.nearest_train_item_id,
+                         "similarity": 1.0, "kind": "same text"})
+        elif r.similarity >= threshold:
+            rows.append({"item_id": r.item_id, "train_item_id": r.nearest_train_item_id,
+                         "similarity": float(r.similarity), "kind": "near-duplicate"})
+        elif r.same_battery:
+            st, text = battery_stem(questions[r.item_id]), normalize_text(questions[r.item_id])
+            sibling = train_by_stem.get(st) or train_by_text.get(st) or train_by_stem[text]
+            rows.append({"item_id": r.item_id, "train_item_id": sibling,
+                         "similarity": float(r.similarity), "kind": "battery sibling"})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def leakage_sensitivity(near: pd.DataFrame,
+                        thresholds: Sequence[float] = LEAKAGE_THRESHOLDS) -> pd.DataFrame:
+    """How many held-out items have a train item at cosine >= each threshold, per split.
+
+    Why: the split keeps pairs above ``split_dup_threshold`` together, so the count at that
+    threshold is 0 by construction; the lower thresholds show how close the nearest train
+    neighbours come (a reader judges whether 0.90 or 0.85 pairs are paraphrases or merely
+    the same survey's phrasing).
+    """
+    rows = []
+    for split in HELD_OUT:
+        sim = near.loc[near["split"] == split, "similarity"].to_numpy(dtype=float)
+        for t in thresholds:
+            k = int((sim >= t).sum())
+            rows.append({"split": split, "threshold": float(t), "items": int(len(sim)),
+                         "with_train_neighbour": k,
+                         "share": round(k / len(sim), 6) if len(sim) else float("nan")})
+    return pd.DataFrame(rows, columns=["split", "threshold", "items", "with_train_neighbour", "share"])
 
 
 # ------------------------------------------------------------------ rows
@@ -876,6 +1026,8 @@ class StageResult:
     leakage: pd.DataFrame
     rows: dict[str, dict[str, dict[str, list[dict]]]]
     outputs: list[Path]
+    nearest_train: pd.DataFrame = field(default_factory=pd.DataFrame)  # per held-out item
+    leakage_sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)  # counts per threshold
 
 
 def mean_jsd(mix: pd.DataFrame, value_sets: Sequence[str], min_shared: int = 1) -> pd.DataFrame:
@@ -901,9 +1053,32 @@ def build_stage(items: pd.DataFrame, dists: pd.DataFrame, params: Mapping[str, A
     seed = int(p["seed"])
     groups = group_table(dists, p["group_type"])
     vsets = parse_value_sets(p["value_sets"], groups, p["mixture_weighting"])
+
+    # The split comes first: it depends on the items only (not on the value sets), and the
+    # clustering below may only see train items.
+    fractions = {"validation": p["split_validation_fraction"], "test": p["split_test_fraction"],
+                 "test_cluster": p["split_cluster_fraction"]}
+    fractions["train"] = 1.0 - sum(fractions.values())
+    if fractions["train"] <= 0:
+        raise DatasetBuildError(f"split fractions {fractions}: validation + test + cluster must be < 1")
+    with_data = sorted(dists.loc[dists["group_type"] == p["group_type"], "item_id"].unique())
+    splits, emb = make_splits(items, with_data, fractions=fractions, stratify_by=p["split_stratify_by"],
+                              n_topics=p["split_n_topics"], dup_threshold=p["split_dup_threshold"],
+                              seed=seed, emb=emb)
+    questions = dict(zip(items["item_id"], items["question"], strict=True))
+    near = nearest_train(splits, questions, emb)
+    leak = leakage_report(splits, questions, emb, p["split_dup_threshold"])
+    if not leak.empty:  # the construction prevents it; an independent guard, never a silent fix
+        raise DatasetBuildError(
+            f"split leakage: {len(leak)} held-out item(s) duplicate or are battery siblings of train "
+            f"items (parameter split_dup_threshold={p['split_dup_threshold']}): "
+            f"{leak.head().to_dict(orient='records')}")
+
     clusters = None
     if p["valueset_clustering"]:
-        clusters = cluster_groups(dists, p["group_type"], min_items=p["valueset_min_items"],
+        train_ids = set(splits.loc[splits["split"] == "train", "item_id"])
+        clusters = cluster_groups(train_only(dists, train_ids), p["group_type"],
+                                  min_items=p["valueset_min_items"],
                                   min_shared=p["valueset_min_shared"],
                                   n_neighbors=p["valueset_umap_n_neighbors"],
                                   min_cluster_size=p["valueset_min_cluster_size"], seed=seed)
@@ -926,19 +1101,6 @@ def build_stage(items: pd.DataFrame, dists: pd.DataFrame, params: Mapping[str, A
     members = pd.concat([v.frame() for v in vsets], ignore_index=True)
     mix = mixture_distributions(vsets, dists, p["group_type"], p["mixture_missing"])
 
-    fractions = {"validation": p["split_validation_fraction"], "test": p["split_test_fraction"],
-                 "test_cluster": p["split_cluster_fraction"]}
-    fractions["train"] = 1.0 - sum(fractions.values())
-    if fractions["train"] <= 0:
-        raise DatasetBuildError(f"split fractions {fractions}: validation + test + cluster must be < 1")
-    with_data = sorted(dists.loc[dists["group_type"] == p["group_type"], "item_id"].unique())
-    splits, emb = make_splits(items, with_data, fractions=fractions, stratify_by=p["split_stratify_by"],
-                              n_topics=p["split_n_topics"], dup_threshold=p["split_dup_threshold"],
-                              seed=seed, emb=emb)
-    questions = dict(zip(items["item_id"], items["question"], strict=True))
-    leak = leakage_report(splits, questions, emb, p["split_dup_threshold"])
-    if not leak.empty:  # cannot happen by construction; a guard, not a silent fix
-        raise DatasetBuildError(f"split leakage: {len(leak)} test item(s) duplicate train items: {leak.head()}")
     split_of = dict(zip(splits["item_id"], splits["split"], strict=True))
 
     cfg = BuildConfig(seed=seed, sft_samples_per_item=p["sft_samples_per_item"],
@@ -969,17 +1131,19 @@ def build_stage(items: pd.DataFrame, dists: pd.DataFrame, params: Mapping[str, A
     counts_df = pd.DataFrame(counts)
     jsd = mean_jsd(mix, [v.value_set for v in vsets])
     outputs: list[Path] = []
+    sensitivity = leakage_sensitivity(near)
     if write:
         outputs = write_stage(out_dir or paths.ALIGNMENT, vsets, members, mix, splits, clusters,
-                              all_rows, kto, counts_df, jsd, item_counts, p)
-    return StageResult(vsets, members, mix, splits, clusters, counts_df, kto, jsd, leak, all_rows, outputs)
+                              all_rows, kto, counts_df, jsd, item_counts, p, near)
+    return StageResult(vsets, members, mix, splits, clusters, counts_df, kto, jsd, leak, all_rows, outputs,
+                       near, sensitivity)
 
 
 def write_stage(out_dir: Path, vsets: Sequence[ValueSet], members: pd.DataFrame, mix: pd.DataFrame,
                 splits: pd.DataFrame, clusters: pd.DataFrame | None,
                 rows: Mapping[str, Mapping[str, Mapping[str, list[dict]]]], kto: Mapping[str, Any],
                 counts: pd.DataFrame, jsd: pd.DataFrame, item_counts: Mapping[str, Mapping[str, int]],
-                params: Mapping[str, Any]) -> list[Path]:
+                params: Mapping[str, Any], near: pd.DataFrame | None = None) -> list[Path]:
     """Write into a fresh sibling folder, then swap it in: no stale value sets, no half state."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -992,6 +1156,8 @@ def write_stage(out_dir: Path, vsets: Sequence[ValueSet], members: pd.DataFrame,
         write_parquet(jsd, tmp / "value_set_jsd.parquet")
         if clusters is not None:
             write_parquet(clusters, tmp / "group_clusters.parquet")
+        if near is not None:
+            write_parquet(near, tmp / "split_nearest_train.parquet")
         by_name = {v.value_set: v for v in vsets}
         for vs_name, per_method in rows.items():
             write_json(kto[vs_name], tmp / vs_name / "kto_weights.json")

@@ -871,13 +871,18 @@ class RunInfo:
 
 
 def discover_runs(patterns: Sequence[str] = ("*",), runs_dir: Path | None = None,
-                  strict: bool = False) -> tuple[list[RunInfo], pd.DataFrame]:
+                  strict: bool = False, data_root: Path | None = None) -> tuple[list[RunInfo], pd.DataFrame]:
     """Finished fine-tuning runs matching ``patterns`` (run ids or globs).
 
     A folder without ``adapter/adapter_config.json``, ``manifest.json`` or ``DONE`` (or with an
     unreadable manifest) is reported by name with the reason and skipped; with ``strict`` it is
     an error. Folders starting with ``_`` or ``.`` (baselines, temporaries) are not runs.
+    A run trained on other data than the current split and datasets
+    (``training.check_run_data``: its test items may have been training items) is never
+    evaluated: named explicitly or with ``strict`` it is an error, matched by a glob it is
+    skipped with the reason (``data_root``: where its datasets are, default notebook 02's).
     """
+    from valuealign import training
     runs_dir = runs_dir or paths.RUNS
     found: list[RunInfo] = []
     skipped: list[dict[str, str]] = []
@@ -906,10 +911,15 @@ def discover_runs(patterns: Sequence[str] = ("*",), runs_dir: Path | None = None
                 info = RunInfo(name, d, str(params["method"]), str(params["value_set"]),
                                params.get("seed", manifest.get("seed")), str(params["model_profile"]),
                                params.get("model_path") or None, manifest)
+                training.check_run_data(name, manifest, data_root)
                 found.append(info)
                 continue
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 reasons.append(f"manifest.json unreadable or lacks parameters ({type(err).__name__}: {err})")
+            except training.StaleRunError as err:
+                if strict or name in patterns:
+                    raise EvaluationError(str(err)) from None
+                reasons.append(str(err))
         skipped.append({"run": name, "reason": "; ".join(reasons)})
     report = pd.DataFrame(skipped, columns=["run", "reason"])
     if strict and len(report):

@@ -114,6 +114,11 @@ class Layout:
     def registry(self) -> Path:
         return self.runs / "registry.parquet"
 
+    def data_root(self, data_source: str = "survey") -> Path:
+        """Where notebook 02 (survey) or 05 (consultation) writes the training datasets."""
+        base = paths.ALIGNMENT if data_source == "survey" else paths.CONSULTATION
+        return self.root / base.relative_to(paths.ROOT)
+
     def rel(self, path: Path) -> str:
         try:
             return str(Path(path).resolve().relative_to(self.root.resolve()))
@@ -183,8 +188,36 @@ def render(obj: Any, values: Mapping[str, Any]) -> Any:
 
 
 def fingerprint(parameters: Mapping[str, Any]) -> str:
-    """Hash of what a cell runs (notebooks, their parameters in effect)."""
+    """Hash of what a cell runs (notebooks, their parameters in effect, the training data)."""
     return provenance.sha256_text(json.dumps(parameters, sort_keys=True, default=str))[:16]
+
+
+def _training_pairs(notebook: Path, params: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(value_set, method, data_source) of every run a fine-tuning notebook trains (else [])."""
+    specs = config.notebook_parameters(notebook)
+    if not {"methods", "value_sets"} <= set(specs):
+        return []
+    full = {**{k: s.default for k, s in specs.items()}, **params}
+    if not isinstance(full["methods"], list) or not isinstance(full["value_sets"], list):
+        return []  # a late placeholder: known only when the cell runs
+    source = str(full.get("data_source", "survey"))
+    return [(str(v), str(m), source) for m in full["methods"] for v in full["value_sets"]]
+
+
+def data_fingerprints(notebook: Path, params: Mapping[str, Any], layout: Layout) -> dict[str, str]:
+    """``value_set/method`` -> data fingerprint of each run a notebook trains ("" when absent).
+
+    Why in the cell fingerprint: after notebook 01 or 02 re-runs, the splits and datasets
+    change while the parameters do not; the cell must then count as changed (its runs get new
+    ids), not as done with adapters trained on what are now test items.
+    """
+    pairs = _training_pairs(notebook, params)
+    if not pairs:
+        return {}
+    from valuealign import training
+
+    return {f"{v}/{m}": training.data_fingerprint(v, m, src, layout.data_root(src)).combined
+            for v, m, src in pairs}
 
 
 def _notebook_file(name: str, layout: Layout, where: str) -> Path:
@@ -280,6 +313,8 @@ def load_grid(path: Path | str, layout: Layout | None = None) -> Grid:
     for key in fixed:
         if not any(key in s for s in specs.values()):
             raise config._unknown(key, sorted({k for s in specs.values() for k in s}), f"{where}: set")
+    if profile:  # a strict (GPU) profile refuses smoke caps, also those the grid's `set` adds
+        config.check_smoke_caps({**profile, **fixed}, f"{where} (profile {data['profile']})")
 
     cells: list[Cell] = []
     seen: dict[str, str] = {}
@@ -296,7 +331,9 @@ def load_grid(path: Path | str, layout: Layout | None = None) -> Grid:
             probe = render(p, {"run_ids": ["<run_id>"], "run_id": "<run_id>"})
             config.validate(probe, specs[nb], where=f"{where}: cell {cid} {nb}")
             params[nb] = {k: p[k] for k in sorted(p)}
-        fp = fingerprint({"notebooks": nb_names, "parameters": params})
+        trained_on = {nb: fps for nb in nb_names
+                      if (fps := data_fingerprints(_notebook_file(nb, layout, where), params[nb], layout))}
+        fp = fingerprint({"notebooks": nb_names, "parameters": params, "data": trained_on})
         if cid in seen or fp in seen.values():
             other = cid if cid in seen else next(c for c, f in seen.items() if f == fp)
             raise ConfigError(f"{where}: duplicate cell {cid!r} (same as {other!r}): every cell "
@@ -524,7 +561,8 @@ def _expected_runs(notebook: Path, params: Mapping[str, Any], layout: Layout) ->
     for method in full["methods"] or []:
         for value_set in full["value_sets"] or []:
             try:
-                rid = training.params_for_run(full, method, value_set).run_id
+                rid = training.params_for_run(full, method, value_set, data_root=layout.data_root(
+                    str(full.get("data_source", "survey")))).run_id
             except Exception:  # noqa: BLE001 - not a training notebook after all
                 return []
             if (layout.runs / rid / "DONE").exists():

@@ -10,9 +10,13 @@ hyperparameters) lives in ``runs/<run_id>/`` (see CONTRACTS.md):
 - ``checkpoints/`` Trainer checkpoints (adapter + optimizer + scheduler + RNG state)
 - ``DONE``         written last; a run folder without it is unfinished
 
-Why the run id is a hash of the parameters: a grid of runs can be re-launched blindly; a
-finished run is found and skipped, an interrupted one (killed job, out of memory, pre-empted
-cluster node) resumes from its last checkpoint with ``resume_from_checkpoint``.
+Why the run id is a hash of the parameters *and of the training data*: a grid of runs can be
+re-launched blindly; a finished run is found and skipped, an interrupted one (killed job, out of
+memory, pre-empted cluster node) resumes from its last checkpoint with ``resume_from_checkpoint``.
+The data fingerprint (the run's dataset folder and, for survey data, the item split) is part of
+the id, so after notebook 01 or 02 re-runs (new splits) an old adapter is never taken for a
+finished run, and notebook 04 refuses a run whose recorded fingerprint no longer matches
+(:func:`check_run_data`): its "test" items may have been its training items.
 
 Why the reference model is the base with the adapter switched off: DPO and KTO need a frozen
 reference policy; with peft, trl uses the same weights with the LoRA layers disabled, so a
@@ -31,7 +35,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +66,10 @@ class TrainingError(ValueError):
 
 class DatasetFormatError(TrainingError):
     """An alignment dataset lacks the columns its method needs; the message names them."""
+
+
+class StaleRunError(TrainingError):
+    """A finished run was trained on data other than the current ones (or on unknown data)."""
 
 
 class TrainingOOMError(RuntimeError):
@@ -168,6 +176,7 @@ class TrainParams:
     optim: str = "adamw_torch"  # resolved
     gradient_checkpointing: bool = False  # resolved
     save_steps: int = 50
+    data_fingerprint: str = ""  # DataFingerprint.combined of the training data ("" = none on disk)
 
     NOT_HASHED = ("save_steps",)
 
@@ -201,8 +210,11 @@ class TrainParams:
 
 
 def params_for_run(params: Mapping[str, Any], method: str, value_set: str,
-                   cuda: bool | None = None) -> TrainParams:
-    """Map notebook 03's parameters onto one run's :class:`TrainParams` (resolving ``auto``s)."""
+                   cuda: bool | None = None, data_root: Path | None = None) -> TrainParams:
+    """Map notebook 03's parameters onto one run's :class:`TrainParams` (resolving ``auto``s).
+
+    The run's data fingerprint is read from the dataset on disk (``data_root``: the folder
+    holding ``<value_set>/<method>/``, default notebook 02's or 05's output)."""
     check_method(method)
     cuda = models.cuda_available() if cuda is None else cuda
     quant = resolve_quantization(params.get("quantization", "auto"), params.get("strict", False), cuda)
@@ -244,11 +256,13 @@ def params_for_run(params: Mapping[str, Any], method: str, value_set: str,
         optim=optim,
         gradient_checkpointing=gc_on,
         save_steps=int(params.get("train_save_steps", 50)),
+        data_fingerprint=data_fingerprint(value_set, method, params.get("data_source", "survey"),
+                                          data_root).combined,
     )
 
 
-def plan(params: Mapping[str, Any], cuda: bool | None = None,
-         runs_root: Path | None = None) -> tuple[list[TrainParams], pd.DataFrame, list[str]]:
+def plan(params: Mapping[str, Any], cuda: bool | None = None, runs_root: Path | None = None,
+         data_root: Path | None = None) -> tuple[list[TrainParams], pd.DataFrame, list[str]]:
     """The runs notebook 03 will make (value sets x methods), their status, and any fallbacks.
 
     Warnings (e.g. 4-bit asked for without CUDA) are collected once and returned as text, so
@@ -259,7 +273,7 @@ def plan(params: Mapping[str, Any], cuda: bool | None = None,
         warnings.simplefilter("always")
         for value_set in params.get("value_sets", []):
             for method in params.get("methods", []):
-                runs.append(params_for_run(params, method, value_set, cuda))
+                runs.append(params_for_run(params, method, value_set, cuda, data_root))
     notes = sorted({str(w.message) for w in caught if issubclass(w.category, UserWarning)})
     if not runs:
         raise TrainingError("nothing to train: `methods` and `value_sets` must each list at least one entry")
@@ -307,6 +321,104 @@ def available_value_sets(data_source: str = "survey", root: Path | None = None) 
     if not base.is_dir():
         return []
     return sorted(d.name for d in base.iterdir() if d.is_dir() and any((d / m).is_dir() for m in METHODS))
+
+
+SPLITS_FILE = "splits.parquet"  # notebook 02's item split, next to the value-set folders
+
+
+def _is_cache_file(path: Path) -> bool:
+    """Files ``datasets`` writes next to a dataset when it is used (not part of the data)."""
+    return path.name.startswith((".", "cache-")) or path.suffix == ".lock"
+
+
+@dataclass(frozen=True)
+class DataFingerprint:
+    """What a run was trained on: its dataset folder and the item split it was cut from.
+
+    ``dataset``: sha256 over the file names and contents of ``<value_set>/<method>/`` (cache
+    files that ``datasets`` adds on use excluded); ``splits``: sha256 of the (item_id, split)
+    pairs of ``splits.parquet`` (survey data only: consultation data are not survey items).
+    Empty strings when absent. ``combined`` goes into the run id.
+    """
+
+    dataset: str
+    splits: str
+    dataset_folder: str = ""
+    splits_file: str = ""
+
+    @property
+    def combined(self) -> str:
+        if not self.dataset and not self.splits:
+            return ""
+        return hashlib.sha256(f"{self.dataset}:{self.splits}".encode()).hexdigest()[:12]
+
+    def to_dict(self) -> dict[str, str]:
+        return {"combined": self.combined, **asdict(self)}
+
+
+def _folder_sha256(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(q for q in folder.rglob("*") if q.is_file()):
+        rel = f.relative_to(folder)
+        if any(_is_cache_file(Path(part)) for part in rel.parts):
+            continue
+        h.update(str(rel.as_posix()).encode())
+        h.update(provenance.sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def splits_sha256(path: Path) -> str:
+    """Hash of the split *content* (sorted item_id, split pairs), not of the parquet bytes,
+    so that a re-write with another pyarrow version keeps the fingerprint."""
+    try:
+        sp = pd.read_parquet(path, columns=["item_id", "split"])
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types
+        raise TrainingError(f"{paths.relative(path)}: unreadable or lacks item_id/split ({err})") from err
+    pairs = sorted(zip(sp["item_id"].astype(str), sp["split"].astype(str), strict=True))
+    return hashlib.sha256(json.dumps(pairs, separators=(",", ":")).encode()).hexdigest()
+
+
+def data_fingerprint(value_set: str, method: str, data_source: str = "survey",
+                     root: Path | None = None) -> DataFingerprint:
+    """Fingerprint of one run's training data as it is on disk now (empty parts when absent)."""
+    folder = dataset_dir(value_set, method, data_source, root)
+    base = folder.parent.parent
+    splits = base / SPLITS_FILE
+    dataset = _folder_sha256(folder) if folder.is_dir() else ""
+    split_hash = splits_sha256(splits) if data_source == "survey" and splits.exists() else ""
+    return DataFingerprint(dataset, split_hash, paths.relative(folder) if dataset else "",
+                           paths.relative(splits) if split_hash else "")
+
+
+def check_run_data(run_id: str, manifest: Mapping[str, Any], data_root: Path | None = None) -> None:
+    """Refuse a finished run whose training-data fingerprint differs from the current data.
+
+    Why: a run's adapter is evaluated on the *current* test items; if notebook 01 or 02 re-ran
+    since it was trained, the split changed and some of those items may have been its training
+    items. Raises :class:`StaleRunError` naming the run and which fingerprint differs.
+    """
+    params = manifest.get("parameters", {})
+    recorded = str(params.get("data_fingerprint") or "")
+    if not recorded:
+        raise StaleRunError(
+            f"run {run_id}: its manifest records no training-data fingerprint (trained before "
+            "fingerprints were recorded, or on data not read from disk), so it cannot be shown that "
+            f"its training items are not among the current test items; retrain it (notebook 03) or "
+            f"remove runs/{run_id}")
+    now = data_fingerprint(str(params.get("value_set")), str(params.get("method")),
+                           str(params.get("data_source", "survey")), data_root)
+    if now.combined == recorded:
+        return
+    parts = manifest.get("extra", {}).get("data_fingerprint", {}) or {}
+    names = {"dataset": f"the training dataset ({now.dataset_folder or 'now missing'})",
+             "splits": f"the item split ({now.splits_file or SPLITS_FILE + ', now missing'})"}
+    differ = [names[k] for k in ("dataset", "splits") if parts.get(k) != getattr(now, k)]
+    what = " and ".join(differ) if differ else "the training dataset or the item split"
+    raise StaleRunError(
+        f"run {run_id} was trained on other data than the current ones: the fingerprint of {what} "
+        f"differs (recorded {recorded}, now {now.combined or 'none'}); notebook 01 or 02 re-ran since, "
+        f"so its test items may have been training items. Retrain it (notebook 03 gives it a new run "
+        f"id) or remove runs/{run_id}")
 
 
 def load_alignment_dataset(value_set: str, method: str, data_source: str = "survey",
@@ -637,6 +749,13 @@ def train(
     import torch
     from transformers import set_seed
 
+    fingerprint = data_fingerprint(p.value_set, p.method, p.data_source, data_root)
+    if not p.data_fingerprint and dataset is None:
+        p = replace(p, data_fingerprint=fingerprint.combined)
+    elif p.data_fingerprint and p.data_fingerprint != fingerprint.combined:
+        raise TrainingError(
+            f"run {p.run_id}: the training data changed since the run was planned (data fingerprint "
+            f"{p.data_fingerprint}, now {fingerprint.combined or 'none'}); plan it again")
     runs_root = Path(runs_root or paths.RUNS)
     run_dir = runs_root / p.run_id
     status = run_status(run_dir)
@@ -730,6 +849,7 @@ def train(
         "eval_rows": len(eval_ds) if eval_ds is not None else 0,
         "kto_weights": list(kto_w) if kto_w else None,
         "resumed_from": resume.name if resume else None,
+        "data_fingerprint": fingerprint.to_dict() if p.data_fingerprint else None,
         "global_step": int(trainer.state.global_step), "optimizer_steps": opt_steps,
         "peak_memory_gb": round(_peak_memory_gb(device), 3),
         "peak_memory_kind": "cuda max allocated" if device.startswith("cuda") else "process max RSS",
