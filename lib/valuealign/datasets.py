@@ -1322,8 +1322,43 @@ def implied_distribution(rows: Sequence[Mapping[str, Any]], method: str, n_optio
     return total / total.sum() if total.sum() > 0 else None
 
 
+def expected_implied_distribution(shares: Sequence[float], method: str, cfg: BuildConfig) -> np.ndarray | None:
+    """:func:`implied_distribution` in expectation over the seeded draws of ``cfg``'s rules.
+
+    Sampled SFT answers and sampled KTO labels give the shares themselves; a sampled DPO pair
+    (i, j) gives i with P = s_i / (s_i + s_j); the deterministic rules (majority SFT, DPO
+    chosen = higher, KTO threshold, dist) give what their rows give. The gap between this and
+    the realised rows is sampling noise, which more rows per item shrink; what remains is the
+    bias of the rule.
+    """
+    s = np.asarray(shares, dtype=float)
+    s = s / s.sum()
+    n = len(s)
+    if method == "sft":
+        return np.eye(n)[int(np.argmax(s))] if cfg.sft_majority_only else s
+    if method == "dist":
+        return s
+    if method == "kto":
+        if cfg.kto_labels == "sampled":
+            return s
+        desirable = np.array([kto_desirable(x, n, cfg.kto_threshold) for x in s], dtype=float)
+        return desirable / desirable.sum() if desirable.sum() > 0 else None
+    if method == "dpo":
+        pairs = dpo_pairs(list(s), cfg.dpo_min_margin, cfg.dpo_max_pairs_per_item)
+        if not pairs:
+            return None
+        total = np.zeros(n)
+        for hi, lo in pairs:
+            p_hi = 1.0 if cfg.dpo_pair_direction == "higher" else s[hi] / (s[hi] + s[lo])
+            total[hi] += p_hi
+            total[lo] += 1.0 - p_hi
+        return total / total.sum()
+    raise DatasetBuildError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+
+
 def training_target_distances(rows: Mapping[str, Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]],
-                              mixtures: pd.DataFrame, split: str = "train") -> pd.DataFrame:
+                              mixtures: pd.DataFrame, split: str = "train",
+                              config: BuildConfig | None = None) -> pd.DataFrame:
     """Per value set and method: how far the target a method sees is from the population's.
 
     ``rows`` is :attr:`StageResult.rows` (value set -> method -> split -> rows), ``mixtures``
@@ -1331,7 +1366,9 @@ def training_target_distances(rows: Mapping[str, Mapping[str, Mapping[str, Seque
     the JS distance (base 2) between :func:`implied_distribution` and the item's shares; the
     table has its mean over the items with a target (``mean_js_distance``), how many items
     have none, and ``mode_share``: the share of the rewarded answer mass that goes to each
-    item's most common answer (1 = the method only ever sees the mode).
+    item's most common answer (1 = the method only ever sees the mode). With the build
+    ``config``, ``expected_js_distance`` is the same mean for
+    :func:`expected_implied_distribution` (the rule without its sampling noise).
     """
     need = {"value_set", "item_id", "shares"} - set(mixtures.columns)
     if need:
@@ -1345,7 +1382,7 @@ def training_target_distances(rows: Mapping[str, Mapping[str, Mapping[str, Seque
             by_item: dict[str, list[Mapping[str, Any]]] = {}
             for r in per_split.get(split, []):
                 by_item.setdefault(str(r["item_id"]), []).append(r)
-            js, mode, without = [], [], 0
+            js, expected_js, mode, without = [], [], [], 0
             for item_id in sorted(by_item):
                 if (vs, item_id) not in shares_of:
                     raise DatasetBuildError(f"value set {vs!r}, item {item_id!r}: training rows but no "
@@ -1357,12 +1394,16 @@ def training_target_distances(rows: Mapping[str, Mapping[str, Mapping[str, Seque
                     continue
                 js.append(js_distance(implied, target))
                 mode.append(float(implied[int(np.argmax(target))]))
+                expected = expected_implied_distribution(target, method, config) if config else None
+                if expected is not None:
+                    expected_js.append(js_distance(expected, target))
             out.append({"value_set": vs, "method": method, "items": len(by_item),
                         "items_without_target": without,
                         "mean_js_distance": float(np.mean(js)) if js else np.nan,
+                        "expected_js_distance": float(np.mean(expected_js)) if expected_js else np.nan,
                         "mode_share": float(np.mean(mode)) if mode else np.nan})
     return pd.DataFrame(out, columns=["value_set", "method", "items", "items_without_target",
-                                      "mean_js_distance", "mode_share"])
+                                      "mean_js_distance", "expected_js_distance", "mode_share"])
 
 
 # Which row option each method's alternatives differ in: (method, BuildConfig field, values).
@@ -1397,10 +1438,10 @@ def target_option_comparison(items: pd.DataFrame, result: StageResult,
             for value in values or (current,):
                 cfg = dataclasses.replace(result.config, methods=(method,), **{option: value})
                 rows = build_rows(vs.value_set, vitems, {"train": split_items[split]}, cfg)
-                table = training_target_distances({vs.value_set: rows}, result.mixtures, "train")
+                table = training_target_distances({vs.value_set: rows}, result.mixtures, "train", cfg)
                 frames.append(table.assign(option=option, value=str(value), in_use=value == current))
     cols = ["value_set", "method", "option", "value", "in_use", "items", "items_without_target",
-            "mean_js_distance", "mode_share"]
+            "mean_js_distance", "expected_js_distance", "mode_share"]
     return pd.concat(frames, ignore_index=True)[cols]
 
 
