@@ -231,7 +231,7 @@ from strata held out entirely. A model that learned the population's values, rat
 keep its advantage on `test_cluster`.
 """),
     ("code", r"""
-gen = (head[head["method"].isin(["base", "prompted", "sft", "dpo", "kto"])]
+gen = (head[head["method"].isin(["base", "prompted", "sft", "dpo", "kto", "dist"])]
        .pivot_table(index=["target_value_set", "condition"], columns="split", values="mean"))
 display(gen)
 fig = ev.plot_strata(res.item_table)

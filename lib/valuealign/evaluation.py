@@ -1213,7 +1213,7 @@ def plot_alignment(summary: pd.DataFrame, metric: str = "js_alignment") -> Any:
     splits = sorted(h["split"].unique())
     fig, axes = plt.subplots(1, len(splits), figsize=plotting.figsize(1.0, 0.45), sharey=True,
                              squeeze=False)
-    order = [m for m in ("uniform", "base", "prompted", "sft", "dpo", "kto", "oracle") if m in set(h["method"])]
+    order = [m for m in ("uniform", "base", "prompted", "sft", "dpo", "kto", "dist", "oracle") if m in set(h["method"])]
     order += sorted(set(h["method"]) - set(order))
     for ax, split in zip(axes[0], splits, strict=True):
         d = h[h["split"] == split]
