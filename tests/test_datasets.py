@@ -307,11 +307,16 @@ def test_training_targets_table_and_option_comparison(stage, frames):
     assert (comp.groupby(["value_set", "method"])["in_use"].sum() == 1).all()
     in_use = comp[comp["in_use"]].set_index(["value_set", "method"])["mean_js_distance"]
     pd.testing.assert_series_equal(in_use.sort_index(), by["mean_js_distance"].sort_index(), check_names=False)
-    c = comp.set_index(["value_set", "method", "value"])["expected_js_distance"]
+    c = comp.set_index(["value_set", "method", "variant"])
+    e = c["expected_js_distance"]
     for vs in (v.value_set for v in res.value_sets):
-        assert c[(vs, "sft", "True")] > c[(vs, "sft", "False")]  # majority-only is biased, sampling is not
-        assert c[(vs, "dpo", "sampled")] < c[(vs, "dpo", "higher")]
-        assert c[(vs, "kto", "sampled")] < c[(vs, "kto", "threshold")]
+        # majority-only is biased, sampling is not; the same for DPO's directions and KTO's labels
+        assert e[(vs, "sft", "sft_majority_only=True")] > e[(vs, "sft", "sft_majority_only=False")]
+        assert e[(vs, "dpo", "dpo_pair_direction=sampled")] < e[(vs, "dpo", "dpo_pair_direction=higher")]
+        assert e[(vs, "kto", "kto_labels=sampled")] < e[(vs, "kto", "kto_labels=threshold")]
+        # sampled KTO with as many prompts as SFT has samples sees exactly SFT's draws
+        assert c.loc[(vs, "kto", "kto_labels=sampled, kto_prompts_per_item=4"), "mean_js_distance"] == \
+            pytest.approx(c.loc[(vs, "sft", "sft_majority_only=False"), "mean_js_distance"])
 
 
 def test_option_orders_are_balanced():

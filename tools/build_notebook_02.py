@@ -257,17 +257,22 @@ expectation the preferences then say what the distribution says). `kto_labels`: 
 options with a share of at least `kto_threshold / n_options` desirable (on a skewed item only the mode);
 `sampled` makes one answer per prompt variant desirable, drawn from the shares with SFT's generator (the
 same draws as SFT's answers), the other options undesirable. Each alternative is rebuilt here in memory
-for the same train items (`in_use` marks what was written). The table is what the defaults are judged
-by: a sampled target removes the pull towards the mode (*expected* near 0) but adds sampling noise with
-few rows per item (*realised*), like SFT's few samples. The embedded default keeps `higher` and
-`threshold` (the datasets and runs of earlier results stay as they were, and its runs are too short to
-show a difference); the thesis profiles choose `sampled` for both, so that SFT, DPO, KTO and dist are
-trained towards the same distribution and differ only in how they learn from it.
+for the same train items (`in_use` marks what was written), and sampled KTO also with as many prompt
+variants per item as SFT has samples (its desirable answers are then exactly SFT's draws). The table is
+what the defaults are judged by: a sampled target removes the pull towards the mode (*expected* 0, where
+`higher` and `threshold` sit about as far from the population as SFT on the majority answer only) but
+adds sampling noise when an item has few rows (*realised*): three sampled pairs are about as noisy as
+three pairs towards the mode, and one sampled KTO answer per item is noisier than either, while four are
+exactly as noisy as SFT's four samples. The embedded default keeps `higher` and `threshold` (the
+datasets and runs of earlier results stay as they were, and its few-step runs cannot show the
+difference); the thesis profiles choose `sampled` for both and four KTO prompt variants per item, so
+that SFT, DPO, KTO and dist are trained towards the same distribution and differ in how they learn
+from it, not in what they are shown.
 """),
     ("code", """
 options = ds.target_option_comparison(items, result)
-(options.groupby(["method", "option", "value", "in_use"])[["mean_js_distance", "expected_js_distance",
-                                                           "mode_share"]].mean().reset_index()
+(options.groupby(["method", "variant", "in_use"])[["mean_js_distance", "expected_js_distance",
+                                                   "mode_share"]].mean().reset_index()
  .style.hide(axis="index").format(precision=3)
  .set_caption("mean over value sets; JS: realised / expected distance of the target from the population"))
 """),

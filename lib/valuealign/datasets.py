@@ -1406,23 +1406,30 @@ def training_target_distances(rows: Mapping[str, Mapping[str, Mapping[str, Seque
                                       "mean_js_distance", "expected_js_distance", "mode_share"])
 
 
-# Which row option each method's alternatives differ in: (method, BuildConfig field, values).
-TARGET_OPTIONS: tuple[tuple[str, str, tuple[Any, ...]], ...] = (
-    ("sft", "sft_majority_only", (False, True)),
-    ("dpo", "dpo_pair_direction", DPO_DIRECTIONS),
-    ("kto", "kto_labels", KTO_LABELINGS),
-    ("dist", "dist_prompts_per_item", ()),
-)
+def target_variants(cfg: BuildConfig) -> list[tuple[str, dict[str, Any]]]:
+    """(method, parameter overrides) of every alternative target notebook 02 compares.
+
+    SFT sampled vs majority only; DPO chosen = higher vs sampled directions; KTO threshold vs
+    sampled labels, and sampled labels with as many prompt variants as SFT has samples (then
+    KTO's desirable answers are exactly SFT's draws); dist as configured.
+    """
+    out: list[tuple[str, dict[str, Any]]] = [("sft", {"sft_majority_only": v}) for v in (False, True)]
+    out += [("dpo", {"dpo_pair_direction": v}) for v in DPO_DIRECTIONS]
+    out += [("kto", {"kto_labels": v}) for v in KTO_LABELINGS]
+    if cfg.kto_prompts_per_item != cfg.sft_samples_per_item:
+        out.append(("kto", {"kto_labels": "sampled", "kto_prompts_per_item": cfg.sft_samples_per_item}))
+    out.append(("dist", {"dist_prompts_per_item": cfg.dist_prompts_per_item}))
+    return out
 
 
 def target_option_comparison(items: pd.DataFrame, result: StageResult,
                              split: str = "train") -> pd.DataFrame:
-    """:func:`training_target_distances` for each alternative of each method's target option.
+    """:func:`training_target_distances` for each alternative of :func:`target_variants`.
 
-    Rebuilds the rows of ``split`` in memory (nothing is written) for every value of the
-    options in :data:`TARGET_OPTIONS`, the other parameters as in ``result.config``; the
-    column ``in_use`` marks the setting notebook 02 wrote. This is what the defaults of
-    ``dpo_pair_direction`` and ``kto_labels`` are judged by in notebook 02.
+    Rebuilds the rows of ``split`` in memory (nothing is written) with the overrides of each
+    variant, the other parameters as in ``result.config``; ``in_use`` marks the variant that
+    notebook 02 wrote. This is what the defaults of ``dpo_pair_direction`` and ``kto_labels``
+    are judged by in notebook 02.
     """
     import dataclasses
 
@@ -1432,15 +1439,15 @@ def target_option_comparison(items: pd.DataFrame, result: StageResult,
     frames = []
     for vs in result.value_sets:
         vitems = value_set_items(result.mixtures, items, vs.value_set)
-        split_items = {split: sorted(i for i in vitems if split_of.get(i) == split)}
-        for method, option, values in TARGET_OPTIONS:
-            current = getattr(result.config, option)
-            for value in values or (current,):
-                cfg = dataclasses.replace(result.config, methods=(method,), **{option: value})
-                rows = build_rows(vs.value_set, vitems, {"train": split_items[split]}, cfg)
-                table = training_target_distances({vs.value_set: rows}, result.mixtures, "train", cfg)
-                frames.append(table.assign(option=option, value=str(value), in_use=value == current))
-    cols = ["value_set", "method", "option", "value", "in_use", "items", "items_without_target",
+        split_items = {"train": sorted(i for i in vitems if split_of.get(i) == split)}
+        for method, overrides in target_variants(result.config):
+            cfg = dataclasses.replace(result.config, methods=(method,), **overrides)
+            rows = build_rows(vs.value_set, vitems, split_items, cfg)
+            table = training_target_distances({vs.value_set: rows}, result.mixtures, "train", cfg)
+            in_use = all(getattr(result.config, k) == v for k, v in overrides.items())
+            frames.append(table.assign(variant=", ".join(f"{k}={v}" for k, v in overrides.items()),
+                                       in_use=in_use))
+    cols = ["value_set", "method", "variant", "in_use", "items", "items_without_target",
             "mean_js_distance", "expected_js_distance", "mode_share"]
     return pd.concat(frames, ignore_index=True)[cols]
 
