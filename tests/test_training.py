@@ -268,6 +268,17 @@ def test_dist_learning_rate_and_run_id() -> None:
     assert p.run_id != training.params_for_run(nb, "sft", "germany", cuda=False).run_id.replace("__sft__", "__dist__")
 
 
+def test_dist_is_a_method_of_the_notebooks_profiles_and_thesis_grid() -> None:
+    from valuealign import config, sweep
+
+    assert "dist" in config.notebook_parameters("03_finetune")["methods"].default
+    for profile in ("thesis-7b", "thesis-13b"):
+        assert "dist" in config.parameters_for("03_finetune", paths.CONFIGS / f"{profile}.yaml")["methods"]
+    grid = sweep.load_grid(paths.CONFIGS / "grids" / "thesis.yaml")
+    cells = [c for c in grid.cells if c.parameters["03_finetune"]["methods"] == ["dist"]]
+    assert len(cells) == 15  # 5 value sets x 3 seeds
+
+
 @pytest.mark.slow
 def test_dist_training_moves_the_bundled_models_letters_towards_the_shares(tmp_path: Path) -> None:
     """Real SmolLM2-135M, real trainer: the JS distance between the letter distribution that the
