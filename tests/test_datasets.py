@@ -210,6 +210,14 @@ def test_implied_distribution_of_each_method_on_a_constructed_item():
     np.testing.assert_allclose(D.implied_distribution(D.kto_rows(it, "vs", 1.0, 1, 0), "kto", 3), [1, 0, 0])
     # no pair clears the margin: DPO rewards nothing for this item
     assert D.implied_distribution(D.dpo_rows(it, "vs", 0.9, 3, 0), "dpo", 3) is None
+    # ... and the table counts such an item (no DPO rows at all) as one without a target
+    flat = D.Item("x-2", "Q2?", ("a", "b", "c"), (0.34, 0.33, 0.33))
+    cfg = D.BuildConfig(methods=("sft", "dpo"), dataset_max_items=0)
+    rows = D.build_rows("vs", {"x-1": it, "x-2": flat}, {"train": ["x-1", "x-2"]}, cfg)
+    table = D.training_target_distances({"vs": rows}, _mixture("vs", [it, flat]), config=cfg).set_index("method")
+    assert table.loc["dpo", "items"] == 2 and table.loc["dpo", "items_without_target"] == 1
+    assert table.loc["dpo", "mean_js_distance"] == pytest.approx(D.js_distance([2 / 3, 1 / 3, 0], it.shares))
+    assert table.loc["sft", "items_without_target"] == 0
 
 
 def test_sampled_dpo_directions_follow_bradley_terry_and_imply_the_shares_more_closely():

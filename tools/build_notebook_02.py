@@ -259,11 +259,12 @@ options with a share of at least `kto_threshold / n_options` desirable (on a ske
 same draws as SFT's answers), the other options undesirable. Each alternative is rebuilt here in memory
 for the same train items (`in_use` marks what was written), and sampled KTO also with as many prompt
 variants per item as SFT has samples (its desirable answers are then exactly SFT's draws). The table is
-what the defaults are judged by: a sampled target removes the pull towards the mode (*expected* 0, where
-`higher` and `threshold` sit about as far from the population as SFT on the majority answer only) but
-adds sampling noise when an item has few rows (*realised*): three sampled pairs are about as noisy as
-three pairs towards the mode, and one sampled KTO answer per item is noisier than either, while four are
-exactly as noisy as SFT's four samples. The embedded default keeps `higher` and `threshold` (the
+what the defaults are judged by. A sampled target removes the pull towards the mode: *expected* is 0
+for sampled KTO labels (as for sampled SFT answers) and much smaller for sampled DPO directions (not 0:
+an item's few pairs, largest share gaps first, and a chosen-or-not per pair reward a flatter
+distribution than the shares). But it adds sampling noise when an item has few rows (*realised*): three
+sampled pairs are about as noisy as three pairs towards the mode, and one sampled KTO answer per item is
+noisier than either, while four are exactly as noisy as SFT's four samples. The embedded default keeps `higher` and `threshold` (the
 datasets and runs of earlier results stay as they were, and its few-step runs cannot show the
 difference); the thesis profiles choose `sampled` for both and four KTO prompt variants per item, so
 that SFT, DPO, KTO and dist are trained towards the same distribution and differ in how they learn

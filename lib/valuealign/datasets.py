@@ -1366,7 +1366,8 @@ def training_target_distances(rows: Mapping[str, Mapping[str, Mapping[str, Seque
     the JS distance (base 2) between :func:`implied_distribution` and the item's shares; the
     table has its mean over the items with a target (``mean_js_distance``), how many items
     have none, and ``mode_share``: the share of the rewarded answer mass that goes to each
-    item's most common answer (1 = the method only ever sees the mode). With the build
+    item's most common answer (1 = the method only ever sees the mode). ``items`` counts the
+    items that any method of the value set has rows for in ``split``. With the build
     ``config``, ``expected_js_distance`` is the same mean for
     :func:`expected_implied_distribution` (the rule without its sampling noise).
     """
@@ -1378,10 +1379,13 @@ def training_target_distances(rows: Mapping[str, Mapping[str, Mapping[str, Seque
                  for vs, i, s in zip(mixtures["value_set"], mixtures["item_id"], mixtures["shares"], strict=True)}
     out = []
     for vs, per_method in rows.items():
+        # an item that one method has rows for and another has none (no DPO pair clears the
+        # margin) is an item without a target for the latter
+        all_items = {str(r["item_id"]) for per_split in per_method.values() for r in per_split.get(split, [])}
         for method, per_split in per_method.items():
-            by_item: dict[str, list[Mapping[str, Any]]] = {}
+            by_item: dict[str, list[Mapping[str, Any]]] = {i: [] for i in all_items}
             for r in per_split.get(split, []):
-                by_item.setdefault(str(r["item_id"]), []).append(r)
+                by_item[str(r["item_id"])].append(r)
             js, expected_js, mode, without = [], [], [], 0
             for item_id in sorted(by_item):
                 if (vs, item_id) not in shares_of:
