@@ -85,7 +85,7 @@ $(STAMPS)/setup-done: $(STAMPS)/venv $(STAMPS)/kernel $(STAMPS)/model
 $(NB_00): $(LIB)/surveys.py $(RAWDATA)
 $(NB_01): $(NB_00) $(LIB)/taxonomy.py $(wildcard data/reference/*)
 $(NB_02): $(NB_00) $(NB_01) $(LIB)/datasets.py $(LIB)/prompts.py $(LIB)/taxonomy.py
-$(NB_03): $(NB_02) $(LIB)/training.py $(LIB)/models.py $(LIB)/prompts.py
+$(NB_03): $(NB_02) $(LIB)/training.py $(LIB)/models.py $(LIB)/prompts.py $(LIB)/evaluation.py
 $(NB_04): $(NB_02) $(NB_03) $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts.py data/reference/general_prompts.txt $(wildcard data/raw/daily_dilemmas/*)
 $(NB_05): $(LIB)/consultation.py $(RAWDATA)
 $(NB_06): $(filter-out $(NB_06),$(NOTEBOOK_STAMPS)) $(wildcard $(LIB)/*.py)

@@ -5,7 +5,7 @@ Seconds per optimizer step and peak RSS for SFT, DPO and KTO at batch 4 and sequ
 (``valuealign.training.train``). Each method runs in its own process so its peak RSS is its own.
 Writes ``benchmarks/results/training_cpu.json``.
 
-    .venv/bin/python benchmarks/bench_training_cpu.py [--steps 3] [--methods sft dpo kto]
+    .venv/bin/python benchmarks/bench_training_cpu.py [--steps 3] [--methods sft dpo kto dist]
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def one_method(method: str, steps: int) -> dict:
     p = training.TrainParams(model_profile="smollm2-135m", method=method, value_set="bench",
                              quantization="none", lora_r=16, lora_alpha=16, learning_rate=1e-4,
                              max_steps=steps, train_batch_size=BATCH, max_length=LENGTH + 8,
-                             beta=0.1 if method != "sft" else 0.0, save_steps=10_000)
+                             beta=0.1 if method in ("dpo", "kto") else 0.0, save_steps=10_000)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         res = training.train(p, data, runs_root=Path(tmp), callbacks=[Timer()], progress=False)
@@ -75,7 +75,7 @@ def one_method(method: str, steps: int) -> dict:
     timed = times[1:] or times  # the first step pays one-off costs (allocations, kernels)
     return {
         "method": method, "batch": BATCH, "tokens_per_sequence": n_tokens,
-        "sequences_per_row": {"sft": 1, "dpo": 2, "kto": 2}[method],
+        "sequences_per_row": {"sft": 1, "dpo": 2, "kto": 2, "dist": 1}[method],
         "steps": res.global_step, "step_seconds": [round(t, 2) for t in times],
         "seconds_per_step": round(statistics.median(timed), 2),
         "first_step_seconds": round(times[0], 2),

@@ -184,6 +184,149 @@ def test_sft_samples_follow_distribution_and_majority_only():
     assert D.sft_rows(it, "vs", 8, False, seed=1) == D.sft_rows(it, "vs", 8, False, seed=1)
 
 
+# ------------------------------------------------------------------ training targets (DPO/KTO options, dist)
+def _mixture(vs: str, items: list[D.Item]) -> pd.DataFrame:
+    return pd.DataFrame({"value_set": vs, "item_id": [it.item_id for it in items],
+                         "shares": [list(it.shares) for it in items]})
+
+
+def _many_items(shares=(0.5, 0.3, 0.2), n=300) -> list[D.Item]:
+    return [D.Item(f"x-{i:03d}", f"Q{i}?", tuple(f"o{j}" for j in range(len(shares))), tuple(shares))
+            for i in range(n)]
+
+
+def test_implied_distribution_of_each_method_on_a_constructed_item():
+    it = _item((0.6, 0.3, 0.1))
+    # SFT on the majority answer only: the point mass on the mode
+    np.testing.assert_allclose(D.implied_distribution(D.sft_rows(it, "vs", 4, True, 0), "sft", 3), [1, 0, 0])
+    # dist: exactly the shares, whatever the option orders of its prompt variants
+    rows = D.dist_rows(it, "vs", 3, 0)
+    assert len({tuple(r["option_order"]) for r in rows}) == 3
+    np.testing.assert_allclose(D.implied_distribution(rows, "dist", 3), [0.6, 0.3, 0.1])
+    # DPO, chosen = higher: pairs (0,2), (0,1), (1,2) -> chosen 0, 0, 1
+    dpo = D.dpo_rows(it, "vs", 0.1, 3, 0, "higher")
+    np.testing.assert_allclose(D.implied_distribution(dpo, "dpo", 3), [2 / 3, 1 / 3, 0])
+    # KTO threshold 1: desirable iff share >= 1/3 -> only the mode
+    np.testing.assert_allclose(D.implied_distribution(D.kto_rows(it, "vs", 1.0, 1, 0), "kto", 3), [1, 0, 0])
+    # no pair clears the margin: DPO rewards nothing for this item
+    assert D.implied_distribution(D.dpo_rows(it, "vs", 0.9, 3, 0), "dpo", 3) is None
+    # ... and the table counts such an item (no DPO rows at all) as one without a target
+    flat = D.Item("x-2", "Q2?", ("a", "b", "c"), (0.34, 0.33, 0.33))
+    cfg = D.BuildConfig(methods=("sft", "dpo"), dataset_max_items=0)
+    rows = D.build_rows("vs", {"x-1": it, "x-2": flat}, {"train": ["x-1", "x-2"]}, cfg)
+    table = D.training_target_distances({"vs": rows}, _mixture("vs", [it, flat]), config=cfg).set_index("method")
+    assert table.loc["dpo", "items"] == 2 and table.loc["dpo", "items_without_target"] == 1
+    assert table.loc["dpo", "mean_js_distance"] == pytest.approx(D.js_distance([2 / 3, 1 / 3, 0], it.shares))
+    assert table.loc["sft", "items_without_target"] == 0
+
+
+def test_sampled_dpo_directions_follow_bradley_terry_and_imply_the_shares_more_closely():
+    its = _many_items()
+    directions = Counter()
+    for it in its:
+        for r in D.dpo_rows(it, "vs", 0.05, 3, seed=0, direction="sampled"):
+            c = prompts.option_for(r["option_order"], r["chosen"][0]["content"])
+            rj = prompts.option_for(r["option_order"], r["rejected"][0]["content"])
+            assert r["chosen_share"] == it.shares[c] and r["rejected_share"] == it.shares[rj]
+            directions[(min(c, rj), max(c, rj), c)] += 1
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        n = directions[(i, j, i)] + directions[(i, j, j)]
+        s_i, s_j = its[0].shares[i], its[0].shares[j]
+        assert abs(directions[(i, j, i)] / n - s_i / (s_i + s_j)) < 0.08, (i, j, directions)
+    split = {"train": [it.item_id for it in its]}
+    by_id = {it.item_id: it for it in its}
+    mix = _mixture("vs", its)
+    js, expected, pooled = {}, {}, {}
+    for direction in D.DPO_DIRECTIONS:
+        cfg = D.BuildConfig(methods=("dpo",), dpo_min_margin=0.05, dpo_pair_direction=direction, dataset_max_items=0)
+        rows = D.build_rows("vs", by_id, split, cfg)
+        table = D.training_target_distances({"vs": rows}, mix, config=cfg)
+        js[direction] = float(table["mean_js_distance"].iloc[0])
+        expected[direction] = float(table["expected_js_distance"].iloc[0])
+        mode_share = float(table["mode_share"].iloc[0])
+        assert mode_share == pytest.approx(2 / 3) if direction == "higher" else mode_share < 0.6
+        # pooled over all items (the per-item sampling noise averages out)
+        pooled[direction] = D.js_distance(D.implied_distribution(rows["dpo"]["train"], "dpo", 3), its[0].shares)
+    # chosen = higher implies (2/3, 1/3, 0) for every item; sampled directions imply the shares
+    # up to noise: far closer in expectation and pooled, though 3 pairs per item are noisy
+    assert js["higher"] == pytest.approx(expected["higher"])
+    assert expected["sampled"] < expected["higher"] / 3 and pooled["sampled"] < pooled["higher"] / 3, (expected, pooled)
+    assert js["sampled"] > expected["sampled"]
+    # the same seed gives the same directions
+    assert D.dpo_rows(its[0], "vs", 0.05, 3, 0, "sampled") == D.dpo_rows(its[0], "vs", 0.05, 3, 0, "sampled")
+
+
+def test_sampled_kto_labels_are_sfts_draws_and_follow_the_shares():
+    it = _item((0.5, 0.3, 0.15, 0.05))
+    kto = D.kto_rows(it, "vs", 1.0, 400, seed=2, labels="sampled")
+    sft = D.sft_rows(it, "vs", 400, False, seed=2)
+    desirable = [r for r in kto if r["label"]]
+    assert len(desirable) == 400 and len(kto) == 1600  # one desirable answer per prompt variant
+    # the k-th desirable answer is the k-th SFT answer, on the same prompt
+    for d, s in zip(desirable, sft, strict=True):
+        assert d["prompt"] == s["prompt"] and d["completion"] == s["completion"]
+    freq = D.implied_distribution(kto, "kto", 4)
+    assert np.abs(freq - np.array(it.shares)).max() < 0.06
+    np.testing.assert_allclose(freq, D.implied_distribution(sft, "sft", 4))
+    # the threshold rule would make only options 0 and 1 desirable (share >= 1/4), equally
+    np.testing.assert_allclose(D.implied_distribution(D.kto_rows(it, "vs", 1.0, 4, 2), "kto", 4), [0.5, 0.5, 0, 0])
+
+
+def test_dist_rows_carry_the_shares_in_letter_order():
+    it = _item((0.5, 0.3, 0.15, 0.05))
+    rows = D.dist_rows(it, "vs", 4, seed=1)
+    sft = D.sft_rows(it, "vs", 4, False, seed=1)
+    for r, s in zip(rows, sft, strict=True):
+        assert r["option_letters"] == ["A", "B", "C", "D"] and r["prompt"] == s["prompt"]
+        assert r["target_shares"] == [it.shares[o] for o in r["option_order"]]
+        text = r["prompt"][0]["content"]
+        assert all(f"{letter}. o{o}" in text for letter, o in zip(r["option_letters"], r["option_order"], strict=True))
+    assert sorted(r["option_order"].index(0) for r in rows) == [0, 1, 2, 3]  # the mode at every letter
+
+
+def test_bad_target_options_name_the_parameter(frames, emb_by_id, tmp_path):
+    with pytest.raises(D.DatasetBuildError, match=r"dpo_pair_direction='mode': use one of higher, sampled"):
+        D.BuildConfig(dpo_pair_direction="mode")
+    with pytest.raises(D.DatasetBuildError, match=r"kto_labels='soft': use one of threshold, sampled"):
+        D.kto_rows(_item(), "vs", 1.0, 1, 0, labels="soft")
+    with pytest.raises(D.DatasetBuildError, match="dist_prompts_per_item=0"):
+        D.BuildConfig(dist_prompts_per_item=0)
+    items, dists = frames
+    with pytest.raises(D.DatasetBuildError, match="kto_labels='random'"):
+        D.build_stage(items, dists, params(kto_labels="random"), emb=emb_by_id, write=False)
+
+
+def test_training_targets_table_and_option_comparison(stage, frames):
+    res, out = stage
+    items, _ = frames
+    table = D.training_target_distances(res.rows, res.mixtures, config=res.config)
+    assert set(table["method"]) == set(D.METHODS) and len(table) == len(D.METHODS) * len(res.value_sets)
+    by = table.set_index(["value_set", "method"])
+    for vs in (v.value_set for v in res.value_sets):
+        assert by.loc[(vs, "dist"), "mean_js_distance"] == pytest.approx(0, abs=1e-6)
+        assert by.loc[(vs, "sft"), "mean_js_distance"] > 0.05  # 4 samples per item are noisy
+        assert by.loc[(vs, "sft"), "expected_js_distance"] == pytest.approx(0, abs=1e-6)  # ... but unbiased
+        for m in ("dpo", "kto"):  # deterministic rules: the rows are their expectation
+            assert by.loc[(vs, m), "mean_js_distance"] == pytest.approx(by.loc[(vs, m), "expected_js_distance"])
+    # the notebook reads the written value_set_distributions.parquet: the same table
+    written = pd.read_parquet(out / "value_set_distributions.parquet")
+    pd.testing.assert_frame_equal(D.training_target_distances(res.rows, written, config=res.config), table)
+    comp = D.target_option_comparison(items, res)
+    assert (comp.groupby(["value_set", "method"])["in_use"].sum() == 1).all()
+    in_use = comp[comp["in_use"]].set_index(["value_set", "method"])["mean_js_distance"]
+    pd.testing.assert_series_equal(in_use.sort_index(), by["mean_js_distance"].sort_index(), check_names=False)
+    c = comp.set_index(["value_set", "method", "variant"])
+    e = c["expected_js_distance"]
+    for vs in (v.value_set for v in res.value_sets):
+        # majority-only is biased, sampling is not; the same for DPO's directions and KTO's labels
+        assert e[(vs, "sft", "sft_majority_only=True")] > e[(vs, "sft", "sft_majority_only=False")]
+        assert e[(vs, "dpo", "dpo_pair_direction=sampled")] < e[(vs, "dpo", "dpo_pair_direction=higher")]
+        assert e[(vs, "kto", "kto_labels=sampled")] < e[(vs, "kto", "kto_labels=threshold")]
+        # sampled KTO with as many prompts as SFT has samples sees exactly SFT's draws
+        assert c.loc[(vs, "kto", "kto_labels=sampled, kto_prompts_per_item=4"), "mean_js_distance"] == \
+            pytest.approx(c.loc[(vs, "sft", "sft_majority_only=False"), "mean_js_distance"])
+
+
 def test_option_orders_are_balanced():
     it = _item()
     rows = D.sft_rows(it, "vs", 8, True, seed=3)  # always option 0, 8 rows, 4 options
@@ -200,7 +343,7 @@ def test_option_orders_are_balanced():
 def test_answer_letters_balanced_over_a_dataset(stage):
     res, _ = stage
     bal = D.position_balance(res)
-    assert len(bal) == 3 * len(res.value_sets) and (bal["answers"] > 0).all()
+    assert len(bal) == len(D.METHODS) * len(res.value_sets) and (bal["answers"] > 0).all()
     # relative answer position near 0.5 and 'A' about as often as under balance, every method
     assert bal["mean_relative_position"].between(0.35, 0.65).all(), bal
     assert ((bal["share_at_A"] - bal["balanced_share_at_A"]).abs() < 0.15).all(), bal

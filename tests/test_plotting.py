@@ -63,6 +63,12 @@ def test_labels_and_colours_are_consistent() -> None:
     assert plotting.method_color("dpo") == plotting.METHOD_COLORS["dpo"]
 
 
+def test_dist_has_a_display_name_colour_and_place() -> None:
+    assert plotting.method_label("dist") == "Dist"
+    assert plotting.method_color("dist") not in {plotting.method_color(m) for m in plotting.METHOD_ORDER if m != "dist"}
+    assert plotting.sort_methods(["oracle", "dist", "sft", "kto"]) == ["sft", "kto", "dist", "oracle"]
+
+
 def test_save_figure_writes_pdf_and_png_at_print_size_and_records_provenance(root: Path) -> None:
     src = root / "data" / "input.csv"
     src.parent.mkdir()

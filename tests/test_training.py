@@ -174,6 +174,140 @@ def test_killed_run_resumes_to_the_same_optimizer_step_count(tiny: str, tmp_path
     assert list(resumed.log["step"]) == list(range(1, 5))
 
 
+# ---------------------------------------------------------------- dist: the distributional objective
+
+
+def test_soft_cross_entropy_equals_the_hand_computed_value() -> None:
+    """Two rows, the second with 2 of 3 option slots (padding must not count)."""
+    import math
+
+    logits = torch.tensor([[2.0, 1.0, 0.0], [0.5, -0.5, 9.0]])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    target = torch.tensor([[0.5, 0.3, 0.2], [0.25, 0.75, 0.0]])
+    logq = torch.log_softmax(logits.masked_fill(~mask, float("-inf")), dim=-1)
+    got = training.soft_cross_entropy(logq, target, mask)
+    z1 = math.log(math.exp(2) + math.exp(1) + math.exp(0))
+    row1 = -(0.5 * (2 - z1) + 0.3 * (1 - z1) + 0.2 * (0 - z1))
+    z2 = math.log(math.exp(0.5) + math.exp(-0.5))
+    row2 = -(0.25 * (0.5 - z2) + 0.75 * (-0.5 - z2))
+    assert got.tolist() == pytest.approx([row1, row2], abs=1e-6)
+
+
+def test_dist_loss_is_the_cross_entropy_of_the_evaluations_letter_probabilities(tiny: str, tmp_path: Path) -> None:
+    """The trainer's loss on a batch = -sum t log p with p from evaluation.score_labels (notebook 04's
+    scoring: same prompt text, same position, same letter tokens, renormalised over the letters)."""
+    import numpy as np
+
+    from valuealign import evaluation
+
+    data = training.synthetic_alignment_data("dist", n_items=4, n_options=4)
+    p = _params(tiny, "dist")
+    model = models.load_for_training("smollm2-135m", tiny)
+    tok = models.load_tokenizer("smollm2-135m", tiny)
+    train = training.prepare_split(data["train"], "dist")
+    args = training.training_args(p, tmp_path / "ckpt", "cpu", len(train))
+    trainer = training.make_trainer(p, model, tok, train, None, args)
+    assert isinstance(trainer, training.dist_trainer_class())
+    peft_model = trainer.model.eval()
+    rows = [train[i] for i in range(3)]
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    with torch.no_grad():
+        loss = float(trainer.compute_loss(peft_model, batch))
+        texts = [evaluation.chat_text(tok, list(r["prompt"])) for r in rows]
+        scores = evaluation.score_labels(peft_model, tok, texts, [list(r["option_letters"]) for r in rows])
+    expected = np.mean([-np.sum(np.asarray(r["target_shares"]) * np.log(sc.probs)) for r, sc in zip(rows, scores, strict=True)])
+    assert loss == pytest.approx(float(expected), rel=1e-4)
+    assert all(abs(sum(r["target_shares"]) - 1) < 1e-9 for r in rows)
+
+
+def test_dist_run_trains_resumes_and_is_skipped_like_the_others(tiny: str, tmp_path: Path) -> None:
+    from transformers import TrainerCallback
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == 3:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    data = training.synthetic_alignment_data("dist", n_items=8)
+    p = _params(tiny, "dist", max_steps=4)
+    assert "__dist__toy__s0__" in p.run_id
+    with pytest.raises(training.TrainingOOMError):
+        training.train(p, data, runs_root=tmp_path, callbacks=[Kill()], progress=False)
+    res = training.train(p, data, runs_root=tmp_path, eval_rows=4, examples=2, progress=False)
+    assert res.status == "resumed" and res.resumed_from == "checkpoint-2"
+    assert res.global_step == 4 and res.optimizer_steps == 4
+    for name in ("adapter/adapter_model.safetensors", "adapter/README.md", "manifest.json", "DONE", "examples.json"):
+        assert (res.run_dir / name).exists(), name
+    log = pd.read_csv(res.run_dir / "train_log.csv")
+    assert list(log["step"]) == [1, 2, 3, 4] and {"loss", "target_kl", "option_mass"} <= set(log.columns)
+    assert (log["target_kl"] >= -1e-6).all() and (log["loss"] > log["target_kl"]).all()  # CE = H(target) + KL
+    assert "eval_loss" in res.metrics and "Distributional fine-tuning" in (res.adapter_dir / "README.md").read_text()
+    # the example target is the letter of the largest share (option 0 of the toy items)
+    assert set(res.examples["target"]) <= set("ABC") and len(res.examples) == 2
+    assert training.train(p, data, runs_root=tmp_path, progress=False).status == "skipped"
+
+
+def test_dist_bad_rows_are_named(tiny: str) -> None:
+    data = training.synthetic_alignment_data("dist", n_items=4)
+    bad = data["train"].map(lambda r, i: {"target_shares": [0.5, 0.4, 0.3]} if i == 1 else {}, with_indices=True)
+    with pytest.raises(training.DatasetFormatError, match=r"toy/dist \(split 'train'\), row 1: column 'target_shares'"):
+        training.check_columns(bad, "dist", where="toy/dist")
+    short = data["train"].map(lambda r: {"target_shares": [1.0]})
+    with pytest.raises(training.DatasetFormatError, match="has 1 value.*for 3 option letter"):
+        training.check_columns(short, "dist")
+    tok = models.load_tokenizer("smollm2-135m", tiny)
+    long_letters = data["train"].map(lambda r: {"option_letters": ["A", "B", "Bonjour123"]})
+    with pytest.raises(training.TrainingError, match=r"not distinct single tokens"):
+        training.dist_features(long_letters, tok)
+
+
+def test_dist_learning_rate_and_run_id() -> None:
+    nb = {"model_profile": "smollm2-135m", "seed": 0, "dist_learning_rate": 1e-4, "sft_learning_rate": 3e-4}
+    p = training.params_for_run(nb, "dist", "germany", cuda=False)
+    assert p.learning_rate == 1e-4 and p.beta == 0.0 and p.run_id.startswith("smollm2-135m__dist__germany__s0__")
+    assert p.run_id != training.params_for_run(nb, "sft", "germany", cuda=False).run_id.replace("__sft__", "__dist__")
+
+
+def test_dist_is_a_method_of_the_notebooks_profiles_and_thesis_grid() -> None:
+    from valuealign import config, sweep
+
+    assert "dist" in config.notebook_parameters("03_finetune")["methods"].default
+    for profile in ("thesis-7b", "thesis-13b"):
+        assert "dist" in config.parameters_for("03_finetune", paths.CONFIGS / f"{profile}.yaml")["methods"]
+    grid = sweep.load_grid(paths.CONFIGS / "grids" / "thesis.yaml")
+    cells = [c for c in grid.cells if c.parameters["03_finetune"]["methods"] == ["dist"]]
+    assert len(cells) == 15  # 5 value sets x 3 seeds
+
+
+@pytest.mark.slow
+def test_dist_training_moves_the_bundled_models_letters_towards_the_shares(tmp_path: Path) -> None:
+    """Real SmolLM2-135M, real trainer: the JS distance between the letter distribution that the
+    evaluation reads and the target falls, on the trained prompts and on held-out items."""
+    import numpy as np
+
+    from valuealign import datasets as D
+    from valuealign import evaluation
+
+    data = training.synthetic_alignment_data("dist", n_items=8)
+    p = training.TrainParams(model_profile="smollm2-135m", method="dist", value_set="toy", quantization="none",
+                             lora_r=8, lora_alpha=16, lora_dropout=0.0, learning_rate=2e-3, max_steps=5,
+                             train_batch_size=4, max_length=256, save_steps=100)
+    res = training.train(p, data, runs_root=tmp_path, progress=False)
+    tok = res.tokenizer
+
+    def mean_js(split: str) -> float:
+        rows = list(data[split])
+        texts = [evaluation.chat_text(tok, list(r["prompt"])) for r in rows]
+        scores = evaluation.score_labels(res.model, tok, texts, [list(r["option_letters"]) for r in rows])
+        return float(np.mean([D.js_distance(sc.probs, r["target_shares"]) for sc, r in zip(scores, rows, strict=True)]))
+
+    with res.model.disable_adapter():
+        before = {s: mean_js(s) for s in ("train", "validation")}
+    after = {s: mean_js(s) for s in ("train", "validation")}
+    assert after["train"] < before["train"] - 0.05, (before, after)
+    assert after["validation"] < before["validation"], (before, after)
+
+
 @pytest.mark.parametrize("profile", ["thesis-7b", "thesis-13b"])
 def test_thesis_profiles_plan_qlora_runs_on_cuda_and_refuse_cpu(profile: str) -> None:
     from valuealign import config

@@ -14,7 +14,7 @@ NAME = "02_alignment_datasets"
 
 CELLS: list[tuple[str, str]] = [
     ("md", """
-# 02 · Value sets and alignment datasets (SFT, DPO, KTO)
+# 02 · Value sets and alignment datasets (SFT, DPO, KTO, dist)
 
 **Question.** Which target populations (*value sets*) do we align to, how different are they, and
 what exactly does a model see in training for each alignment method?
@@ -30,9 +30,10 @@ every value set and method, so results compare.
 
 **Outputs** (`data/processed/alignment/`): `splits.parquet`, `value_sets.parquet`,
 `value_set_distributions.parquet`, `group_clusters.parquet`, `value_set_jsd.parquet`,
-`counts.parquet`, `split_nearest_train.parquet`, and per value set `<value_set>/{sft,dpo,kto}/` (Hugging Face `DatasetDict`,
+`counts.parquet`, `split_nearest_train.parquet`, and per value set `<value_set>/{sft,dpo,kto,dist}/` (Hugging Face `DatasetDict`,
 splits `train` and `validation`, with a dataset card) plus `<value_set>/kto_weights.json`.
-Figures `datasets-group-clusters`, `datasets-value-set-jsd`, `datasets-share-distributions`.
+Figures `datasets-group-clusters`, `datasets-value-set-jsd`, `datasets-share-distributions`; table
+`datasets-training-targets`.
 Licence of all derived data: CC BY-NC-SA 4.0 (GlobalOpinionQA).
 """),
     ("params", """
@@ -61,6 +62,9 @@ dpo_min_margin = 0.1  # minimum share difference between chosen and rejected [0.
 dpo_max_pairs_per_item = 3  # DPO pairs per item, largest share difference first [1, 325]
 kto_threshold = 1.0  # KTO: desirable iff share is at least kto_threshold / n_options (1: above chance) [0.0, 26.0]
 kto_prompts_per_item = 1  # KTO prompt variants per item (each with every option as a completion) [1, 20]
+dpo_pair_direction = "higher"  # DPO pairs: chosen is the option with the higher share, or drawn with probability s_i / (s_i + s_j) {higher, sampled}
+kto_labels = "threshold"  # KTO labels: the kto_threshold rule, or per prompt one desirable answer drawn from the shares {threshold, sampled}
+dist_prompts_per_item = 4  # dist: prompt variants per item, each with the value set's shares as the soft target [1, 100]
 """),
     ("code", """
 from valuealign import config
@@ -236,6 +240,70 @@ DPO's chosen option always has the higher share; KTO's labels split at the thres
     ("code", """
 fig = ds.plot_share_distributions(result)
 _ = plotting.save_figure(fig, "datasets-share-distributions", notebook=NAME, inputs=[paths.DISTRIBUTIONS])
+"""),
+    ("md", """
+## Training targets: what each method actually sees
+The methods are compared on how well a model answers like its population; that comparison is fair
+only if they are taught the same target. Each method's rows reward some answers: SFT its sampled
+answers, DPO the chosen answer of each pair, KTO the desirable completions, dist the shares
+themselves (a soft target: one row per prompt variant with the value set's shares over the option
+letters). Reading the rewarded answers back per item gives the distribution the training data imply
+(`valuealign.datasets.implied_distribution`). Below, per method and value set: its Jensen-Shannon
+distance (base 2) to the population's distribution, averaged over the train items
+(`realised`: the rows as written, sampling noise included; `expected`: the same construction rule
+without its sampling noise, i.e. its bias), and the *mode share*: how much of the rewarded answers is
+the item's most common answer. 0 means the method is shown exactly the population's distribution.
+"""),
+    ("code", """
+targets = ds.training_target_distances(result.rows, result.mixtures, config=result.config)
+display(targets.pivot(index="method", columns="value_set", values="mean_js_distance")
+        .loc[[m for m in ds.METHODS if m in set(targets["method"])]].style.format(precision=3)
+        .set_caption("realised mean JS distance, training target vs population (train items)"))
+targets_table = plotting.with_display_names(targets).rename(columns={
+    "method": "Method", "value_set": "Value set", "items": "Items",
+    "items_without_target": "No target", "mean_js_distance": "JS realised",
+    "expected_js_distance": "JS expected", "mode_share": "Mode share"})
+plotting.save_table(targets_table, "datasets-training-targets", notebook=NAME,
+                    inputs=[paths.ALIGNMENT / "value_set_distributions.parquet"],
+                    caption="Distance of each method's training target from the population: mean "
+                            "Jensen-Shannon distance (base 2) over train items between the answer "
+                            "distribution the training rows reward and the value set's, as written "
+                            "(realised) and without sampling noise (expected); mode share: the part of "
+                            "the rewarded answers that is the item's most common answer.")
+by_method = targets.groupby("method")[["mean_js_distance", "expected_js_distance", "mode_share"]].mean()
+plotting.save_macros({plotting.macro_name("datasets", "target", "js", m): float(v)
+                      for m, v in by_method["mean_js_distance"].dropna().items()},
+                     "datasets-targets", notebook=NAME)
+targets.style.hide(axis="index").format(precision=3)
+"""),
+    ("md", """
+### The options that set DPO's and KTO's targets
+`dpo_pair_direction`: `higher` makes the higher-share option the chosen one in every pair, so the
+pairs all point towards the mode; `sampled` keeps the same pairs but draws each pair's direction with
+probability s_i / (s_i + s_j), the Bradley-Terry preference whose strengths are the shares (in
+expectation the preferences then say what the distribution says). `kto_labels`: `threshold` marks the
+options with a share of at least `kto_threshold / n_options` desirable (on a skewed item only the mode);
+`sampled` makes one answer per prompt variant desirable, drawn from the shares with SFT's generator (the
+same draws as SFT's answers), the other options undesirable. Each alternative is rebuilt here in memory
+for the same train items (`in_use` marks what was written), and sampled KTO also with as many prompt
+variants per item as SFT has samples (its desirable answers are then exactly SFT's draws). The table is
+what the defaults are judged by. A sampled target removes the pull towards the mode: *expected* is 0
+for sampled KTO labels (as for sampled SFT answers) and much smaller for sampled DPO directions (not 0:
+an item's few pairs, largest share gaps first, and a chosen-or-not per pair reward a flatter
+distribution than the shares). But it adds sampling noise when an item has few rows (*realised*): three
+sampled pairs are about as noisy as three pairs towards the mode, and one sampled KTO answer per item is
+noisier than either, while four are exactly as noisy as SFT's four samples. The embedded default keeps `higher` and `threshold` (the
+datasets and runs of earlier results stay as they were, and its few-step runs cannot show the
+difference); the thesis profiles choose `sampled` for both and four KTO prompt variants per item, so
+that SFT, DPO, KTO and dist are trained towards the same distribution and differ in how they learn
+from it, not in what they are shown.
+"""),
+    ("code", """
+options = ds.target_option_comparison(items, result)
+(options.groupby(["method", "variant", "in_use"])[["mean_js_distance", "expected_js_distance",
+                                                   "mode_share"]].mean().reset_index()
+ .style.hide(axis="index").format(precision=3)
+ .set_caption("mean over value sets; JS: realised / expected distance of the target from the population"))
 """),
     ("md", """
 ## Position balance and example rows

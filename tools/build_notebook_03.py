@@ -14,13 +14,16 @@ NAME = "03_finetune"
 
 CELLS: list[tuple[str, str]] = [
     ("md", """
-# 03 · Fine-tuning: SFT, DPO and KTO with (Q)LoRA
+# 03 · Fine-tuning: SFT, DPO, KTO and dist with (Q)LoRA
 
 **Question.** Can a model be moved towards a population's answers with each alignment method, and
 what does training look like (loss, preference rewards and margins, KL reference point)?
 
 One *run* per value set × method (× seed): a LoRA adapter on the base model, trained with trl's
-`SFTTrainer`, `DPOTrainer` or `KTOTrainer`. DPO and KTO use the base model with the adapter switched
+`SFTTrainer`, `DPOTrainer` or `KTOTrainer`, or, for *dist*, `valuealign.training`'s `DistTrainer`: trl's
+`SFTTrainer` with a distributional loss, the cross-entropy between the population's answer shares and
+the model's next-token distribution over the option letters (soft labels, as in SubPOP, Suh et al.
+2025), read where and as notebook 04 reads it. DPO and KTO use the base model with the adapter switched
 off as their reference (no second copy of the weights). On a CUDA GPU the base is loaded in 4-bit
 NF4 (QLoRA); on CPU it stays unquantised.
 
@@ -40,7 +43,7 @@ works and that the adapters change the model, not to align it. Thesis runs use
     ("params", """
 model_profile = "smollm2-135m"  # base model {smollm2-135m, llama-3.1-8b, mistral-7b, qwen2.5-7b, qwen2.5-14b, llama-2-13b}
 model_path = ""  # local folder with the base model's weights (empty: the profile's default, bundled folder or hub id)
-methods = ["sft", "dpo", "kto"]  # alignment methods to train {sft, dpo, kto}
+methods = ["sft", "dpo", "kto", "dist"]  # alignment methods to train {sft, dpo, kto, dist}
 value_sets = ["united-states", "germany"]  # value sets (slugs made by notebook 02) to align to
 data_source = "survey"  # training data: survey answers (notebook 02) or consultation votes (notebook 05) {survey, consultation}
 seed = 0  # random seed: LoRA init, data order, subsample [0, 2147483647]
@@ -53,6 +56,7 @@ lora_target = "all-linear"  # adapted modules: all-linear (QLoRA) or comma-separ
 sft_learning_rate = 0.0002  # SFT learning rate (QLoRA: 2e-4) [1e-08, 0.1]
 dpo_learning_rate = 5e-05  # DPO learning rate (embedded default; thesis: 5e-6 as zephyr's QLoRA DPO) [1e-08, 0.1]
 kto_learning_rate = 5e-05  # KTO learning rate (embedded default; thesis: 5e-6) [1e-08, 0.1]
+dist_learning_rate = 0.0002  # dist learning rate (a one-token cross-entropy like SFT's: 2e-4) [1e-08, 0.1]
 train_lr_scheduler = "constant"  # learning-rate schedule {constant, constant_with_warmup, cosine, linear}
 train_warmup_ratio = 0.0  # share of steps with linear warm-up [0.0, 0.5]
 train_max_grad_norm = 0.3  # gradient clipping (QLoRA: 0.3) [0.0, 100.0]
@@ -173,7 +177,8 @@ summary.style.format(precision=3, na_rep="–")
 uninterrupted run); *rows* the training rows used (*too long*: rows longer than `max_length`
 tokens, dropped rather than truncated, because truncation would cut the answer); the losses are per method and not comparable across methods (cross-entropy for
 SFT, −log σ of the scaled log-ratio difference for DPO, the prospect-theory loss for KTO, which
-starts at 0.5). *margin* is the mean reward of the preferred minus the dispreferred answer: positive
+starts at 0.5, and for dist the cross-entropy against the population's shares, which cannot fall below
+their entropy; its log also has `target_kl`, the loss minus that entropy, 0 when the letters match). *margin* is the mean reward of the preferred minus the dispreferred answer: positive
 means the adapter already prefers the population's answer more than the base model does.
 """),
     ("code", """
@@ -205,7 +210,7 @@ policy has moved from the base on mismatched prompt/answer pairs.
 ## 4 · Before and after: held-out items
 Greedy answers of the base model (adapter off) and the trained model to validation items never seen
 in training, with the log-probability of the population's answer (*target*: the SFT answer, the DPO
-chosen answer, a desirable KTO answer). A rising log-probability is the change training aims at.
+chosen answer, a desirable KTO answer, for dist the most common answer). A rising log-probability is the change training aims at.
 """),
     ("code", """
 frames = []

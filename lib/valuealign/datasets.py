@@ -31,9 +31,20 @@ Documented rules (the notebook and the dataset cards repeat them):
   item against the train items and the nearest train item's similarity is reported per item.
 * **SFT**: ``samples_per_item`` answers drawn from the value set's distribution (seeded per
   item), or the majority answer only.
-* **DPO**: pairs of options whose shares differ by at least ``min_margin``; chosen = higher.
+* **DPO**: pairs of options whose shares differ by at least ``min_margin``; chosen = higher
+  (``dpo_pair_direction="higher"``), or the direction of each pair sampled with
+  P(i preferred over j) = s_i / (s_i + s_j) (``"sampled"``: the Bradley-Terry preference that the
+  shares imply, so the pairs do not all point at the mode).
 * **KTO**: an option is desirable iff ``share >= threshold / n_options`` (threshold 1 = "chosen
-  more often than by chance"); the desirable/undesirable counts give balanced weights.
+  more often than by chance"; ``kto_labels="threshold"``), or, per prompt variant, the answer
+  drawn from the distribution is desirable and the other options undesirable (``"sampled"``;
+  the same draws as SFT's, so sampled KTO and SFT see one realisation of the target); the
+  desirable/undesirable counts give balanced weights.
+* **dist**: per prompt variant, the prompt with its option letters and the value set's shares
+  in letter order: the soft target of the distributional objective (``valuealign.training``).
+* **Training targets**: :func:`implied_distribution` reads back, per item, the answer
+  distribution a method's rows reward; :func:`training_target_distances` compares it with the
+  population's (mean JS distance over train items): the target each method actually sees.
 * **Prompts**: every row of an item gets the next paraphrase and the next rotation of a
   seeded base option order, so each option cycles through all positions (no position cue).
 """
@@ -60,7 +71,9 @@ from valuealign.provenance import write_json, write_parquet
 
 SPLITS = ("train", "validation", "test", "test_cluster")
 DATASET_SPLITS = ("train", "validation")
-METHODS = ("sft", "dpo", "kto")
+METHODS = ("sft", "dpo", "kto", "dist")
+DPO_DIRECTIONS = ("higher", "sampled")
+KTO_LABELINGS = ("threshold", "sampled")
 LICENSE = "cc-by-nc-sa-4.0"
 LICENSE_TEXT = (
     "CC BY-NC-SA 4.0 (derived from GlobalOpinionQA, Durmus et al. 2023, Anthropic/llm_global_opinions; "
@@ -731,14 +744,24 @@ def _common(item: Item, k: int, seed: int, value_set: str) -> dict[str, Any]:
             "value_set": value_set}
 
 
+def sampled_answers(item: Item, value_set: str, n: int, seed: int) -> list[int]:
+    """``n`` answers drawn from the item's distribution (seeded per value set and item).
+
+    Why one generator for SFT and sampled KTO: the k-th SFT answer and the k-th sampled KTO
+    answer are the same draw (and the same prompt variant), so the two methods see one
+    realisation of the target and differ only in how they learn from it.
+    """
+    shares = np.asarray(item.shares, dtype=float)
+    rng = rng_for(seed, "sft", value_set, item.item_id)
+    return [int(a) for a in rng.choice(len(shares), size=n, p=shares / shares.sum())]
+
+
 def sft_rows(item: Item, value_set: str, samples: int, majority_only: bool, seed: int) -> list[dict]:
     """SFT rows: answers sampled from the item's distribution (or its majority option)."""
-    shares = np.asarray(item.shares, dtype=float)
     if majority_only:
-        answers = [int(np.argmax(shares))] * samples
+        answers = [int(np.argmax(np.asarray(item.shares, dtype=float)))] * samples
     else:
-        rng = rng_for(seed, "sft", value_set, item.item_id)
-        answers = [int(a) for a in rng.choice(len(shares), size=samples, p=shares / shares.sum())]
+        answers = sampled_answers(item, value_set, samples, seed)
     rows = []
     for k, a in enumerate(answers):
         row = _common(item, k, seed, value_set)
@@ -756,9 +779,37 @@ def dpo_pairs(shares: Sequence[float], min_margin: float, max_pairs: int) -> lis
     return pairs[:max_pairs]
 
 
-def dpo_rows(item: Item, value_set: str, min_margin: float, max_pairs: int, seed: int) -> list[dict]:
+def check_choice(name: str, value: str, valid: Sequence[str]) -> str:
+    if value not in valid:
+        raise DatasetBuildError(f"parameter {name}={value!r}: use one of {', '.join(valid)}")
+    return value
+
+
+def directed_pairs(item: Item, value_set: str, min_margin: float, max_pairs: int, seed: int,
+                   direction: str = "higher") -> list[tuple[int, int]]:
+    """The item's DPO pairs as (chosen, rejected), directed by ``direction``.
+
+    ``higher``: the option with the higher share is chosen (every pair points towards the
+    mode). ``sampled``: the same pairs, each directed at random with P(i over j) =
+    s_i / (s_i + s_j), the Bradley-Terry preference with strengths equal to the shares: in
+    expectation, the preferences say exactly what the distribution says.
+    """
+    check_choice("dpo_pair_direction", direction, DPO_DIRECTIONS)
+    pairs = dpo_pairs(item.shares, min_margin, max_pairs)
+    if direction == "higher":
+        return pairs
+    rng = rng_for(seed, "dpo-direction", value_set, item.item_id)
+    out = []
+    for hi, lo in pairs:
+        s_hi, s_lo = float(item.shares[hi]), float(item.shares[lo])
+        out.append((hi, lo) if rng.random() < s_hi / (s_hi + s_lo) else (lo, hi))
+    return out
+
+
+def dpo_rows(item: Item, value_set: str, min_margin: float, max_pairs: int, seed: int,
+             direction: str = "higher") -> list[dict]:
     rows = []
-    for k, (c, r) in enumerate(dpo_pairs(item.shares, min_margin, max_pairs)):
+    for k, (c, r) in enumerate(directed_pairs(item, value_set, min_margin, max_pairs, seed, direction)):
         row = _common(item, k, seed, value_set)
         row["chosen"] = prompts.answer_message(prompts.label_for(row["option_order"], c))
         row["rejected"] = prompts.answer_message(prompts.label_for(row["option_order"], r))
@@ -773,16 +824,44 @@ def kto_desirable(share: float, n_options: int, threshold: float) -> bool:
     return bool(share >= threshold / n_options - 1e-12)
 
 
-def kto_rows(item: Item, value_set: str, threshold: float, prompts_per_item: int, seed: int) -> list[dict]:
+def kto_rows(item: Item, value_set: str, threshold: float, prompts_per_item: int, seed: int,
+             labels: str = "threshold") -> list[dict]:
+    """Every option of an item as a completion, per prompt variant, labelled by ``labels``.
+
+    ``threshold``: desirable iff share >= threshold / n_options (the same labels on every
+    prompt). ``sampled``: on prompt variant k the k-th sampled answer (see
+    :func:`sampled_answers`) is desirable and the other options undesirable, so in
+    expectation each option is desirable in proportion to its share.
+    """
+    check_choice("kto_labels", labels, KTO_LABELINGS)
     rows = []
     n = len(item.options)
+    drawn = sampled_answers(item, value_set, prompts_per_item, seed) if labels == "sampled" else []
     for k in range(prompts_per_item):
         for o in range(n):
             row = _common(item, k, seed, value_set)
             row["completion"] = prompts.answer_message(prompts.label_for(row["option_order"], o))
-            row["label"] = kto_desirable(item.shares[o], n, threshold)
+            row["label"] = (o == drawn[k]) if labels == "sampled" else kto_desirable(item.shares[o], n, threshold)
             row["share"] = float(item.shares[o])
             rows.append(row)
+    return rows
+
+
+def dist_rows(item: Item, value_set: str, prompts_per_item: int, seed: int) -> list[dict]:
+    """One row per prompt variant: the prompt, its option letters and the shares in letter order.
+
+    Why the shares in *letter* order: the distributional loss compares the model's
+    next-token probabilities of the letters A, B, ... with ``target_shares`` position by
+    position; ``option_order`` maps them back to the item's options. The prompt variants are
+    SFT's (variant k of SFT row k), so the two methods see the same prompts.
+    """
+    rows = []
+    n = len(item.options)
+    for k in range(prompts_per_item):
+        row = _common(item, k, seed, value_set)
+        row["option_letters"] = list(prompts.LETTERS[:n])
+        row["target_shares"] = [float(item.shares[o]) for o in row["option_order"]]
+        rows.append(row)
     return rows
 
 
@@ -792,6 +871,8 @@ COLUMNS = {
             "paraphrase_id", "option_order", "value_set"],
     "kto": ["prompt", "completion", "label", "share", "item_id", "paraphrase_id", "option_order",
             "value_set"],
+    "dist": ["prompt", "option_letters", "target_shares", "item_id", "paraphrase_id", "option_order",
+             "value_set"],
 }
 
 
@@ -804,12 +885,37 @@ class BuildConfig:
     sft_majority_only: bool = False
     dpo_min_margin: float = 0.1
     dpo_max_pairs_per_item: int = 3
+    dpo_pair_direction: str = "higher"
     kto_threshold: float = 1.0
     kto_prompts_per_item: int = 1
+    kto_labels: str = "threshold"
+    dist_prompts_per_item: int = 4
     split_min_items: int = 5
     dataset_max_items: int = 60
     methods: tuple[str, ...] = METHODS
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_choice("dpo_pair_direction", self.dpo_pair_direction, DPO_DIRECTIONS)
+        check_choice("kto_labels", self.kto_labels, KTO_LABELINGS)
+        if self.dist_prompts_per_item < 1:
+            raise DatasetBuildError(f"parameter dist_prompts_per_item={self.dist_prompts_per_item}: "
+                                    "needs at least 1 prompt variant per item")
+        for m in self.methods:
+            check_choice("methods", m, METHODS)
+
+
+def build_config(params: Mapping[str, Any]) -> BuildConfig:
+    """The row-construction parameters from notebook 02's parameters (new ones default)."""
+    p = params
+    return BuildConfig(seed=int(p["seed"]), sft_samples_per_item=p["sft_samples_per_item"],
+                       sft_majority_only=p["sft_majority_only"], dpo_min_margin=p["dpo_min_margin"],
+                       dpo_max_pairs_per_item=p["dpo_max_pairs_per_item"],
+                       dpo_pair_direction=p.get("dpo_pair_direction", "higher"),
+                       kto_threshold=p["kto_threshold"], kto_prompts_per_item=p["kto_prompts_per_item"],
+                       kto_labels=p.get("kto_labels", "threshold"),
+                       dist_prompts_per_item=p.get("dist_prompts_per_item", 4),
+                       split_min_items=p["split_min_items"], dataset_max_items=p["dataset_max_items"])
 
 
 def value_set_items(mix: pd.DataFrame, items: pd.DataFrame, value_set: str) -> dict[str, Item]:
@@ -859,9 +965,13 @@ def build_rows(value_set: str, items: Mapping[str, Item], split_items: Mapping[s
                 if m == "sft":
                     rows += sft_rows(it, value_set, cfg.sft_samples_per_item, cfg.sft_majority_only, cfg.seed)
                 elif m == "dpo":
-                    rows += dpo_rows(it, value_set, cfg.dpo_min_margin, cfg.dpo_max_pairs_per_item, cfg.seed)
+                    rows += dpo_rows(it, value_set, cfg.dpo_min_margin, cfg.dpo_max_pairs_per_item, cfg.seed,
+                                     cfg.dpo_pair_direction)
+                elif m == "kto":
+                    rows += kto_rows(it, value_set, cfg.kto_threshold, cfg.kto_prompts_per_item, cfg.seed,
+                                     cfg.kto_labels)
                 else:
-                    rows += kto_rows(it, value_set, cfg.kto_threshold, cfg.kto_prompts_per_item, cfg.seed)
+                    rows += dist_rows(it, value_set, cfg.dist_prompts_per_item, cfg.seed)
             out[m][split] = rows
     if "dpo" in cfg.methods and not out["dpo"]["train"]:
         raise DatasetBuildError(
@@ -883,7 +993,15 @@ def build_rows(value_set: str, items: Mapping[str, Item], split_items: Mapping[s
     return out
 
 
-def kto_weights(rows: Sequence[Mapping[str, Any]], threshold: float) -> dict[str, Any]:
+def kto_rule(threshold: float, labels: str = "threshold") -> str:
+    """The KTO labelling rule in words (dataset cards, ``kto_weights.json``)."""
+    if check_choice("kto_labels", labels, KTO_LABELINGS) == "sampled":
+        return ("per prompt variant, one answer drawn from the value set's distribution is desirable, "
+                "the other options undesirable")
+    return f"desirable iff share >= {threshold} / n_options"
+
+
+def kto_weights(rows: Sequence[Mapping[str, Any]], threshold: float, labels: str = "threshold") -> dict[str, Any]:
     """Desirable/undesirable counts and weights that balance them (trl KTOConfig names).
 
     The rarer class gets weight count_other / count_rare, the other weight 1, so
@@ -892,11 +1010,12 @@ def kto_weights(rows: Sequence[Mapping[str, Any]], threshold: float) -> dict[str
     n_d = sum(1 for r in rows if r["label"])
     n_u = len(rows) - n_d
     if n_d == 0 or n_u == 0:
-        raise DatasetBuildError(f"kto_threshold={threshold}: {n_d} desirable / {n_u} undesirable rows")
+        raise DatasetBuildError(f"kto_threshold={threshold}, kto_labels={labels!r}: {n_d} desirable / "
+                                f"{n_u} undesirable rows")
     dw, uw = (n_u / n_d, 1.0) if n_d < n_u else (1.0, n_d / n_u)
     return {"n_desirable": n_d, "n_undesirable": n_u, "desirable_ratio": round(n_d / len(rows), 6),
             "desirable_weight": round(dw, 6), "undesirable_weight": round(uw, 6),
-            "rule": f"desirable iff share >= {threshold} / n_options", "computed_on": "train"}
+            "rule": kto_rule(threshold, labels), "computed_on": "train"}
 
 
 # ------------------------------------------------------------------ writing
@@ -909,7 +1028,9 @@ def _features(method: str) -> Any:
     spec = {"sft": {"prompt": msg, "completion": msg},
             "dpo": {"prompt": msg, "chosen": msg, "rejected": msg, "chosen_share": Value("float64"),
                     "rejected_share": Value("float64")},
-            "kto": {"prompt": msg, "completion": msg, "label": Value("bool"), "share": Value("float64")}}[method]
+            "kto": {"prompt": msg, "completion": msg, "label": Value("bool"), "share": Value("float64")},
+            "dist": {"prompt": msg, "option_letters": List(Value("string")),
+                     "target_shares": List(Value("float64"))}}[method]
     return Features({c: {**spec, **common}[c] for c in COLUMNS[method]})
 
 
@@ -947,9 +1068,15 @@ def dataset_card(value_set: ValueSet, method: str, counts: Mapping[str, int], it
                 + "; the completion is the option's letter."),
         "dpo": (f"pairs of options whose shares differ by at least {params['dpo_min_margin']} "
                 f"(at most {params['dpo_max_pairs_per_item']} per item, largest difference first); "
-                "chosen = the option with the higher share."),
+                + ("chosen = the option with the higher share."
+                   if params.get("dpo_pair_direction", "higher") == "higher" else
+                   "the direction of each pair is sampled with a fixed seed: option i is chosen over j "
+                   "with probability s_i / (s_i + s_j).")),
         "kto": (f"every option of an item as a completion ({params['kto_prompts_per_item']} prompt(s) per "
-                f"item); label = desirable iff share >= {params['kto_threshold']} / n_options."),
+                f"item); label: {kto_rule(params['kto_threshold'], params.get('kto_labels', 'threshold'))}."),
+        "dist": (f"{params.get('dist_prompts_per_item', 4)} prompt variant(s) per item, each with its option "
+                 "letters (`option_letters`) and the value set's shares in letter order (`target_shares`, "
+                 "summing to 1): the soft target of the distributional (cross-entropy) objective."),
     }[method]
     members = ", ".join(f"{g} ({w:.3g})" for g, w in zip(value_set.members, value_set.weights, strict=True))
     lines = [
@@ -1028,6 +1155,7 @@ class StageResult:
     outputs: list[Path]
     nearest_train: pd.DataFrame = field(default_factory=pd.DataFrame)  # per held-out item
     leakage_sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)  # counts per threshold
+    config: BuildConfig | None = None
 
 
 def mean_jsd(mix: pd.DataFrame, value_sets: Sequence[str], min_shared: int = 1) -> pd.DataFrame:
@@ -1051,6 +1179,7 @@ def build_stage(items: pd.DataFrame, dists: pd.DataFrame, params: Mapping[str, A
     _check_frames(items, dists)
     p = dict(params)
     seed = int(p["seed"])
+    cfg = build_config(p)  # checks the row parameters before the (slower) clustering and split
     groups = group_table(dists, p["group_type"])
     vsets = parse_value_sets(p["value_sets"], groups, p["mixture_weighting"])
 
@@ -1103,11 +1232,6 @@ def build_stage(items: pd.DataFrame, dists: pd.DataFrame, params: Mapping[str, A
 
     split_of = dict(zip(splits["item_id"], splits["split"], strict=True))
 
-    cfg = BuildConfig(seed=seed, sft_samples_per_item=p["sft_samples_per_item"],
-                      sft_majority_only=p["sft_majority_only"], dpo_min_margin=p["dpo_min_margin"],
-                      dpo_max_pairs_per_item=p["dpo_max_pairs_per_item"], kto_threshold=p["kto_threshold"],
-                      kto_prompts_per_item=p["kto_prompts_per_item"], split_min_items=p["split_min_items"],
-                      dataset_max_items=p["dataset_max_items"])
     all_rows: dict[str, dict[str, dict[str, list[dict]]]] = {}
     counts = []
     kto: dict[str, dict[str, Any]] = {}
@@ -1122,7 +1246,7 @@ def build_stage(items: pd.DataFrame, dists: pd.DataFrame, params: Mapping[str, A
         all_rows[vs.value_set] = rows
         item_counts[vs.value_set] = {s: len(cap_items(split_items[s], cfg.dataset_max_items, seed))
                                      if s in DATASET_SPLITS else len(split_items[s]) for s in SPLITS}
-        kto[vs.value_set] = kto_weights(rows["kto"]["train"], cfg.kto_threshold)
+        kto[vs.value_set] = kto_weights(rows["kto"]["train"], cfg.kto_threshold, cfg.kto_labels)
         for m in METHODS:
             for s in SPLITS:
                 counts.append({"value_set": vs.value_set, "method": m, "split": s,
@@ -1136,7 +1260,7 @@ def build_stage(items: pd.DataFrame, dists: pd.DataFrame, params: Mapping[str, A
         outputs = write_stage(out_dir or paths.ALIGNMENT, vsets, members, mix, splits, clusters,
                               all_rows, kto, counts_df, jsd, item_counts, p, near)
     return StageResult(vsets, members, mix, splits, clusters, counts_df, kto, jsd, leak, all_rows, outputs,
-                       near, sensitivity)
+                       near, sensitivity, cfg)
 
 
 def write_stage(out_dir: Path, vsets: Sequence[ValueSet], members: pd.DataFrame, mix: pd.DataFrame,
@@ -1295,39 +1419,213 @@ def plot_share_distributions(result: StageResult) -> Any:
     return fig
 
 
-def answer_letters(row: Mapping[str, Any], method: str) -> list[str]:
-    """The letters a row trains towards (SFT answer, DPO chosen, KTO desirable completion)."""
+def answer_weights(row: Mapping[str, Any], method: str) -> list[tuple[str, float]]:
+    """The letters a row trains towards, with weights: the SFT answer, the DPO chosen answer,
+    a desirable KTO completion (weight 1 each; an undesirable KTO row rewards nothing), or
+    every letter of a dist row weighted by its target share."""
     if method == "sft":
-        return [row["completion"][0]["content"]]
+        return [(row["completion"][0]["content"], 1.0)]
     if method == "dpo":
-        return [row["chosen"][0]["content"]]
-    return [row["completion"][0]["content"]] if row["label"] else []
+        return [(row["chosen"][0]["content"], 1.0)]
+    if method == "kto":
+        return [(row["completion"][0]["content"], 1.0)] if row["label"] else []
+    if method == "dist":
+        return [(str(a), float(w)) for a, w in zip(row["option_letters"], row["target_shares"], strict=True)]
+    raise DatasetBuildError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+
+
+def answer_letters(row: Mapping[str, Any], method: str) -> list[str]:
+    """The letters a row trains towards (SFT answer, DPO chosen, KTO desirable, dist: every letter)."""
+    return [letter for letter, _ in answer_weights(row, method)]
 
 
 def position_balance(result: StageResult) -> pd.DataFrame:
-    """Per value set and method: mean relative answer position (0.5 = balanced) and share at 'A'."""
+    """Per value set and method: mean relative answer position (0.5 = balanced) and share at 'A'.
+
+    A dist row counts every letter with its target share as the weight.
+    """
     out = []
     for vs, per in result.rows.items():
-        for m in METHODS:
-            rel, at_a, expect_a = [], [], []
+        for m in per:
+            rel, at_a, expect_a, w = [], [], [], []
             for r in per[m]["train"]:
                 n = len(r["option_order"])
-                for letter in answer_letters(r, m):
+                for letter, weight in answer_weights(r, m):
                     pos = prompts.LETTERS.index(letter)
                     rel.append(pos / (n - 1))
                     at_a.append(pos == 0)
                     expect_a.append(1.0 / n)
-            out.append({"value_set": vs, "method": m, "answers": len(rel),
-                        "mean_relative_position": float(np.mean(rel)) if rel else np.nan,
-                        "share_at_A": float(np.mean(at_a)) if rel else np.nan,
-                        "balanced_share_at_A": float(np.mean(expect_a)) if rel else np.nan})
+                    w.append(weight)
+            ok = bool(rel) and sum(w) > 0
+            out.append({"value_set": vs, "method": m, "answers": round(float(sum(w)), 6),
+                        "mean_relative_position": float(np.average(rel, weights=w)) if ok else np.nan,
+                        "share_at_A": float(np.average(at_a, weights=w)) if ok else np.nan,
+                        "balanced_share_at_A": float(np.average(expect_a, weights=w)) if ok else np.nan})
     return pd.DataFrame(out)
+
+
+# ------------------------------------------------------------------ training targets
+def implied_distribution(rows: Sequence[Mapping[str, Any]], method: str, n_options: int) -> np.ndarray | None:
+    """The answer distribution one item's training rows reward, in the item's option order.
+
+    Each row adds its :func:`answer_weights` to the options they name (through the row's
+    ``option_order``), and the total is normalised: SFT gives the empirical distribution of
+    its sampled answers, DPO the distribution of chosen answers over the pairs, KTO the
+    desirable completions (uniform over the desirable options under the threshold rule),
+    dist its soft target. ``None`` when the rows reward no answer (an item without a DPO
+    pair, or a KTO item without a desirable option): the method does not train that item
+    towards anything. Why this reading: it is the same quantity for every method (which
+    answers the data push up, and how often), so the methods' targets compare.
+    """
+    total = np.zeros(int(n_options))
+    for r in rows:
+        order = [int(o) for o in r["option_order"]]
+        if len(order) != n_options:
+            raise DatasetBuildError(f"row of item {r.get('item_id')!r} has {len(order)} options in "
+                                    f"'option_order', expected {n_options}")
+        for letter, weight in answer_weights(r, method):
+            total[prompts.option_for(order, letter)] += weight
+    return total / total.sum() if total.sum() > 0 else None
+
+
+def expected_implied_distribution(shares: Sequence[float], method: str, cfg: BuildConfig) -> np.ndarray | None:
+    """:func:`implied_distribution` in expectation over the seeded draws of ``cfg``'s rules.
+
+    Sampled SFT answers and sampled KTO labels give the shares themselves; a sampled DPO pair
+    (i, j) gives i with P = s_i / (s_i + s_j); the deterministic rules (majority SFT, DPO
+    chosen = higher, KTO threshold, dist) give what their rows give. The gap between this and
+    the realised rows is sampling noise, which more rows per item shrink; what remains is the
+    bias of the rule.
+    """
+    s = np.asarray(shares, dtype=float)
+    s = s / s.sum()
+    n = len(s)
+    if method == "sft":
+        return np.eye(n)[int(np.argmax(s))] if cfg.sft_majority_only else s
+    if method == "dist":
+        return s
+    if method == "kto":
+        if cfg.kto_labels == "sampled":
+            return s
+        desirable = np.array([kto_desirable(x, n, cfg.kto_threshold) for x in s], dtype=float)
+        return desirable / desirable.sum() if desirable.sum() > 0 else None
+    if method == "dpo":
+        pairs = dpo_pairs(list(s), cfg.dpo_min_margin, cfg.dpo_max_pairs_per_item)
+        if not pairs:
+            return None
+        total = np.zeros(n)
+        for hi, lo in pairs:
+            p_hi = 1.0 if cfg.dpo_pair_direction == "higher" else s[hi] / (s[hi] + s[lo])
+            total[hi] += p_hi
+            total[lo] += 1.0 - p_hi
+        return total / total.sum()
+    raise DatasetBuildError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
+
+
+def training_target_distances(rows: Mapping[str, Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]]],
+                              mixtures: pd.DataFrame, split: str = "train",
+                              config: BuildConfig | None = None) -> pd.DataFrame:
+    """Per value set and method: how far the target a method sees is from the population's.
+
+    ``rows`` is :attr:`StageResult.rows` (value set -> method -> split -> rows), ``mixtures``
+    the value sets' distributions (``value_set_distributions.parquet``). Per item of ``split``:
+    the JS distance (base 2) between :func:`implied_distribution` and the item's shares; the
+    table has its mean over the items with a target (``mean_js_distance``), how many items
+    have none, and ``mode_share``: the share of the rewarded answer mass that goes to each
+    item's most common answer (1 = the method only ever sees the mode). ``items`` counts the
+    items that any method of the value set has rows for in ``split``. With the build
+    ``config``, ``expected_js_distance`` is the same mean for
+    :func:`expected_implied_distribution` (the rule without its sampling noise).
+    """
+    need = {"value_set", "item_id", "shares"} - set(mixtures.columns)
+    if need:
+        raise DatasetBuildError(f"{paths.relative(paths.ALIGNMENT / 'value_set_distributions.parquet')}: "
+                                f"missing column(s) {sorted(need)}")
+    shares_of = {(vs, i): np.asarray(s, dtype=float)
+                 for vs, i, s in zip(mixtures["value_set"], mixtures["item_id"], mixtures["shares"], strict=True)}
+    out = []
+    for vs, per_method in rows.items():
+        # an item that one method has rows for and another has none (no DPO pair clears the
+        # margin) is an item without a target for the latter
+        all_items = {str(r["item_id"]) for per_split in per_method.values() for r in per_split.get(split, [])}
+        for method, per_split in per_method.items():
+            by_item: dict[str, list[Mapping[str, Any]]] = {i: [] for i in all_items}
+            for r in per_split.get(split, []):
+                by_item[str(r["item_id"])].append(r)
+            js, expected_js, mode, without = [], [], [], 0
+            for item_id in sorted(by_item):
+                if (vs, item_id) not in shares_of:
+                    raise DatasetBuildError(f"value set {vs!r}, item {item_id!r}: training rows but no "
+                                            "distribution in the value set distributions")
+                target = shares_of[(vs, item_id)]
+                implied = implied_distribution(by_item[item_id], method, len(target))
+                if implied is None:
+                    without += 1
+                    continue
+                js.append(js_distance(implied, target))
+                mode.append(float(implied[int(np.argmax(target))]))
+                expected = expected_implied_distribution(target, method, config) if config else None
+                if expected is not None:
+                    expected_js.append(js_distance(expected, target))
+            out.append({"value_set": vs, "method": method, "items": len(by_item),
+                        "items_without_target": without,
+                        "mean_js_distance": float(np.mean(js)) if js else np.nan,
+                        "expected_js_distance": float(np.mean(expected_js)) if expected_js else np.nan,
+                        "mode_share": float(np.mean(mode)) if mode else np.nan})
+    return pd.DataFrame(out, columns=["value_set", "method", "items", "items_without_target",
+                                      "mean_js_distance", "expected_js_distance", "mode_share"])
+
+
+def target_variants(cfg: BuildConfig) -> list[tuple[str, dict[str, Any]]]:
+    """(method, parameter overrides) of every alternative target notebook 02 compares.
+
+    SFT sampled vs majority only; DPO chosen = higher vs sampled directions; KTO threshold vs
+    sampled labels, and sampled labels with as many prompt variants as SFT has samples (then
+    KTO's desirable answers are exactly SFT's draws); dist as configured.
+    """
+    out: list[tuple[str, dict[str, Any]]] = [("sft", {"sft_majority_only": v}) for v in (False, True)]
+    out += [("dpo", {"dpo_pair_direction": v}) for v in DPO_DIRECTIONS]
+    out += [("kto", {"kto_labels": v}) for v in KTO_LABELINGS]
+    if cfg.kto_prompts_per_item != cfg.sft_samples_per_item:
+        out.append(("kto", {"kto_labels": "sampled", "kto_prompts_per_item": cfg.sft_samples_per_item}))
+    out.append(("dist", {"dist_prompts_per_item": cfg.dist_prompts_per_item}))
+    return out
+
+
+def target_option_comparison(items: pd.DataFrame, result: StageResult,
+                             split: str = "train") -> pd.DataFrame:
+    """:func:`training_target_distances` for each alternative of :func:`target_variants`.
+
+    Rebuilds the rows of ``split`` in memory (nothing is written) with the overrides of each
+    variant, the other parameters as in ``result.config``; ``in_use`` marks the variant that
+    notebook 02 wrote. This is what the defaults of ``dpo_pair_direction`` and ``kto_labels``
+    are judged by in notebook 02.
+    """
+    import dataclasses
+
+    if result.config is None:
+        raise DatasetBuildError("the stage result has no build configuration (made by an old build_stage)")
+    split_of = dict(zip(result.splits["item_id"], result.splits["split"], strict=True))
+    frames = []
+    for vs in result.value_sets:
+        vitems = value_set_items(result.mixtures, items, vs.value_set)
+        split_items = {"train": sorted(i for i in vitems if split_of.get(i) == split)}
+        for method, overrides in target_variants(result.config):
+            cfg = dataclasses.replace(result.config, methods=(method,), **overrides)
+            rows = build_rows(vs.value_set, vitems, split_items, cfg)
+            table = training_target_distances({vs.value_set: rows}, result.mixtures, "train", cfg)
+            in_use = all(getattr(result.config, k) == v for k, v in overrides.items())
+            frames.append(table.assign(variant=", ".join(f"{k}={v}" for k, v in overrides.items()),
+                                       in_use=in_use))
+    cols = ["value_set", "method", "variant", "in_use", "items", "items_without_target",
+            "mean_js_distance", "expected_js_distance", "mode_share"]
+    return pd.concat(frames, ignore_index=True)[cols]
 
 
 def example_rows(result: StageResult, value_set: str, n: int = 1) -> pd.DataFrame:
     """A few rendered training rows per method, flattened for display."""
     out = []
-    for m in METHODS:
+    for m in result.rows[value_set]:
         for r in result.rows[value_set][m]["train"][:n]:
             d = {"method": m, "item_id": r["item_id"], "paraphrase_id": r["paraphrase_id"],
                  "option_order": r["option_order"], "prompt": r["prompt"][0]["content"]}
@@ -1336,8 +1634,11 @@ def example_rows(result: StageResult, value_set: str, n: int = 1) -> pd.DataFram
             elif m == "dpo":
                 d["answer"] = (f"chosen {r['chosen'][0]['content']} ({r['chosen_share']:.2f}) / rejected "
                                f"{r['rejected'][0]['content']} ({r['rejected_share']:.2f})")
-            else:
+            elif m == "kto":
                 d["answer"] = (f"{r['completion'][0]['content']} ({r['share']:.2f}) -> "
                                + ("desirable" if r["label"] else "undesirable"))
+            else:
+                d["answer"] = "target " + " / ".join(f"{a} {w:.2f}" for a, w in
+                                                     zip(r["option_letters"], r["target_shares"], strict=True))
             out.append(d)
     return pd.DataFrame(out)

@@ -48,14 +48,14 @@ OKABE_ITO: list[str] = [
 ]
 METHOD_NAMES: dict[str, str] = {
     "uniform": "Uniform", "base": "Base", "prompted": "Prompted", "sft": "SFT",
-    "dpo": "DPO", "kto": "KTO", "oracle": "Oracle",
+    "dpo": "DPO", "kto": "KTO", "dist": "Dist", "oracle": "Oracle",
 }
 METHOD_COLORS: dict[str, str] = {
     "uniform": "#999999", "base": OKABE_ITO[7], "prompted": OKABE_ITO[4],
-    "sft": OKABE_ITO[0], "dpo": OKABE_ITO[1], "kto": OKABE_ITO[2], "oracle": OKABE_ITO[3],
+    "sft": OKABE_ITO[0], "dpo": OKABE_ITO[1], "kto": OKABE_ITO[2], "dist": OKABE_ITO[5], "oracle": OKABE_ITO[3],
 }
 # Order in which methods appear in every legend, table and axis (baselines first).
-METHOD_ORDER: list[str] = ["uniform", "base", "prompted", "sft", "dpo", "kto", "oracle"]
+METHOD_ORDER: list[str] = ["uniform", "base", "prompted", "sft", "dpo", "kto", "dist", "oracle"]
 SEQUENTIAL_CMAP = "viridis"
 DIVERGING_CMAP = "RdBu_r"
 

@@ -1,4 +1,4 @@
-"""Fine-tuning with LoRA / QLoRA through trl: SFT, DPO and KTO (notebook 03).
+"""Fine-tuning with LoRA / QLoRA through trl: SFT, DPO, KTO and dist (notebook 03).
 
 One code path for the bundled 135M model on a laptop CPU and a 7-13B model on one 80 GB
 GPU; only the parameters differ. Each run (one model profile x method x value set x seed x
@@ -18,6 +18,16 @@ the id, so after notebook 01 or 02 re-runs (new splits) an old adapter is never 
 finished run, and notebook 04 refuses a run whose recorded fingerprint no longer matches
 (:func:`check_run_data`): its "test" items may have been its training items.
 
+Why a fourth method, ``dist``: SFT learns from a few sampled answers per item, and DPO and
+KTO (as built by default) push towards the most common answer; the evaluation scores the whole
+answer distribution. ``dist`` trains on the distribution itself: the cross-entropy between the
+population's shares and the model's next-token distribution over the option letters,
+renormalised over the item's letters (soft labels, as in SubPOP, Suh et al. 2025,
+arXiv:2502.16761). ``DistTrainer`` (:func:`dist_trainer_class`) is trl's ``SFTTrainer`` with its own ``compute_loss``,
+so LoRA, quantisation, optimiser, checkpoints and logging are SFT's; it reads the letter
+probabilities at the position and with the tokens that the evaluation scores
+(``valuealign.evaluation.chat_text`` and ``label_token_ids``).
+
 Why the reference model is the base with the adapter switched off: DPO and KTO need a frozen
 reference policy; with peft, trl uses the same weights with the LoRA layers disabled, so a
 7-13B model is held in memory once (a second 4-bit copy is a known cause of out-of-memory).
@@ -26,6 +36,7 @@ reference policy; with peft, trl uses the same weights with the LoRA layers disa
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -43,7 +54,7 @@ import pandas as pd
 
 from valuealign import models, paths, provenance
 
-METHODS: tuple[str, ...] = ("sft", "dpo", "kto")
+METHODS: tuple[str, ...] = ("sft", "dpo", "kto", "dist")
 QUANTIZATIONS: tuple[str, ...] = ("auto", "4bit", "none")
 DATA_SOURCES: tuple[str, ...] = ("survey", "consultation")
 OPTIMIZERS: tuple[str, ...] = ("auto", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch")
@@ -54,7 +65,9 @@ REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "sft": ("prompt", "completion"),
     "dpo": ("prompt", "chosen", "rejected"),
     "kto": ("prompt", "completion", "label"),
+    "dist": ("prompt", "option_letters", "target_shares"),
 }
+SHARE_TOLERANCE = 1e-6  # |sum of a dist row's target shares - 1| allowed
 KTO_BETA = 0.1  # trl's default and the KTO paper's; recorded in each KTO run's parameters
 STAGE = "03_finetune"
 DONE = "DONE"
@@ -135,6 +148,22 @@ def check_columns(dataset: Any, method: str, where: str = "dataset") -> None:
                 f"{where} (split {split!r}): column 'label' must be boolean (desirable = True), "
                 f"got {type(ds[0]['label']).__name__}"
             )
+        if method == "dist":
+            check_dist_targets(ds, f"{where} (split {split!r})")
+
+
+def check_dist_targets(ds: Any, where: str) -> None:
+    """Every dist row needs one target share per option letter, >= 0, summing to 1."""
+    for i, (letters, shares) in enumerate(zip(ds["option_letters"], ds["target_shares"], strict=True)):
+        if len(letters) < 2 or len(letters) != len(shares):
+            raise DatasetFormatError(f"{where}, row {i}: column 'target_shares' has {len(shares)} value(s) for "
+                                     f"{len(letters)} option letter(s) in 'option_letters' (need one per "
+                                     "letter, at least 2)")
+        if len(set(letters)) != len(letters):
+            raise DatasetFormatError(f"{where}, row {i}: column 'option_letters' repeats a letter: {letters}")
+        if any(not math.isfinite(x) or x < 0 for x in shares) or abs(sum(shares) - 1) > SHARE_TOLERANCE:
+            raise DatasetFormatError(f"{where}, row {i}: column 'target_shares' must be >= 0 and sum to 1, "
+                                     f"got {list(shares)}")
 
 
 # ---------------------------------------------------------------- parameters and run ids
@@ -473,6 +502,11 @@ def drop_too_long(ds: Any, method: str, tokenizer: Any, max_length: int) -> tupl
     answers = [c for c in REQUIRED_COLUMNS[method] if c not in ("prompt", "label")]
 
     def fits(row: Mapping[str, Any]) -> bool:
+        if method == "dist":  # the prompt and the one letter token read after it
+            from valuealign.evaluation import chat_text
+
+            return len(tokenizer(chat_text(tokenizer, list(row["prompt"])), add_special_tokens=False)
+                       ["input_ids"]) + 1 <= max_length
         for col in answers:
             text = tokenizer.apply_chat_template(list(row["prompt"]) + list(row[col]), tokenize=False)
             if len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_length:
@@ -525,6 +559,11 @@ def training_args(p: TrainParams, output_dir: Path, device: str, train_rows: int
     )
     if p.method == "sft":
         return SFTConfig(**common, completion_only_loss=True, packing=False)
+    if p.method == "dist":
+        # SFT's config (same LoRA, quantisation and optimiser handling); the rows are tokenised by
+        # dist_features, so trl's dataset preparation is skipped and the extra columns are kept
+        return SFTConfig(**common, packing=False, dataset_kwargs={"skip_prepare_dataset": True},
+                         remove_unused_columns=False)
     if p.method == "dpo":
         return DPOConfig(**common, beta=p.beta)
     desirable, undesirable = kto_w or (1.0, 1.0)
@@ -533,15 +572,156 @@ def training_args(p: TrainParams, output_dir: Path, device: str, train_rows: int
 
 def make_trainer(p: TrainParams, model: Any, tokenizer: Any, train: Any, eval_ds: Any | None,
                  args: Any, callbacks: Sequence[Any] = ()) -> Any:
-    """trl trainer with a LoRA adapter; DPO/KTO get no ``ref_model`` (adapter-off reference)."""
+    """trl trainer with a LoRA adapter; DPO/KTO get no ``ref_model`` (adapter-off reference);
+    dist gets :class:`DistTrainer` on rows tokenised by :func:`dist_features`."""
     from transformers import PrinterCallback
     from trl import DPOTrainer, KTOTrainer, SFTTrainer
 
-    cls = {"sft": SFTTrainer, "dpo": DPOTrainer, "kto": KTOTrainer}[p.method]
+    extra: dict[str, Any] = {}
+    if p.method == "dist":
+        train = dist_features(train, tokenizer)
+        eval_ds = dist_features(eval_ds, tokenizer) if eval_ds is not None else None
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        extra["data_collator"] = DistCollator(int(pad))
+    cls = {"sft": SFTTrainer, "dpo": DPOTrainer, "kto": KTOTrainer, "dist": dist_trainer_class()}[p.method]
     trainer = cls(model=model, args=args, train_dataset=train, eval_dataset=eval_ds,
-                  processing_class=tokenizer, peft_config=lora_config(p), callbacks=list(callbacks))
+                  processing_class=tokenizer, peft_config=lora_config(p), callbacks=list(callbacks), **extra)
     trainer.remove_callback(PrinterCallback)  # metrics go to train_log.csv, not the notebook
     return trainer
+
+
+# ---------------------------------------------------------------- dist: the distributional objective
+
+
+def dist_features(ds: Any, tokenizer: Any) -> Any:
+    """Tokenise dist rows as the evaluation scores them: ``input_ids`` of the chat prompt,
+    ``option_ids`` (the token of each option letter after it) and ``target`` (the shares).
+
+    The prompt text is :func:`valuealign.evaluation.chat_text` and the letter tokens come from
+    :func:`valuealign.evaluation.label_token_ids`, so training raises exactly the probabilities
+    that notebook 04 reads. A letter that is not one token, or two letters with one token,
+    cannot be scored in one position: an error naming the row and the letters.
+    """
+    from datasets import Dataset
+
+    from valuealign.evaluation import chat_text, label_token_ids
+
+    rows: dict[str, list[Any]] = {"input_ids": [], "option_ids": [], "target": []}
+    for i, row in enumerate(ds):
+        text = chat_text(tokenizer, list(row["prompt"]))
+        letters = [str(x) for x in row["option_letters"]]
+        ids = [label_token_ids(tokenizer, text, letter) for letter in letters]
+        if any(len(t) != 1 for t in ids) or len({t[0] for t in ids}) != len(ids):
+            raise TrainingError(
+                f"dist row {i}: the option letters {letters} are not distinct single tokens after the chat "
+                f"prompt for this tokenizer (token ids {ids}); the distributional loss reads one next-token "
+                "position, as the evaluation's batched scoring does"
+            )
+        shares = [float(x) for x in row["target_shares"]]
+        total = sum(shares)
+        rows["input_ids"].append(tokenizer(text, add_special_tokens=False)["input_ids"])
+        rows["option_ids"].append([t[0] for t in ids])
+        rows["target"].append([x / total for x in shares])
+    return Dataset.from_dict(rows)
+
+
+@dataclass(frozen=True)
+class DistCollator:
+    """Left-pads prompts (the last position is then every row's next-token position, as in the
+    evaluation) and pads option ids and targets to the batch's largest option count."""
+
+    pad_token_id: int
+
+    def __call__(self, features: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        n = max(len(f["input_ids"]) for f in features)
+        k = max(len(f["option_ids"]) for f in features)
+        ids = torch.full((len(features), n), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(features), n), dtype=torch.long)
+        opt = torch.zeros((len(features), k), dtype=torch.long)
+        opt_mask = torch.zeros((len(features), k), dtype=torch.bool)
+        target = torch.zeros((len(features), k), dtype=torch.float32)
+        for i, f in enumerate(features):
+            m, j = len(f["input_ids"]), len(f["option_ids"])
+            ids[i, n - m:] = torch.tensor(list(f["input_ids"]), dtype=torch.long)
+            mask[i, n - m:] = 1
+            opt[i, :j] = torch.tensor(list(f["option_ids"]), dtype=torch.long)
+            opt_mask[i, :j] = True
+            target[i, :j] = torch.tensor(list(f["target"]), dtype=torch.float32)
+        return {"input_ids": ids, "attention_mask": mask, "option_ids": opt, "option_mask": opt_mask,
+                "target": target}
+
+
+def option_logprobs(model: Any, input_ids: Any, attention_mask: Any, option_ids: Any,
+                    option_mask: Any) -> tuple[Any, Any]:
+    """Log-probabilities of each row's option letters as the next token, renormalised over the
+    row's letters, and the probability mass the letters had before renormalising.
+
+    Left-padded input with position ids from the attention mask and only the last position's
+    logits, exactly as ``valuealign.evaluation`` scores a prompt.
+    """
+    import torch
+
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    try:
+        out = model(**kwargs, logits_to_keep=1)
+    except TypeError:  # models without logits_to_keep
+        out = model(**kwargs)
+    full = torch.log_softmax(out.logits[:, -1, :].float(), dim=-1)
+    picked = full.gather(1, option_ids).masked_fill(~option_mask, float("-inf"))
+    return torch.log_softmax(picked, dim=-1), picked.logsumexp(-1).exp()
+
+
+def soft_cross_entropy(option_logp: Any, target: Any, option_mask: Any) -> Any:
+    """Per row: -sum_i target_i log q_i over the row's letters (padding letters count 0)."""
+    return -(target * option_logp.masked_fill(~option_mask, 0.0)).sum(-1)
+
+
+@functools.cache
+def dist_trainer_class() -> type:
+    """``DistTrainer``, defined on first use (importing trl is slow, so this module does not at import)."""
+    import torch
+    from trl import SFTTrainer
+
+    class _DistTrainer(SFTTrainer):
+        """trl's SFTTrainer with the distributional loss: soft-label cross-entropy between the
+        population's shares and the model's next-token distribution over the option letters.
+
+        Everything else (LoRA through ``peft_config``, 4-bit handling, optimiser, schedule,
+        checkpoints, resume) is SFTTrainer's. Logged besides the loss: ``target_kl``, the
+        KL divergence from the target to the model's letter distribution (0 = matched; the
+        loss minus the target's entropy), and ``option_mass``, the probability on the letters
+        before renormalising (the evaluation's ``valid_mass``).
+        """
+
+        loss_is_scaled_for_ga = False  # a mean over the micro-batch: Trainer divides by accumulation
+
+        def compute_loss(self, model: Any, inputs: Mapping[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            mode = "train" if self.model.training else "eval"
+            logq, mass = option_logprobs(model, inputs["input_ids"], inputs["attention_mask"],
+                                         inputs["option_ids"], inputs["option_mask"])
+            target, opt_mask = inputs["target"].to(logq.dtype), inputs["option_mask"]
+            ce = soft_cross_entropy(logq, target, opt_mask)
+            loss = ce.mean()
+            with torch.no_grad():
+                safe = torch.where(target > 0, target, torch.ones_like(target))
+                entropy = -(target * safe.log()).sum(-1)
+                self._metrics[mode]["target_kl"].append(float((ce - entropy).mean()))
+                self._metrics[mode]["option_mass"].append(float(mass.mean()))
+            return (loss, {"option_logprobs": logq}) if return_outputs else loss
+
+        def prediction_step(self, model: Any, inputs: Mapping[str, Any], prediction_loss_only: bool,
+                            ignore_keys: list[str] | None = None) -> tuple[Any, None, None]:
+            inputs = self._prepare_inputs(inputs)
+            with torch.no_grad(), self.compute_loss_context_manager():
+                loss = self.compute_loss(model, inputs)
+            return loss.detach(), None, None
+
+    _DistTrainer.__name__ = _DistTrainer.__qualname__ = "DistTrainer"
+    return _DistTrainer
 
 
 def progress_callback(desc: str) -> Any:
@@ -619,7 +799,8 @@ def _final_metrics(log: pd.DataFrame, summary: Mapping[str, Any]) -> dict[str, f
     out: dict[str, float] = {}
     if not log.empty:
         last = log.iloc[-1]
-        for key in ("loss", "rewards/margins", "rewards/accuracies", "kl", "mean_token_accuracy"):
+        for key in ("loss", "rewards/margins", "rewards/accuracies", "kl", "mean_token_accuracy", "target_kl",
+                    "option_mass"):
             if key in log.columns and pd.notna(last[key]):
                 out[f"final_{key}"] = float(last[key])
     for k, v in summary.items():
@@ -632,7 +813,9 @@ def model_card(p: TrainParams, run_id: str, metrics: Mapping[str, Any], data_fol
                base_source: str) -> str:
     """The adapter's README.md: what it is, from what data, with which knobs, how well it trained."""
     method_name = {"sft": "supervised fine-tuning (SFT)", "dpo": "direct preference optimisation (DPO)",
-                   "kto": "Kahneman-Tversky optimisation (KTO)"}[p.method]
+                   "kto": "Kahneman-Tversky optimisation (KTO)",
+                   "dist": "distributional fine-tuning (dist: soft-label cross-entropy over the option letters)",
+                   }[p.method]
     card = data_folder / "README.md"
     data_link = paths.relative(card) if card.exists() else paths.relative(data_folder)
     hp = "\n".join(f"| `{k}` | `{v}` |" for k, v in p.to_dict().items())
@@ -893,7 +1076,11 @@ def completion_logprob(model: Any, tokenizer: Any, prompt: list[dict], answer: s
 
 
 def target_answer(row: Mapping[str, Any], method: str) -> str:
-    """The answer a row teaches: SFT completion, DPO chosen, KTO completion (if desirable)."""
+    """The answer a row teaches: SFT completion, DPO chosen, KTO completion (if desirable),
+    dist: the letter with the largest target share (the population's most common answer)."""
+    if method == "dist":
+        shares = list(row["target_shares"])
+        return str(row["option_letters"][shares.index(max(shares))])
     key = {"sft": "completion", "dpo": "chosen", "kto": "completion"}[method]
     return str(row[key][-1]["content"])
 
@@ -995,6 +1182,7 @@ LOSS_PANELS: dict[str, tuple[str, str]] = {
     "sft": ("loss", "SFT loss (cross-entropy)"),
     "dpo": ("loss", "DPO loss"),
     "kto": ("loss", "KTO loss"),
+    "dist": ("loss", "Dist loss (soft-label cross-entropy)"),
 }
 PREFERENCE_PANELS: tuple[tuple[str, str], ...] = (
     ("rewards/margins", "reward margin (chosen - rejected)"),
@@ -1061,6 +1249,9 @@ def synthetic_alignment_data(method: str, n_items: int = 8, n_options: int = 3, 
             worst = prompts.label_for(order, n_options - 1)
             if method == "sft":
                 rows[split].append({**base, "completion": prompts.answer_message(best)})
+            elif method == "dist":
+                rows[split].append({**base, "option_letters": list(prompts.LETTERS[:n_options]),
+                                    "target_shares": [shares[o] for o in order]})
             elif method == "dpo":
                 rows[split].append({**base, "chosen": prompts.answer_message(best),
                                     "rejected": prompts.answer_message(worst),
