@@ -129,6 +129,8 @@ def test_shipped_files_give_all_dilemmas_and_no_dimension_claim(tmp_path, tokeni
     assert "without any value-dimension claim" in dset.describe()
     more = ev.load_dilemmas(5000, folder=folder)
     assert more.n_used == 1360 and "only 1360 available" in more.describe()
+    from valuealign import config  # the strict profiles' smoke-cap check counts on this size
+    assert more.n_used == config.DAILY_DILEMMAS_COUNT
     few = ev.load_dilemmas(16, seed=3, folder=folder)
     assert few.n_used == 16
     assert few.table["idx"].tolist() == ev.load_dilemmas(16, seed=3, folder=folder).table["idx"].tolist()
