@@ -649,14 +649,21 @@ class Taxonomy:
     value_sims: pd.DataFrame
     embed_stats: EmbedStats
     seconds: dict[str, float]
+    consensus: Any = None  # valuealign.consensus.Consensus when built from several runs, else None
 
 
 def run(
     corpus: pd.DataFrame, params: FitParams, *, model_name: str = DEFAULT_MODEL,
     batch_size: int = 64, top_terms: int = 5, temperature: float = 0.02,
-    cache_dir: Path | None = None, prototypes: Path | None = None,
+    cache_dir: Path | None = None, prototypes: Path | None = None, consensus: Any = None,
 ) -> Taxonomy:
-    """The whole stage on one corpus: embed, reduce, cluster, map to Schwartz values, label."""
+    """The whole stage on one corpus: embed, reduce, cluster, map to Schwartz values, label.
+
+    ``consensus`` (a :class:`valuealign.consensus.ConsensusParams` with runs > 1) replaces the single
+    UMAP + HDBSCAN fit by the consensus of many; ``probability`` and ``confidence`` then hold each
+    item's consensus membership confidence. Without it (or with runs = 1) the single-seed fit is
+    used and both hold HDBSCAN's membership probability.
+    """
     check_corpus(corpus)
     t0 = time.perf_counter()
     texts, index = unique_texts(corpus)
@@ -666,7 +673,17 @@ def run(
     pv = prototype_vectors(protos, model_name, cache_dir=cache_dir, batch_size=batch_size)
     t1 = time.perf_counter()
     d = cosine_distances(x) if len(x) < PRECOMPUTED_MAX else None
-    f = fit(x, params, distances=d)
+    cons = None
+    if consensus is not None and consensus.runs > 1:
+        from valuealign import consensus as cs  # imports this module: import here, not at the top
+
+        cons = cs.build(x, params, consensus)
+        space = cons.space if cons.space is not None else reduce(
+            x, n_components=params.n_components, n_neighbors=params.n_neighbors,
+            min_dist=params.min_dist, seed=params.seed, n_epochs=params.n_epochs, distances=d)
+        f = Fit(cons.labels, cons.confidence, space, params)
+    else:
+        f = fit(x, params, distances=d)
     t2 = time.perf_counter()
     xy = reduce(x, n_components=2, n_neighbors=params.n_neighbors, min_dist=0.1,
                 seed=params.seed, n_epochs=params.n_epochs, distances=d)
@@ -691,6 +708,7 @@ def run(
         "source": corpus["source"].to_numpy(),
         "cluster": lab.astype(np.int64),
         "probability": f.probabilities[index],
+        "confidence": f.probabilities[index],
         "nearest_value": t_near10[index].astype(str),
         "nearest_value_score": t_score10[index].astype(np.float64),
         "nearest_value_refined": t_near19[index].astype(str),
@@ -720,7 +738,7 @@ def run(
     value_sims.index.name = "cluster"
     t4 = time.perf_counter()
     return Taxonomy(corpus, texts, index, x, f, xy, protos, pv, clusters, items, value_sims, stats,
-                    {"embed": t1 - t0, "cluster": t2 - t1, "map2d": t3 - t2, "mapping": t4 - t3})
+                    {"embed": t1 - t0, "cluster": t2 - t1, "map2d": t3 - t2, "mapping": t4 - t3}, cons)
 
 
 def bad_input_messages(
