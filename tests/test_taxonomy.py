@@ -507,3 +507,14 @@ def test_notebook_01_measured_a_consensus_that_holds_still():
             assert extra["avx2_consensus_ari"] >= 0.95, extra["avx2_consensus_ari"]
     assert 0 <= extra["schwartz_macro_f1"] <= 1 and extra["schwartz_chance_macro_f1"] < 1
     assert 0 <= extra["coherence_p_value"] <= 1
+
+
+def test_extra_prototype_texts_extend_basic_values_only():
+    protos = T.load_prototypes()
+    out = T.with_extra_texts(protos, {"power": ["having control over people"]})
+    power = out[(out["level"] == "basic") & (out["value_id"] == "power")]["texts"].iloc[0]
+    assert power[-1] == "having control over people"
+    assert (out[out["level"] == "refined"]["texts"].map(len) == protos[protos["level"] == "refined"]["texts"].map(len)).all()
+    assert protos.loc[protos["value_id"] == "power", "texts"].iloc[0][-1] != "having control over people"
+    with pytest.raises(T.TaxonomyError, match="unknown basic value.*kindness"):
+        T.with_extra_texts(protos, {"kindness": ["x"]})

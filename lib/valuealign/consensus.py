@@ -46,9 +46,9 @@ CPU_CAPABILITIES = ("default", "avx2", "avx512")
 class ConsensusParams:
     """How the consensus is built (notebook parameter names in comments)."""
 
-    runs: int = 30  # taxonomy_consensus_runs (1 = the single-seed fit, no consensus)
+    runs: int = 50  # taxonomy_consensus_runs (1 = the single-seed fit, no consensus)
     noise: float = 1e-4  # taxonomy_consensus_noise: std of the Gaussian added to each coordinate
-    cut: float = 0.7  # taxonomy_consensus_cut: average-linkage cut on 1 - co-association
+    cut: float = 0.6  # taxonomy_consensus_cut: average-linkage cut on 1 - co-association
 
 
 @dataclass

@@ -562,6 +562,18 @@ def load_prototypes(path: Path | None = None) -> pd.DataFrame:
     return df
 
 
+def with_extra_texts(protos: pd.DataFrame, extra_basic_texts: dict[str, list[str]]) -> pd.DataFrame:
+    """Prototypes whose basic values' texts are extended by ``extra_basic_texts`` (value id -> texts)."""
+    basic_ids = set(protos.loc[protos["level"] == "basic", "value_id"])
+    unknown = sorted(set(extra_basic_texts) - basic_ids)
+    if unknown:
+        raise TaxonomyError(f"extra prototype texts for unknown basic value(s) {unknown}; known: {sorted(basic_ids)}")
+    out = protos.copy()
+    out["texts"] = [ts + list(extra_basic_texts.get(v, [])) if lvl == "basic" else ts
+                    for lvl, v, ts in zip(out["level"], out["value_id"], out["texts"], strict=True)]
+    return out
+
+
 def prototype_vectors(protos: pd.DataFrame, model_name: str = DEFAULT_MODEL, **kw: Any) -> np.ndarray:
     """One unit vector per value: the normalised mean of its definition's and examples' embeddings."""
     flat = [t for ts in protos["texts"] for t in ts]
@@ -656,20 +668,22 @@ def run(
     corpus: pd.DataFrame, params: FitParams, *, model_name: str = DEFAULT_MODEL,
     batch_size: int = 64, top_terms: int = 5, temperature: float = 0.02,
     cache_dir: Path | None = None, prototypes: Path | None = None, consensus: Any = None,
+    extra_basic_texts: dict[str, list[str]] | None = None,
 ) -> Taxonomy:
     """The whole stage on one corpus: embed, reduce, cluster, map to Schwartz values, label.
 
     ``consensus`` (a :class:`valuealign.consensus.ConsensusParams` with runs > 1) replaces the single
     UMAP + HDBSCAN fit by the consensus of many; ``probability`` and ``confidence`` then hold each
     item's consensus membership confidence. Without it (or with runs = 1) the single-seed fit is
-    used and both hold HDBSCAN's membership probability.
+    used and both hold HDBSCAN's membership probability. ``extra_basic_texts`` (basic value id ->
+    texts) are averaged into those basic values' prototypes, e.g. ValueEval's value descriptions.
     """
     check_corpus(corpus)
     t0 = time.perf_counter()
     texts, index = unique_texts(corpus)
     stats = EmbedStats()
     x = embed_texts(texts, model_name, cache_dir=cache_dir, batch_size=batch_size, stats=stats)
-    protos = load_prototypes(prototypes)
+    protos = with_extra_texts(load_prototypes(prototypes), extra_basic_texts or {})
     pv = prototype_vectors(protos, model_name, cache_dir=cache_dir, batch_size=batch_size)
     t1 = time.perf_counter()
     d = cosine_distances(x) if len(x) < PRECOMPUTED_MAX else None
