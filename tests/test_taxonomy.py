@@ -353,7 +353,8 @@ def test_coassociation_and_consensus_by_hand():
 def test_consensus_parameters_are_checked(constructed):
     for cp, key in ((C.ConsensusParams(runs=0), "taxonomy_consensus_runs"),
                     (C.ConsensusParams(noise=0.5), "taxonomy_consensus_noise"),
-                    (C.ConsensusParams(cut=1.5), "taxonomy_consensus_cut")):
+                    (C.ConsensusParams(cut=1.5), "taxonomy_consensus_cut"),
+                    (C.ConsensusParams(jobs=0), "taxonomy_consensus_jobs")):
         with pytest.raises(T.TaxonomyError, match=key):
             C.build(constructed.embeddings, SMALL, cp)
     big = T.FitParams(**{**SMALL.__dict__, "min_cluster_size": 30})
@@ -378,6 +379,8 @@ def test_consensus_holds_still_on_constructed_case(constructed):
     section = constructed.corpus["section"].to_numpy()[np.argsort(constructed.text_index)]
     assert T.agreement(a.labels, section)["ari"] > 0.8
     assert a.confidence.shape == (len(x),) and ((a.confidence >= 0) & (a.confidence <= 1)).all()
+    parallel, _ = C.run_labels(x, SMALL, a.seeds[:2], cp.noise, jobs=2)
+    np.testing.assert_array_equal(parallel, a.run_labels[:2])  # worker processes change nothing
     curve = C.stability_curve(np.vstack([a.run_labels, b.run_labels]), [1, 2, 4],
                               cut=cp.cut, min_cluster_size=SMALL.min_cluster_size)
     assert curve["runs"].tolist() == [1, 2, 4] and curve["blocks"].tolist() == [4, 4, 2]

@@ -61,6 +61,7 @@ taxonomy_sweep_sizes = [5, 10, 15, 25, 40, 60, 100]  # min_cluster_size values o
 taxonomy_consensus_runs = 50  # UMAP + HDBSCAN runs behind the consensus clustering (1 means the single-seed fit, for comparison) [1, 200]
 taxonomy_consensus_noise = 0.0001  # std of the Gaussian added to each embedding coordinate in each consensus run [0.0, 0.01]
 taxonomy_consensus_cut = 0.6  # average-linkage cut on 1 - co-association: a group's members co-cluster in over 40% of runs on average [0.05, 0.95]
+taxonomy_consensus_jobs = 2  # worker processes for the consensus runs (the result does not depend on it) [1, 64]
 taxonomy_curve_sizes = [1, 5, 10, 25, 50]  # runs per consensus in the stability curve (disjoint seed sets) [1, 200]
 taxonomy_avx2_check = True  # re-embed the texts with PyTorch's AVX2 kernels (ATEN_CPU_CAPABILITY avx2; cached) and compare the consensus
 taxonomy_value_prototypes = "project+valueeval"  # texts behind each basic value's prototype: ours, or ours plus ValueEval's value descriptions {project, project+valueeval}
@@ -105,7 +106,7 @@ fit_params = tx.FitParams(
     min_samples=hdbscan_min_samples, seed=seed,
 )
 consensus_params = cs.ConsensusParams(runs=taxonomy_consensus_runs, noise=taxonomy_consensus_noise,
-                                      cut=taxonomy_consensus_cut)
+                                      cut=taxonomy_consensus_cut, jobs=taxonomy_consensus_jobs)
 """),
     ("md", """
 ## The corpus and its embeddings
@@ -308,6 +309,7 @@ again = tx.fit(tax.embeddings, fit_params, distances=d)
 same = bool(np.array_equal(again.labels, single_fit.labels))
 if tax.consensus is not None:
     first_run, _ = cs.run_labels(tax.embeddings, fit_params, tax.consensus.seeds[:1], taxonomy_consensus_noise)
+    # the same run in this process: worker processes do not change a fit
     same = same and bool(np.array_equal(first_run[0], tax.consensus.run_labels[0]))
 display(Markdown(f"Refit with identical parameters: cluster assignments identical: **{same}**."))
 assert same, "UMAP/HDBSCAN with a fixed seed gave different clusters"

@@ -49,6 +49,7 @@ class ConsensusParams:
     runs: int = 50  # taxonomy_consensus_runs (1 = the single-seed fit, no consensus)
     noise: float = 1e-4  # taxonomy_consensus_noise: std of the Gaussian added to each coordinate
     cut: float = 0.6  # taxonomy_consensus_cut: average-linkage cut on 1 - co-association
+    jobs: int = 1  # taxonomy_consensus_jobs: worker processes for the runs (results do not depend on it)
 
 
 @dataclass
@@ -79,6 +80,8 @@ def check_params(cp: ConsensusParams) -> None:
         raise TaxonomyError(f"taxonomy_consensus_noise must be in [0, 0.1), got {cp.noise}")
     if not 0 < cp.cut < 1:
         raise TaxonomyError(f"taxonomy_consensus_cut must be in (0, 1), got {cp.cut}")
+    if cp.jobs < 1:
+        raise TaxonomyError(f"taxonomy_consensus_jobs must be >= 1, got {cp.jobs}")
 
 
 def perturb(x: np.ndarray, scale: float, seed: int) -> np.ndarray:
@@ -94,27 +97,34 @@ def perturb(x: np.ndarray, scale: float, seed: int) -> np.ndarray:
     return (xp / np.linalg.norm(xp, axis=1, keepdims=True)).astype(np.float32)
 
 
+def _one_run(x: np.ndarray, params: FitParams, seed: int, noise: float) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels and UMAP space of one fit on ``x`` perturbed with ``seed`` (all noise, no space, if none)."""
+    xp = perturb(x, noise, seed)
+    d = cosine_distances(xp) if len(xp) < PRECOMPUTED_MAX else None
+    try:
+        f = fit(xp, replace(params, seed=int(seed)), distances=d)
+    except NoClusterError:
+        return np.full(len(x), -1, dtype=np.int64), None
+    return f.labels.astype(np.int64), f.space
+
+
 def run_labels(
-    x: np.ndarray, params: FitParams, seeds: Sequence[int], noise: float,
+    x: np.ndarray, params: FitParams, seeds: Sequence[int], noise: float, *, jobs: int = 1,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Labels of one UMAP + HDBSCAN fit per seed (on embeddings perturbed with that seed): runs x n.
 
     Also returns the first run's UMAP space. A run in which HDBSCAN finds no cluster contributes
-    all-noise (it co-associates nothing).
+    all-noise (it co-associates nothing). ``jobs`` > 1 runs fits in that many worker processes;
+    each fit depends only on its seed, so the result does not depend on ``jobs``.
     """
-    out = np.full((len(seeds), len(x)), -1, dtype=np.int64)
-    first_space = None
-    for r, seed in enumerate(seeds):
-        xp = perturb(x, noise, seed)
-        d = cosine_distances(xp) if len(xp) < PRECOMPUTED_MAX else None
-        try:
-            f = fit(xp, replace(params, seed=int(seed)), distances=d)
-        except NoClusterError:
-            continue
-        out[r] = f.labels
-        if r == 0:
-            first_space = f.space
-    return out, first_space
+    if jobs > 1 and len(seeds) > 1:
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=jobs)(delayed(_one_run)(x, params, int(s), noise) for s in seeds)
+    else:
+        results = [_one_run(x, params, int(s), noise) for s in seeds]
+    out = np.stack([lab for lab, _ in results]) if results else np.zeros((0, len(x)), dtype=np.int64)
+    return out, (results[0][1] if results else None)
 
 
 def coassociation(labels: np.ndarray) -> np.ndarray:
@@ -194,7 +204,7 @@ def build(x: np.ndarray, params: FitParams, cp: ConsensusParams, *, block: int =
     """Consensus of ``cp.runs`` fits with seeds params.seed + block*runs, ... (disjoint across blocks)."""
     check_params(cp)
     seeds = consensus_seeds(params.seed, cp.runs, block)
-    labels, space = run_labels(x, params, seeds, cp.noise)
+    labels, space = run_labels(x, params, seeds, cp.noise, jobs=cp.jobs)
     cons = from_runs(labels, seeds, cut=cp.cut, min_cluster_size=params.min_cluster_size)
     if cons.n_clusters == 0:
         raise NoClusterError(
