@@ -469,7 +469,7 @@ macros = {
     "TaxonomyItems": len(corpus), "TaxonomyClusters": tax.fit.n_clusters,
     "TaxonomyNoiseShare": round(tax.fit.noise_share, 3),
     "TaxonomyStabilityAri": float(np.nanmean(aris)), "TaxonomyStabilityRuns": len(runs),
-    "TaxonomyConsensusRuns": taxonomy_consensus_runs, "TaxonomyConsensusNoise": taxonomy_consensus_noise,
+    "TaxonomyConsensusRuns": taxonomy_consensus_runs, "TaxonomyConsensusNoise": f"{taxonomy_consensus_noise:g}",
     "TaxonomyConsensusCut": taxonomy_consensus_cut, "TaxonomyMinCountries": taxonomy_min_countries,
     "TaxonomySchwartzArguments": len(valueeval),
     "TaxonomySchwartzMacroF": float(ms[RULE]),
@@ -488,9 +488,10 @@ if coherence is not None:
     macros.update({
         "TaxonomyProfileItems": coherence.n_items, "TaxonomyProfileWithin": coherence.within,
         "TaxonomyProfileBetween": coherence.between, "TaxonomyProfileDifference": coherence.difference,
-        "TaxonomyProfileRandomDifference": coherence.null_mean, "TaxonomyProfileP": coherence.p_value,
+        "TaxonomyProfileRandomDifference": coherence.null_mean,
+        "TaxonomyProfileP": f"{coherence.p_value:.4f}",  # p >= 1/(1 + permutations): four decimals
         "TaxonomyProfileKmeansDifference": float(km_row["difference"]),
-        "TaxonomyProfileKmeansP": float(km_row["p"]),
+        "TaxonomyProfileKmeansP": f"{km_row['p']:.4f}",
         "TaxonomyProfilePermutations": taxonomy_permutations,
     })
 if len(sec):
@@ -500,7 +501,7 @@ if len(sec):
         "TaxonomyKmeansAri": float(sec.loc["k-means on raw embeddings", "ari"]),
         "TaxonomyKmeansNmi": float(sec.loc["k-means on raw embeddings", "nmi"]),
     })
-plotting.save_macros(macros, "taxonomy", digits=4, notebook=NOTEBOOK)
+plotting.save_macros(macros, "taxonomy", notebook=NOTEBOOK)
 inputs = [tx.PROTOTYPES] + ([paths.ITEMS] if "survey" in taxonomy_corpus else [])
 inputs += [paths.VALUEEVAL_DIR, tv.MAPPING] + ([paths.DISTRIBUTIONS] if "survey" in taxonomy_corpus else [])
 inputs += [paths.DILEMMAS_DIR / "values.csv"] if "dilemmas" in taxonomy_corpus else []
