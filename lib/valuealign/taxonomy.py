@@ -722,7 +722,6 @@ def run(
         "source": corpus["source"].to_numpy(),
         "cluster": lab.astype(np.int64),
         "probability": f.probabilities[index],
-        "confidence": f.probabilities[index],
         "nearest_value": t_near10[index].astype(str),
         "nearest_value_score": t_score10[index].astype(np.float64),
         "nearest_value_refined": t_near19[index].astype(str),
@@ -730,6 +729,7 @@ def run(
         "cluster_value": np.where(lab >= 0, near10[np.clip(lab, 0, None)], None),
         "x": xy[index, 0],
         "y": xy[index, 1],
+        "confidence": f.probabilities[index],  # added last: notebook 02 reads the columns before it
     })
     sizes = np.bincount(lab[lab >= 0], minlength=f.n_clusters)
     ho = basic["higher_order"].to_numpy()
