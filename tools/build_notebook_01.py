@@ -198,8 +198,11 @@ share of runs in which they shared a cluster, and average-linkage clustering of 
 
 **How many runs?** A second consensus is built from a *disjoint* set of seeds; the pooled runs are cut
 into disjoint blocks of r runs (at most four blocks) and the blocks' consensus clusterings are compared
-(mean pairwise ARI, noise counted as one class). r = 1 is the single-seed pipeline. The number of runs
-is chosen where the curve passes 0.9.
+(mean pairwise ARI, noise counted as one class). r = 1 is the single-seed pipeline. The default of 50
+runs was chosen from this curve: it passes 0.9 at about 25 runs and flattens there, and the second
+requirement, that the consensus survive the rounding check below at ARI of at least 0.95, needed the
+extra runs (at 30 runs it did not always). Nearly all remaining disagreement is about which texts are
+noise: on texts both consensus clusterings place in a cluster they agree almost perfectly.
 """),
     ("code", """
 from sklearn.metrics import adjusted_rand_score
@@ -215,6 +218,8 @@ if tax.consensus is not None:
     curve = cs.stability_curve(pool, sizes, cut=taxonomy_consensus_cut,
                                min_cluster_size=hdbscan_min_cluster_size)
     disjoint_ari = float(adjusted_rand_score(tax.consensus.labels, second.labels))
+    in_both = (tax.consensus.labels >= 0) & (second.labels >= 0)
+    clustered_ari = float(adjusted_rand_score(tax.consensus.labels[in_both], second.labels[in_both]))
     if (curve["runs"] == 1).any():
         single_seed_ari = float(curve.loc[curve["runs"] == 1, "mean_pairwise_ari"].iloc[0])
     display(curve.style.format({"mean_pairwise_ari": "{:.3f}", "n_clusters": "{:.1f}",
@@ -222,7 +227,8 @@ if tax.consensus is not None:
     display(Markdown(
         f"Consensus of seeds {tax.consensus.seeds[0]}-{tax.consensus.seeds[-1]} vs consensus of seeds "
         f"{second.seeds[0]}-{second.seeds[-1]}: ARI **{disjoint_ari:.3f}** "
-        f"(single-seed fits agree with each other at mean ARI {single_seed_ari:.3f}). "
+        f"(single-seed fits agree with each other at mean ARI {single_seed_ari:.3f}); on the {in_both.mean():.0%} "
+        f"of texts both place in a cluster: ARI {clustered_ari:.3f}. "
         f"Second consensus: {time.perf_counter() - t0:.0f} s."
     ))
     fig = cs.plot_stability_curve(curve, taxonomy_consensus_runs)
