@@ -19,6 +19,8 @@ Two checks the thesis quotes for "interpretable and with good predictive power":
 from __future__ import annotations
 
 import json
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -115,13 +117,15 @@ def valueeval_description_texts(path: Path | None = None, mapping: pd.DataFrame 
     return out
 
 
-def prototype_matrix(texts_per_value: dict[str, list[str]], embed: object) -> np.ndarray:
+def prototype_matrix(
+    texts_per_value: dict[str, list[str]], embed: Callable[[list[str]], np.ndarray],
+) -> np.ndarray:
     """Unit-norm mean embedding per basic value (BASIC_VALUES order); ``embed`` maps texts to vectors."""
     rows = []
     for v in BASIC_VALUES:
         if not texts_per_value.get(v):
             raise TaxonomyError(f"no prototype text for basic value {v!r}")
-        m = np.asarray(embed(texts_per_value[v])).mean(axis=0)  # type: ignore[operator]
+        m = np.asarray(embed(texts_per_value[v])).mean(axis=0)
         rows.append(m / np.linalg.norm(m))
     return np.stack(rows)
 
@@ -170,8 +174,6 @@ def logreg_cv(x: np.ndarray, gold: np.ndarray, *, folds: int = 5, seed: int = 0)
     counts = pd.Series(gold).value_counts()
     k = int(max(2, min(folds, counts.max())))
     clf = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "least populated class has fewer members than n_splits"
         return cross_val_predict(clf, x, gold, cv=StratifiedKFold(k, shuffle=True, random_state=seed))
