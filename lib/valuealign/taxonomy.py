@@ -8,8 +8,11 @@ of Schwartz's 10 basic and 19 refined values (``data/reference/schwartz_values.y
 this project), labelled with its most distinctive terms (c-TF-IDF) and placed on the circumplex.
 
 Validation the thesis can defend lives here too: agreement with the WVS thematic sections and the
-ValueEval gold labels (ARI, NMI, purity), stability under subsampling and seeds (mean pairwise ARI),
-a min_cluster_size sweep and a k-means baseline. Every function is deterministic for a fixed seed.
+ValueEval gold labels (ARI, NMI, purity), single-fit stability under subsampling and seeds (mean
+pairwise ARI), a min_cluster_size sweep and a k-means baseline. A single fit does not hold still, so
+the taxonomy is built as the consensus of many fits (``valuealign.consensus``); the Schwartz mapping and
+the clusters' predictive power are checked in ``valuealign.taxonomy_validation``. Every function is
+deterministic for a fixed seed.
 """
 
 from __future__ import annotations
@@ -562,6 +565,18 @@ def load_prototypes(path: Path | None = None) -> pd.DataFrame:
     return df
 
 
+def with_extra_texts(protos: pd.DataFrame, extra_basic_texts: dict[str, list[str]]) -> pd.DataFrame:
+    """Prototypes whose basic values' texts are extended by ``extra_basic_texts`` (value id -> texts)."""
+    basic_ids = set(protos.loc[protos["level"] == "basic", "value_id"])
+    unknown = sorted(set(extra_basic_texts) - basic_ids)
+    if unknown:
+        raise TaxonomyError(f"extra prototype texts for unknown basic value(s) {unknown}; known: {sorted(basic_ids)}")
+    out = protos.copy()
+    out["texts"] = [ts + list(extra_basic_texts.get(v, [])) if lvl == "basic" else ts
+                    for lvl, v, ts in zip(out["level"], out["value_id"], out["texts"], strict=True)]
+    return out
+
+
 def prototype_vectors(protos: pd.DataFrame, model_name: str = DEFAULT_MODEL, **kw: Any) -> np.ndarray:
     """One unit vector per value: the normalised mean of its definition's and examples' embeddings."""
     flat = [t for ts in protos["texts"] for t in ts]
@@ -649,24 +664,43 @@ class Taxonomy:
     value_sims: pd.DataFrame
     embed_stats: EmbedStats
     seconds: dict[str, float]
+    consensus: Any = None  # valuealign.consensus.Consensus when built from several runs, else None
 
 
 def run(
     corpus: pd.DataFrame, params: FitParams, *, model_name: str = DEFAULT_MODEL,
     batch_size: int = 64, top_terms: int = 5, temperature: float = 0.02,
-    cache_dir: Path | None = None, prototypes: Path | None = None,
+    cache_dir: Path | None = None, prototypes: Path | None = None, consensus: Any = None,
+    extra_basic_texts: dict[str, list[str]] | None = None,
 ) -> Taxonomy:
-    """The whole stage on one corpus: embed, reduce, cluster, map to Schwartz values, label."""
+    """The whole stage on one corpus: embed, reduce, cluster, map to Schwartz values, label.
+
+    ``consensus`` (a :class:`valuealign.consensus.ConsensusParams` with runs > 1) replaces the single
+    UMAP + HDBSCAN fit by the consensus of many; ``probability`` and ``confidence`` then hold each
+    item's consensus membership confidence. Without it (or with runs = 1) the single-seed fit is
+    used and both hold HDBSCAN's membership probability. ``extra_basic_texts`` (basic value id ->
+    texts) are averaged into those basic values' prototypes, e.g. ValueEval's value descriptions.
+    """
     check_corpus(corpus)
     t0 = time.perf_counter()
     texts, index = unique_texts(corpus)
     stats = EmbedStats()
     x = embed_texts(texts, model_name, cache_dir=cache_dir, batch_size=batch_size, stats=stats)
-    protos = load_prototypes(prototypes)
+    protos = with_extra_texts(load_prototypes(prototypes), extra_basic_texts or {})
     pv = prototype_vectors(protos, model_name, cache_dir=cache_dir, batch_size=batch_size)
     t1 = time.perf_counter()
     d = cosine_distances(x) if len(x) < PRECOMPUTED_MAX else None
-    f = fit(x, params, distances=d)
+    cons = None
+    if consensus is not None and consensus.runs > 1:
+        from valuealign import consensus as cs  # imports this module: import here, not at the top
+
+        cons = cs.build(x, params, consensus)
+        space = cons.space if cons.space is not None else reduce(
+            x, n_components=params.n_components, n_neighbors=params.n_neighbors,
+            min_dist=params.min_dist, seed=params.seed, n_epochs=params.n_epochs, distances=d)
+        f = Fit(cons.labels, cons.confidence, space, params)
+    else:
+        f = fit(x, params, distances=d)
     t2 = time.perf_counter()
     xy = reduce(x, n_components=2, n_neighbors=params.n_neighbors, min_dist=0.1,
                 seed=params.seed, n_epochs=params.n_epochs, distances=d)
@@ -698,6 +732,7 @@ def run(
         "cluster_value": np.where(lab >= 0, near10[np.clip(lab, 0, None)], None),
         "x": xy[index, 0],
         "y": xy[index, 1],
+        "confidence": f.probabilities[index],  # added last: notebook 02 reads the columns before it
     })
     sizes = np.bincount(lab[lab >= 0], minlength=f.n_clusters)
     ho = basic["higher_order"].to_numpy()
@@ -720,7 +755,7 @@ def run(
     value_sims.index.name = "cluster"
     t4 = time.perf_counter()
     return Taxonomy(corpus, texts, index, x, f, xy, protos, pv, clusters, items, value_sims, stats,
-                    {"embed": t1 - t0, "cluster": t2 - t1, "map2d": t3 - t2, "mapping": t4 - t3})
+                    {"embed": t1 - t0, "cluster": t2 - t1, "map2d": t3 - t2, "mapping": t4 - t3}, cons)
 
 
 def bad_input_messages(
