@@ -12,7 +12,10 @@ known in advance:
 * planted = population B, scored against A: 1 - JS = 1 - JS(B, A), computed here with scipy;
 * one planted model per population: the steerability matrix has its maximum on the diagonal,
   the planted model beats the uniform model with a CI excluding 0, and a model identical to
-  the base model gains exactly 0 over it.
+  the base model gains exactly 0 over it;
+* a planted model that follows the persona line is a perfect prompted baseline (the persona
+  reaches the prompt, and runs are paired with the prompted condition of their own population);
+* the same effects hold on a held-out-strata split, where strata are the bootstrap unit.
 
 Small item and target tables are built here (seeded), nothing is read from the pipeline.
 """
@@ -260,3 +263,75 @@ def test_method_summary_and_gains_of_planted_models(item_table):
         assert copy["gain"] == 0.0 and copy["ci_low"] <= 0.0 <= copy["ci_high"]
         assert g.loc[(vs, "basecopy", "uniform"), "gain"] == pytest.approx(
             g.loc[(vs, "planted", "uniform"), "gain"] - g.loc[(vs, "planted", "base"), "gain"], abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- prompted and clustered
+
+PERSONA_LINE = re.compile(r"Answer as a person of (pop-[a-z]+) would\.")
+
+
+class PersonaPlantedModel(PlantedModel):
+    """A planted model that follows the persona line: asked to answer as population X, it
+    answers with X's shares; without a persona, with ``default``'s. A perfectly promptable
+    model, so the prompted baseline's bookkeeping has a known answer too."""
+
+    def __init__(self, items: pd.DataFrame, shares: pd.DataFrame, default: str):
+        super().__init__(items, shares, default)
+        self.models = {vs: PlantedModel(items, shares, vs) for vs in shares["value_set"].unique()}
+
+    def answer(self, text: str, labels: Sequence[str]) -> np.ndarray:
+        named = PERSONA_LINE.findall(text)
+        return (self.models[named[0]] if named else super()).answer(text, labels)
+
+
+def test_prompted_planted_model_follows_the_persona(items, shares, targets, tokenizer, item_table):
+    """predict_items passes the persona into every prompt: a promptable planted model prompted
+    as A scores 1 against A; compare_to_baselines pairs each run with the prompted condition
+    of its own population only (prompted as A and as B share one run id)."""
+    scorer = PersonaPlantedModel(items, shares, BASE_POPULATION)
+    unprompted = ev.predict_items(items, tokenizer, scorer, SETTINGS)
+    plain = ev.predict_items(items, tokenizer, PlantedModel(items, shares, BASE_POPULATION), SETTINGS)
+    for got, want in zip(unprompted["probs"], plain["probs"], strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-12)
+    parts = [item_table]
+    for vs in POPULATIONS:
+        preds = ev.predict_items(items, tokenizer, scorer, SETTINGS, persona=f"a person of {vs}")
+        parts.append(scored(preds, items, targets, ev.Condition(ev.BASELINES_RUN, "prompted", vs)))
+    table = pd.concat(parts, ignore_index=True)
+    prompted = table[table["method"] == "prompted"]
+    matrix, adv = ev.steerability(prompted, n_boot=N_BOOT)
+    np.testing.assert_allclose(np.diag(matrix.to_numpy()), 1.0, atol=1e-6)
+    assert (adv["ci_low"] > 0).all()
+    comp = ev.compare_to_baselines(table, N_BOOT)
+    vs_prompted = comp[(comp["method"] == "planted") & (comp["versus"] == "prompted")
+                       & (comp["metric"] == "js_alignment")]
+    assert len(vs_prompted) == 2 * len(POPULATIONS)
+    assert (vs_prompted["n_items"] == N_ITEMS).all()
+    np.testing.assert_allclose(vs_prompted["mean_diff"], 0.0, atol=1e-6)  # both answer exactly like A
+    base_copy = comp[(comp["method"] == "basecopy") & (comp["versus"] == "prompted")
+                     & (comp["metric"] == "js_alignment")].set_index("value_set")
+    assert (base_copy["ci_high"] < 0).all()  # the base model is worse than a perfect persona
+
+
+def test_cluster_split_resamples_strata(item_table):
+    """On a held-out-strata split the same planted effects hold with strata as the bootstrap
+    unit: the planted gain over uniform still excludes 0, the base copy still gains 0."""
+    clustered = item_table.assign(split="test_cluster")
+    gains = ev.gains_table(clustered, n_boot=N_BOOT, references=("base", "uniform"))
+    g = gains.set_index(["value_set", "method", "versus"])
+    assert (gains["ci_unit"] == "seeds x strata").where(gains["method"] == "planted", True).all()
+    assert (gains["n_units"] == 4).all()
+    for vs in POPULATIONS:
+        assert g.loc[(vs, "planted", "uniform"), "ci_low"] > 0
+        copy = g.loc[(vs, "basecopy", "base")]
+        assert copy["gain"] == 0.0 and copy["ci_low"] <= 0.0 <= copy["ci_high"]
+    summary = ev.summarise(clustered[clustered["method"] == "planted"], ["run", "target_value_set"], N_BOOT)
+    assert set(summary["ci_unit"]) == {"strata"}
+
+
+def test_planted_evaluation_is_reproducible(item_table):
+    """Same inputs and seed, same tables (the bootstrap is seeded)."""
+    a = ev.gains_table(item_table, n_boot=N_BOOT, seed=3, references=("base", "uniform"))
+    b = ev.gains_table(item_table.sample(frac=1.0, random_state=0), n_boot=N_BOOT, seed=3,
+                       references=("base", "uniform"))
+    pd.testing.assert_frame_equal(a, b)
