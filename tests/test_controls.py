@@ -1,0 +1,337 @@
+"""Planted-effect tests of the evaluation alone (no training).
+
+A "planted" model is a real :data:`valuealign.evaluation.Scorer`: it reads each rendered
+prompt the way a model would (which question, which option under which letter) and answers
+with a known population's shares for the options as shown. Its predictions then go through
+the real evaluation path (``predict_items`` with cyclic option orders and paraphrases,
+``score_predictions``, ``summarise``, ``paired_difference``, ``compare_to_baselines``,
+``steerability``, ``method_summary``, ``gains_table``), so the true answer of every check is
+known in advance:
+
+* planted = population A, scored against A: 1 - JS = 1 and 1 - W1/(K-1) = 1 on every item;
+* planted = population B, scored against A: 1 - JS = 1 - JS(B, A), computed here with scipy;
+* one planted model per population: the steerability matrix has its maximum on the diagonal,
+  the planted model beats the uniform model with a CI excluding 0, and a model identical to
+  the base model gains exactly 0 over it;
+* a planted model that follows the persona line is a perfect prompted baseline (the persona
+  reaches the prompt, and runs are paired with the prompted condition of their own population);
+* the same effects hold on a held-out-strata split, where strata are the bootstrap unit.
+
+Small item and target tables are built here (seeded), nothing is read from the pipeline.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import wasserstein_distance
+
+from valuealign import evaluation as ev
+from valuealign import models
+
+POPULATIONS = ("pop-a", "pop-b", "pop-c")
+BASE_POPULATION = "pop-base"  # what the untuned base model answers like (not a target)
+N_ITEMS = 24
+N_BOOT = 400
+SETTINGS = ev.EvalSettings(n_paraphrases=2, permutations="cyclic")
+OPTION_LINE = re.compile(r"^([A-Z])\. (.+)$", re.MULTILINE)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+def make_items(n_items: int = N_ITEMS, seed: int = 0) -> pd.DataFrame:
+    """Items with 3-5 ordinal options; every third item ends with a non-substantive option
+    ("Don't know"), so W1 runs on the substantive options only."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_items):
+        k = int(rng.integers(3, 6))
+        options = [f"level {j + 1} of item {i}" for j in range(k)]
+        nonsub = [False] * k
+        if i % 3 == 0:
+            options[-1], nonsub[-1] = f"Don't know (item {i})", True
+        rows.append({"item_id": f"q-{i:02d}", "question": f"Question {i}: how much do you agree with claim {i}?",
+                     "options": options, "nonsubstantive": nonsub, "ordinal": True,
+                     "split": "test", "stratum": f"stratum-{i % 4}"})
+    return pd.DataFrame(rows)
+
+
+def make_shares(items: pd.DataFrame, populations: Sequence[str], seed: int = 1) -> pd.DataFrame:
+    """Long table (value_set, item_id, shares): each population's answer distribution, drawn
+    from a flat Dirichlet so populations differ by a known amount on every item."""
+    rng = np.random.default_rng(seed)
+    rows = [{"value_set": vs, "item_id": r.item_id, "shares": rng.dirichlet(np.ones(len(r.options))).tolist()}
+            for vs in populations for r in items.itertuples()]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def items() -> pd.DataFrame:
+    return make_items()
+
+
+@pytest.fixture(scope="module")
+def shares(items) -> pd.DataFrame:
+    return make_shares(items, (*POPULATIONS, BASE_POPULATION))
+
+
+@pytest.fixture(scope="module")
+def targets(shares) -> pd.DataFrame:
+    return shares[shares["value_set"].isin(POPULATIONS)].reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    pytest.importorskip("transformers")
+    return models.load_tokenizer("smollm2-135m")
+
+
+# ----------------------------------------------------------------------------- the planted model
+
+class PlantedModel:
+    """A scorer that answers every survey prompt with ``population``'s shares.
+
+    It reads the prompt text only: the question identifies the item, the "X. option" lines
+    say which original option is shown under which letter. Nothing of ``predict_items``'
+    bookkeeping (orders, paraphrase ids) is shared with it, so a mistake in mapping letters
+    back to options shows up as a wrong prediction."""
+
+    def __init__(self, items: pd.DataFrame, shares: pd.DataFrame, population: str):
+        self.by_question = {r.question: r for r in items.itertuples()}
+        sub = shares[shares["value_set"] == population]
+        if sub.empty:
+            raise ValueError(f"no shares for population {population!r}")
+        self.shares = {i: np.asarray(s, dtype=float) for i, s in zip(sub["item_id"], sub["shares"], strict=True)}
+
+    def answer(self, text: str, labels: Sequence[str]) -> np.ndarray:
+        hits = [r for q, r in self.by_question.items() if q in text]
+        if len(hits) != 1:
+            raise AssertionError(f"prompt names {len(hits)} known questions: {text!r}")
+        item = hits[0]
+        shown = dict(OPTION_LINE.findall(text))
+        if sorted(shown) != sorted(labels):
+            raise AssertionError(f"letters in prompt {sorted(shown)} differ from labels {list(labels)}")
+        truth = self.shares[item.item_id]
+        return np.array([truth[list(item.options).index(shown[letter])] for letter in labels])
+
+    def __call__(self, texts: Sequence[str], labels: Sequence[Sequence[str]]) -> list[ev.LabelScores]:
+        return [ev.LabelScores(np.log(self.answer(t, lab)), 1.0) for t, lab in zip(texts, labels, strict=True)]
+
+
+def scored(preds: pd.DataFrame, items: pd.DataFrame, targets: pd.DataFrame, cond: ev.Condition) -> pd.DataFrame:
+    """One condition's item table against every target population, as run_evaluation builds it."""
+    return ev.score_predictions(preds, items, targets, POPULATIONS).assign(**cond.columns())
+
+
+@pytest.fixture(scope="module")
+def planted_preds(items, shares, tokenizer) -> dict[str, pd.DataFrame]:
+    """predict_items of a planted model per population (targets and base)."""
+    return {vs: ev.predict_items(items, tokenizer, PlantedModel(items, shares, vs), SETTINGS)
+            for vs in (*POPULATIONS, BASE_POPULATION)}
+
+
+@pytest.fixture(scope="module")
+def item_table(items, targets, planted_preds) -> pd.DataFrame:
+    """Uniform and base baselines, one planted run per population (two seeds each, identical
+    answers) and a run that answers exactly like the base model."""
+    parts = [scored(ev.uniform_predictions(items), items, targets, ev.Condition(ev.BASELINES_RUN, "uniform")),
+             scored(planted_preds[BASE_POPULATION], items, targets, ev.Condition(ev.BASELINES_RUN, "base"))]
+    for vs in POPULATIONS:
+        for seed in (0, 1):
+            cond = ev.Condition(f"planted-{vs}-s{seed}", "planted", vs, seed)
+            parts.append(scored(planted_preds[vs], items, targets, cond))
+        parts.append(scored(planted_preds[BASE_POPULATION], items, targets,
+                            ev.Condition(f"basecopy-{vs}", "basecopy", vs, 0)))
+    return pd.concat(parts, ignore_index=True)
+
+
+def js_to(shares: pd.DataFrame, pred_pop: str, target_pop: str) -> pd.Series:
+    """Per-item JS distance (base 2) between two populations, computed with scipy."""
+    a = shares[shares["value_set"] == pred_pop].set_index("item_id")["shares"]
+    b = shares[shares["value_set"] == target_pop].set_index("item_id")["shares"]
+    return pd.Series({i: float(jensenshannon(a[i], b[i], base=2)) for i in b.index})
+
+
+# ----------------------------------------------------------------------------- tests
+
+def test_planted_model_reproduces_its_population(items, shares, planted_preds):
+    """Averaging over cyclic orders and paraphrases maps every letter back to its option:
+    the prediction equals the planted shares, and each item was asked K orders x 2 paraphrases."""
+    pred = planted_preds["pop-a"].set_index("item_id")
+    truth = shares[shares["value_set"] == "pop-a"].set_index("item_id")["shares"]
+    for r in items.itertuples():
+        np.testing.assert_allclose(pred.loc[r.item_id, "probs"], truth[r.item_id], atol=1e-12)
+        assert pred.loc[r.item_id, "n_prompts"] == len(r.options) * SETTINGS.n_paraphrases
+    assert (pred["valid_mass"] == 1.0).all()
+
+
+def test_planted_population_scores_one(items, targets, planted_preds):
+    t = ev.score_predictions(planted_preds["pop-a"], items, targets, ["pop-a"])
+    assert len(t) == N_ITEMS
+    np.testing.assert_allclose(t["js_alignment"], 1.0, atol=1e-6)
+    np.testing.assert_allclose(t["js_alignment_e"], 1.0, atol=1e-6)
+    np.testing.assert_allclose(t["w1_alignment"], 1.0, atol=1e-9)  # ordinal items, substantive options
+    np.testing.assert_allclose(t["entropy_diff_bits"], 0.0, atol=1e-9)
+    assert (t["majority_match"] == 1.0).all()
+    s = ev.summarise(t, ["target_value_set"], N_BOOT).set_index("metric")
+    assert s.loc["js_alignment", "mean"] == pytest.approx(1.0, abs=1e-6)
+    assert s.loc["js_alignment", "ci_low"] == pytest.approx(1.0, abs=1e-6)
+    assert s.loc["w1_alignment", "mean"] == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("pred_pop,target_pop", [("pop-b", "pop-a"), ("pop-c", "pop-a"), ("pop-a", "pop-b")])
+def test_other_population_scores_as_its_distance_predicts(items, shares, targets, planted_preds,
+                                                          pred_pop, target_pop):
+    """Planted = B scored against A: 1 - JS is 1 - JS(B, A) per item and on the mean, and
+    1 - W1/(K-1) matches scipy's Wasserstein distance on the substantive options."""
+    t = ev.score_predictions(planted_preds[pred_pop], items, targets, [target_pop]).set_index("item_id")
+    dist = js_to(shares, pred_pop, target_pop)
+    np.testing.assert_allclose(t["js_alignment"].reindex(dist.index), 1 - dist, atol=1e-9)
+    s = ev.summarise(t.reset_index(), ["target_value_set"], N_BOOT).set_index("metric")
+    assert s.loc["js_alignment", "mean"] == pytest.approx(1 - dist.mean(), abs=1e-9)
+    assert s.loc["js_alignment", "ci_low"] < 1 - dist.mean() < s.loc["js_alignment", "ci_high"]
+    assert dist.mean() > 0.1  # the populations do differ: the check above is not 1 = 1
+    a = shares[shares["value_set"] == pred_pop].set_index("item_id")["shares"]
+    b = shares[shares["value_set"] == target_pop].set_index("item_id")["shares"]
+    for r in items.itertuples():
+        keep = ~np.asarray(r.nonsubstantive)
+        pa, pb = np.asarray(a[r.item_id])[keep], np.asarray(b[r.item_id])[keep]
+        pos = np.arange(keep.sum())
+        w1 = wasserstein_distance(pos, pos, pa / pa.sum(), pb / pb.sum())
+        assert t.loc[r.item_id, "w1_alignment"] == pytest.approx(1 - w1 / (keep.sum() - 1), abs=1e-9)
+
+
+def test_steerability_of_planted_models_has_planted_diagonal(shares, item_table):
+    planted = item_table[item_table["method"] == "planted"]
+    base = item_table[item_table["method"] == "base"]
+    matrix, adv = ev.steerability(planted, n_boot=N_BOOT, base_table=base)
+    assert list(matrix.index) == list(POPULATIONS) == list(matrix.columns)
+    for a in POPULATIONS:
+        row = matrix.loc[a]
+        assert row.idxmax() == a
+        assert row[a] == pytest.approx(1.0, abs=1e-6)
+        for b in POPULATIONS:
+            if b != a:  # off-diagonal cell: 1 - mean JS between the two populations
+                assert row[b] == pytest.approx(1 - js_to(shares, a, b).mean(), abs=1e-9)
+    adv = adv.set_index("value_set")
+    assert (adv["advantage"] > 0).all() and (adv["ci_low"] > 0).all()
+    assert (adv["net_advantage"] > 0).all() and (adv["net_ci_low"] > 0).all()
+    assert (adv["p_wilcoxon"] < 0.01).all()
+    # the base copy has no advantage of its own: a steered name is not a steered model
+    _, copy_adv = ev.steerability(item_table[item_table["method"] == "basecopy"], n_boot=N_BOOT,
+                                       base_table=base)
+    np.testing.assert_allclose(copy_adv["net_advantage"], 0.0, atol=1e-12)
+
+
+def test_planted_model_beats_uniform_and_base_copy_gains_nothing(item_table):
+    comp = ev.compare_to_baselines(item_table, N_BOOT)
+    js = comp[comp["metric"] == "js_alignment"].set_index(["method", "value_set", "versus"])
+    for vs in POPULATIONS:
+        for seed in (0, 1):
+            row = comp[(comp["run"] == f"planted-{vs}-s{seed}") & (comp["versus"] == "uniform")
+                       & (comp["metric"] == "js_alignment")].iloc[0]
+            assert row["mean_diff"] > 0 and row["ci_low"] > 0 and row["n_items"] == N_ITEMS
+        same = js.loc[("basecopy", vs, "base")]
+        assert same["mean_diff"] == 0.0 and same["ci_low"] <= 0.0 <= same["ci_high"]
+        assert np.isnan(same["p_wilcoxon"])  # all-zero differences: no test, not p = 0
+    # paired_difference directly: planted vs uniform on pop-b, selected on the full identity
+    d = ev.paired_difference(item_table, {"run": "planted-pop-b-s0", "method": "planted", "value_set": "pop-b",
+                                          "target_value_set": "pop-b"},
+                             {"run": ev.BASELINES_RUN, "method": "uniform", "target_value_set": "pop-b"},
+                             n_boot=N_BOOT)
+    assert d["ci_low"] > 0 and d["p_wilcoxon"] < 0.01
+
+
+def test_method_summary_and_gains_of_planted_models(item_table):
+    ms = ev.method_summary(item_table, n_boot=N_BOOT).set_index(["value_set", "method"])
+    for vs in POPULATIONS:
+        planted = ms.loc[(vs, "planted")]
+        assert planted["n_seeds"] == 2 and planted["seed_sd"] == pytest.approx(0.0, abs=1e-12)
+        assert planted["mean"] == pytest.approx(1.0, abs=1e-6)
+        assert ms.loc[(vs, "uniform"), "mean"] < planted["ci_low"]
+    gains = ev.gains_table(item_table, n_boot=N_BOOT, references=("base", "uniform"))
+    g = gains.set_index(["value_set", "method", "versus"])
+    for vs in POPULATIONS:
+        for ref in ("base", "uniform"):
+            assert g.loc[(vs, "planted", ref), "ci_low"] > 0
+        copy = g.loc[(vs, "basecopy", "base")]
+        assert copy["gain"] == 0.0 and copy["ci_low"] <= 0.0 <= copy["ci_high"]
+        assert g.loc[(vs, "basecopy", "uniform"), "gain"] == pytest.approx(
+            g.loc[(vs, "planted", "uniform"), "gain"] - g.loc[(vs, "planted", "base"), "gain"], abs=1e-9)
+
+
+# ----------------------------------------------------------------------------- prompted and clustered
+
+PERSONA_LINE = re.compile(r"Answer as a person of (pop-[a-z]+) would\.")
+
+
+class PersonaPlantedModel(PlantedModel):
+    """A planted model that follows the persona line: asked to answer as population X, it
+    answers with X's shares; without a persona, with ``default``'s. A perfectly promptable
+    model, so the prompted baseline's bookkeeping has a known answer too."""
+
+    def __init__(self, items: pd.DataFrame, shares: pd.DataFrame, default: str):
+        super().__init__(items, shares, default)
+        self.models = {vs: PlantedModel(items, shares, vs) for vs in shares["value_set"].unique()}
+
+    def answer(self, text: str, labels: Sequence[str]) -> np.ndarray:
+        named = PERSONA_LINE.findall(text)
+        return (self.models[named[0]] if named else super()).answer(text, labels)
+
+
+def test_prompted_planted_model_follows_the_persona(items, shares, targets, tokenizer, item_table):
+    """predict_items passes the persona into every prompt: a promptable planted model prompted
+    as A scores 1 against A; compare_to_baselines pairs each run with the prompted condition
+    of its own population only (prompted as A and as B share one run id)."""
+    scorer = PersonaPlantedModel(items, shares, BASE_POPULATION)
+    unprompted = ev.predict_items(items, tokenizer, scorer, SETTINGS)
+    plain = ev.predict_items(items, tokenizer, PlantedModel(items, shares, BASE_POPULATION), SETTINGS)
+    for got, want in zip(unprompted["probs"], plain["probs"], strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-12)
+    parts = [item_table]
+    for vs in POPULATIONS:
+        preds = ev.predict_items(items, tokenizer, scorer, SETTINGS, persona=f"a person of {vs}")
+        parts.append(scored(preds, items, targets, ev.Condition(ev.BASELINES_RUN, "prompted", vs)))
+    table = pd.concat(parts, ignore_index=True)
+    prompted = table[table["method"] == "prompted"]
+    matrix, adv = ev.steerability(prompted, n_boot=N_BOOT)
+    np.testing.assert_allclose(np.diag(matrix.to_numpy()), 1.0, atol=1e-6)
+    assert (adv["ci_low"] > 0).all()
+    comp = ev.compare_to_baselines(table, N_BOOT)
+    vs_prompted = comp[(comp["method"] == "planted") & (comp["versus"] == "prompted")
+                       & (comp["metric"] == "js_alignment")]
+    assert len(vs_prompted) == 2 * len(POPULATIONS)
+    assert (vs_prompted["n_items"] == N_ITEMS).all()
+    np.testing.assert_allclose(vs_prompted["mean_diff"], 0.0, atol=1e-6)  # both answer exactly like A
+    base_copy = comp[(comp["method"] == "basecopy") & (comp["versus"] == "prompted")
+                     & (comp["metric"] == "js_alignment")].set_index("value_set")
+    assert (base_copy["ci_high"] < 0).all()  # the base model is worse than a perfect persona
+
+
+def test_cluster_split_resamples_strata(item_table):
+    """On a held-out-strata split the same planted effects hold with strata as the bootstrap
+    unit: the planted gain over uniform still excludes 0, the base copy still gains 0."""
+    clustered = item_table.assign(split="test_cluster")
+    gains = ev.gains_table(clustered, n_boot=N_BOOT, references=("base", "uniform"))
+    g = gains.set_index(["value_set", "method", "versus"])
+    assert (gains["ci_unit"] == "seeds x strata").where(gains["method"] == "planted", True).all()
+    assert (gains["n_units"] == 4).all()
+    for vs in POPULATIONS:
+        assert g.loc[(vs, "planted", "uniform"), "ci_low"] > 0
+        copy = g.loc[(vs, "basecopy", "base")]
+        assert copy["gain"] == 0.0 and copy["ci_low"] <= 0.0 <= copy["ci_high"]
+    summary = ev.summarise(clustered[clustered["method"] == "planted"], ["run", "target_value_set"], N_BOOT)
+    assert set(summary["ci_unit"]) == {"strata"}
+
+
+def test_planted_evaluation_is_reproducible(item_table):
+    """Same inputs and seed, same tables (the bootstrap is seeded)."""
+    a = ev.gains_table(item_table, n_boot=N_BOOT, seed=3, references=("base", "uniform"))
+    b = ev.gains_table(item_table.sample(frac=1.0, random_state=0), n_boot=N_BOOT, seed=3,
+                       references=("base", "uniform"))
+    pd.testing.assert_frame_equal(a, b)
