@@ -71,9 +71,18 @@ NOTEBOOK_STAMPS := $(foreach n,$(sort $(basename $(notdir $(wildcard notebooks/[
 
 all: setup $(NOTEBOOK_STAMPS) ## run every notebook on PROFILE (incremental) into executed/PROFILE/ (+ HTML)
 
-.SECONDEXPANSION:
-nb-%: setup $$(filter $(NBSTAMP)/$$*%,$(NOTEBOOK_STAMPS)) ## nb-NN: notebook NN and what it needs (make nb-02 PROFILE=thesis-7b)
-	@test -n "$(filter $(NBSTAMP)/$*%,$(NOTEBOOK_STAMPS))" || { echo "no notebook notebooks/$*_*.ipynb" >&2; exit 2; }
+# One explicit target per notebook: nb-02 -> setup + .stamps/PROFILE/02_alignment_datasets.done.
+# (A second-expansion pattern rule cannot do this: make substitutes the stem for the `%`
+# inside $$(filter ...) before expanding it, so the prerequisites came out empty and
+# nb-NN built nothing while exiting 0.)
+define NB_TARGET
+nb-$(firstword $(subst _, ,$(notdir $(1)))): setup $(1) ; @:
+endef
+$(foreach s,$(NOTEBOOK_STAMPS),$(eval $(call NB_TARGET,$(s))))
+
+# `+` so that an unknown NN fails under `make -n` too
+nb-%: ## nb-NN: notebook NN and what it needs (make nb-02 PROFILE=thesis-7b)
+	+@echo "make nb-$*: no notebook notebooks/$*_*.ipynb (have: $(patsubst $(NBSTAMP)/%.done,%,$(NOTEBOOK_STAMPS)))" >&2; exit 2
 
 $(NBSTAMP)/%.done: notebooks/%.ipynb $(CONFIG) $(COMMON) $(STAMPS)/setup-done
 	$(RUN_NB) $* --stamp $@

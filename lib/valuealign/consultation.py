@@ -975,10 +975,10 @@ def export_alignment_data(
             parts = [p for p in frames[vs][method] if len(p)]
             df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["split"])
             card = dataset_card(vs, method, datasheet)
-            sizes = _save_dataset_dict(df, method, out_dir / vs / method, card)
+            sizes = _save_dataset_dict(df, method, paths.safe_child(paths.safe_child(out_dir, vs, "value_set"), method, "method"), card)
             summary_rows.append({"value_set": vs, "method": method, **sizes})
             if method == "kto":
-                provenance.write_json(kto_weights(df), out_dir / vs / "kto_weights.json")
+                provenance.write_json(kto_weights(df), paths.safe_child(out_dir, vs, "value_set") / "kto_weights.json")
     vs_df = pd.DataFrame(members)
     counts_kto = {r["value_set"]: r["train"] + r["validation"] for r in summary_rows if r["method"] == "kto"}
     vs_df["n_statements"] = vs_df["value_set"].map(counts_kto).fillna(0).astype("int64")

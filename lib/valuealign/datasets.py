@@ -1284,7 +1284,8 @@ def write_stage(out_dir: Path, vsets: Sequence[ValueSet], members: pd.DataFrame,
             write_parquet(near, tmp / "split_nearest_train.parquet")
         by_name = {v.value_set: v for v in vsets}
         for vs_name, per_method in rows.items():
-            write_json(kto[vs_name], tmp / vs_name / "kto_weights.json")
+            vs_dir = paths.safe_child(tmp, vs_name, "value_set")
+            write_json(kto[vs_name], vs_dir / "kto_weights.json")
             for m, per_split in per_method.items():
                 dd = to_dataset_dict(per_split, m)
                 n = {s: len(per_split.get(s, [])) for s in DATASET_SPLITS}
@@ -1295,7 +1296,7 @@ def write_stage(out_dir: Path, vsets: Sequence[ValueSet], members: pd.DataFrame,
                              f"undesirable; balanced weights desirable_weight={k['desirable_weight']}, "
                              f"undesirable_weight={k['undesirable_weight']} (`../kto_weights.json`).")
                 card = dataset_card(by_name[vs_name], m, n, item_counts[vs_name], params, extra)
-                save_dataset(dd, tmp / vs_name / m, card)
+                save_dataset(dd, paths.safe_child(vs_dir, m, "method"), card)
         old = out_dir.parent / f".{out_dir.name}.old"
         if old.exists():
             shutil.rmtree(old)
@@ -1313,7 +1314,7 @@ def load_dataset_dict(value_set: str, method: str, root: Path | None = None) -> 
     """The saved DatasetDict of one value set and method (for training and the notebook)."""
     from datasets import load_from_disk
 
-    path = Path(root or paths.ALIGNMENT) / value_set / method
+    path = paths.safe_child(paths.safe_child(root or paths.ALIGNMENT, value_set, "value_set"), method, "method")
     if not path.exists():
         have = sorted(p.name for p in Path(root or paths.ALIGNMENT).glob("*") if p.is_dir())
         raise DatasetBuildError(f"{paths.relative(path)} not found (value sets written: {', '.join(have)})")

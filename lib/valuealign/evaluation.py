@@ -1298,7 +1298,9 @@ def drift_table(base_logp: Sequence[Any], tuned_logp: Sequence[Any],
 # ----------------------------------------------------------------------------- persistence
 
 def eval_folder(run_id: str, eval_hash: str, runs_dir: Path | None = None) -> Path:
-    return (runs_dir or paths.RUNS) / run_id / "eval" / eval_hash
+    """``runs/<run_id>/eval/<eval_hash>/``; both names are checked to stay inside ``runs_dir``."""
+    run_dir = paths.safe_child(runs_dir or paths.RUNS, run_id, "run_id")
+    return paths.safe_child(run_dir / "eval", eval_hash, "eval_hash")
 
 
 def write_eval(run_id: str, eval_hash: str, tables: Mapping[str, pd.DataFrame],

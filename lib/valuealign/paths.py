@@ -8,6 +8,7 @@ from ``VALUEALIGN_ROOT`` when a test or a cluster job points the pipeline at a c
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 
@@ -65,3 +66,29 @@ def relative(path: Path) -> str:
         return str(Path(path).resolve().relative_to(ROOT))
     except ValueError:
         return str(path)
+
+
+# A name that becomes one path component (value set, run id, grid, cell): letters, digits,
+# `.`, `_`, `-`, `+`, `=`, not starting with a dot (no `..`, no hidden folders), no separators.
+SLUG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+=-]{0,199}")
+
+
+class UnsafePathError(ValueError):
+    """A name from a config, a parameter or a manifest would leave the folder it belongs in."""
+
+
+def safe_child(root: Path | str, name: str, what: str) -> Path:
+    """``root / name``, refusing any name that is not one plain folder/file name inside ``root``.
+
+    Names come from notebooks' parameters, profiles and grid files; `../../x` or an absolute
+    path there would read or write anywhere. ``what`` names the parameter for the error.
+    """
+    if not isinstance(name, str) or not SLUG.fullmatch(name):
+        raise UnsafePathError(
+            f"{what} {name!r} is not a safe name: use letters, digits and . _ - + = "
+            f"(1-200 characters, not starting with '.'; no '/', '\\\\' or '..')")
+    base = Path(root).resolve()
+    child = (base / name).resolve()
+    if child.parent != base:
+        raise UnsafePathError(f"{what} {name!r} resolves to {child}, outside {base}")
+    return Path(root) / name

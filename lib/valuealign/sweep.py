@@ -235,6 +235,14 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return config.read_yaml_mapping(path, "a grid file")
 
 
+def _check_name(root: Path, name: str, what: str) -> None:
+    """A grid or cell name becomes a folder under executed/: refuse `..`, separators and the like."""
+    try:
+        paths.safe_child(root, name, what)
+    except paths.UnsafePathError as err:
+        raise ConfigError(str(err)) from None
+
+
 def load_grid(path: Path | str, layout: Layout | None = None) -> Grid:
     """Read and fully validate a grid file; every error names the file and the key."""
     layout = layout or Layout()
@@ -246,6 +254,7 @@ def load_grid(path: Path | str, layout: Layout | None = None) -> Grid:
     if bad := sorted(set(data) - GRID_KEYS):
         raise ConfigError(f"{where}: unknown key(s) {', '.join(bad)} (valid: {', '.join(sorted(GRID_KEYS))})")
     name = _slug(data.get("name") or path.stem)
+    _check_name(layout.executed, name, f"{where}: grid name")
 
     nb_names = data.get("notebooks")
     if not isinstance(nb_names, list) or not nb_names or not all(isinstance(n, str) for n in nb_names):
@@ -321,6 +330,7 @@ def load_grid(path: Path | str, layout: Layout | None = None) -> Grid:
     for combo in itertools.product(*axes.values()):
         values = dict(zip(axes, combo, strict=True))
         cid = cell_id_for(values)
+        _check_name(layout.executed, cid, f"{where}: cell name (from axes {values})")
         ctx = {**values, "cell_id": cid, "grid": name}
         params: dict[str, dict[str, Any]] = {}
         for nb in nb_names:
@@ -483,7 +493,8 @@ def _slurm_job_alive(job_id: str) -> bool | None:
 
 
 def cell_dir(cell: Cell, layout: Layout) -> Path:
-    return layout.executed / cell.grid / cell.cell_id
+    grid_dir = paths.safe_child(layout.executed, cell.grid, "grid name")
+    return paths.safe_child(grid_dir, cell.cell_id, "cell name")
 
 
 def cell_status(cell: Cell, row: Mapping[str, Any] | None, layout: Layout) -> str:
@@ -853,7 +864,7 @@ def finalize(grid: Grid, layout: Layout) -> Path | None:
     for a in grid.axes:
         ctx[f"all_{a}"] = sorted({x[a] for x in axes if a in x}, key=str)
     params = render(grid.finalize["parameters"], ctx)
-    out = layout.executed / grid.name / "_combined"
+    out = paths.safe_child(layout.executed, grid.name, "grid name") / "_combined"
     print(f"[{grid.name}] finalize: {grid.finalize['notebook']} over {len(rows)} cells")
     try:
         with _root_env(layout):
@@ -881,7 +892,7 @@ def write_index(grid_name: str, layout: Layout | None = None,
     the grid are marked as such. Without it, the registry's status is shown.
     """
     layout = layout or Layout()
-    base = layout.executed / grid_name
+    base = paths.safe_child(layout.executed, grid_name, "grid name")
     rows = read_registry(layout)
     rows = rows[rows["grid"] == grid_name]
     if states is not None:

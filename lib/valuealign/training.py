@@ -308,7 +308,7 @@ def plan(params: Mapping[str, Any], cuda: bool | None = None, runs_root: Path | 
         raise TrainingError("nothing to train: `methods` and `value_sets` must each list at least one entry")
     root = Path(runs_root or paths.RUNS)
     table = pd.DataFrame([{"value_set": r.value_set, "method": r.method, "run_id": r.run_id,
-                           "status": run_status(root / r.run_id), "quantization": r.quantization,
+                           "status": run_status(paths.safe_child(root, r.run_id, "run_id")), "quantization": r.quantization,
                            "learning_rate": r.learning_rate} for r in runs])
     return runs, table, notes
 
@@ -342,7 +342,7 @@ def dataset_dir(value_set: str, method: str, data_source: str = "survey", root: 
     if data_source not in DATA_SOURCES:
         raise TrainingError(f"unknown data_source {data_source!r}; valid: {', '.join(DATA_SOURCES)}")
     base = root or (paths.ALIGNMENT if data_source == "survey" else paths.CONSULTATION)
-    return Path(base) / value_set / method
+    return paths.safe_child(paths.safe_child(base, value_set, "value_set"), method, "method")
 
 
 def available_value_sets(data_source: str = "survey", root: Path | None = None) -> list[str]:
@@ -940,7 +940,7 @@ def train(
             f"run {p.run_id}: the training data changed since the run was planned (data fingerprint "
             f"{p.data_fingerprint}, now {fingerprint.combined or 'none'}); plan it again")
     runs_root = Path(runs_root or paths.RUNS)
-    run_dir = runs_root / p.run_id
+    run_dir = paths.safe_child(runs_root, p.run_id, "run_id")
     status = run_status(run_dir)
     if status == "finished":
         log_path = run_dir / "train_log.csv"
