@@ -445,3 +445,19 @@ def test_wvs7_text_answers_are_recorded_and_raise_in_strict_mode(tmp_path) -> No
     assert text_rows[["row", "value"]].values.tolist() == [["3", "'Agree'"]]
     assert text_rows["file"].iloc[0].endswith("WVS_synthetic.csv")
     assert text_rows["reason"].iloc[0].startswith("not a numeric answer code (150 such")
+
+
+def test_utf8_check_of_large_files_is_exact_across_read_chunks(tmp_path) -> None:
+    from valuealign import csvinput
+
+    path = tmp_path / "WVS_big.csv"
+    before = b"a" * ((1 << 20) - 1)  # a 2-byte character straddles the first 1 MiB read
+    path.write_bytes(before + "é".encode() + b"\nok\n")
+    csvinput.check_utf8_stream(path, "microdata file", surveys.SurveyDataError)
+    path.write_bytes(before + b"\xc3(\n")  # a lead byte whose continuation never comes
+    with pytest.raises(surveys.SurveyDataError, match=rf"byte 0xc3 at offset {len(before)}, line 1 "):
+        csvinput.check_utf8_stream(path, "microdata file", surveys.SurveyDataError)
+    path.write_bytes(before + b"\xc3")
+    with pytest.raises(surveys.SurveyDataError, match=rf"ends inside a multi-byte character: byte 0xc3 at "
+                                                      rf"offset {len(before)}"):
+        csvinput.check_utf8_stream(path, "microdata file", surveys.SurveyDataError)

@@ -65,26 +65,26 @@ def check_utf8_stream(path: Path | str, what: str = "file",
     as pandas' bare ``UnicodeDecodeError``."""
     path = Path(path)
     decoder = codecs.getincrementaldecoder("utf-8")()
-    offset, lines = 0, 0
+    offset, lines = 0, 0  # of the first byte of ``chunk``; newlines before it
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
-            pending = len(decoder.getstate()[0])  # bytes of a character cut at the last chunk's end
+            carried = decoder.getstate()[0]  # start of a character cut at the last chunk's end
             try:
                 decoder.decode(chunk)
             except UnicodeDecodeError as err:
-                bad = max(err.start - pending, 0)
-                line = lines + chunk[:bad].count(b"\n") + 1
+                data = carried + chunk  # what the decoder saw; err.start indexes it
+                at = offset - len(carried) + err.start
+                line = lines + data[:err.start].count(b"\n") + 1
                 raise error(
-                    f"{path}: not UTF-8 (byte {chunk[bad]:#04x} at offset {offset + bad}, line {line} "
+                    f"{path}: not UTF-8 (byte {data[err.start]:#04x} at offset {at}, line {line} "
                     f"of the {what}); re-save the file as UTF-8"
                 ) from err
             offset += len(chunk)
             lines += chunk.count(b"\n")
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError as err:
-            raise error(f"{path}: not UTF-8 ({what} ends inside a multi-byte character "
-                        f"at offset {offset})") from err
+        carried = decoder.getstate()[0]
+        if carried:
+            raise error(f"{path}: not UTF-8 ({what} ends inside a multi-byte character: byte "
+                        f"{carried[0]:#04x} at offset {offset - len(carried)})")
 
 
 def check_rectangular(path: Path | str, text: str, sep: str = ",", what: str = "file",
