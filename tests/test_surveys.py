@@ -461,3 +461,16 @@ def test_utf8_check_of_large_files_is_exact_across_read_chunks(tmp_path) -> None
     with pytest.raises(surveys.SurveyDataError, match=rf"ends inside a multi-byte character: byte 0xc3 at "
                                                       rf"offset {len(before)}"):
         csvinput.check_utf8_stream(path, "microdata file", surveys.SurveyDataError)
+
+
+@pytest.mark.parametrize("sep", [",", ";"])
+def test_wvs7_ragged_rows_are_rejected_with_file_and_line(tmp_path, sep) -> None:
+    df = synthetic_wvs(n=200)
+    path = tmp_path / "WVS_synthetic.csv"
+    df.to_csv(path, index=False, sep=sep)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[10] += f"{sep}3"  # one field too many: the semicolon (C) parser dropped it silently
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(surveys.SurveyDataError, match=r"WVS_synthetic.csv: line 11 of microdata file has 6 "
+                                                      r"fields but the header has 5"):
+        surveys.load_wvs7_microdata(path, min_respondents=1)

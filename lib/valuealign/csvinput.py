@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+from collections.abc import Iterable
 from pathlib import Path
 
 _CHUNK = 1 << 20
@@ -94,7 +95,19 @@ def check_rectangular(path: Path | str, text: str, sep: str = ",", what: str = "
     pandas reads a row with one field too many by turning the first column into the index
     (so every column shifts by one), and one with too few by filling NaN; neither is what
     the file's author meant."""
-    reader = csv.reader(text.splitlines(keepends=True), delimiter=sep)
+    _check_rows(path, text.splitlines(keepends=True), sep, what, error)
+
+
+def check_rectangular_file(path: Path | str, sep: str = ",", what: str = "file",
+                           error: type[ValueError] = CsvInputError) -> None:
+    """:func:`check_rectangular` streamed over a large (already UTF-8-checked) file."""
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        _check_rows(path, fh, sep, what, error)
+
+
+def _check_rows(path: Path | str, lines: Iterable[str], sep: str, what: str,
+                error: type[ValueError]) -> None:
+    reader = csv.reader(lines, delimiter=sep)
     header: list[str] | None = None
     try:
         for row in reader:

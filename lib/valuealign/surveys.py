@@ -645,6 +645,8 @@ def read_microdata(path: Path | str, columns: Sequence[str] | None = None,
     sep = max((",", ";", "\t"), key=first.count)
     header = [h.strip().strip('"') for h in first.split(sep)]
     _require_in_header(path, header, required)
+    # the C parser (semicolon files) fills or drops fields of a ragged row without a word
+    csvinput.check_rectangular_file(path, sep, "microdata file", SurveyDataError)
     usecols = [c for c in columns if c in header] if columns else None
     try:
         return pd.read_csv(path, sep=sep, usecols=usecols, engine="pyarrow" if sep != ";" else "c",
