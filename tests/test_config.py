@@ -126,3 +126,10 @@ def test_smoke_profile_equals_the_notebook_defaults() -> None:
         for name, specs in everything.items():
             if key in specs:
                 assert specs[key].default == value, f"{key}: smoke.yaml {value!r} != {name} default"
+
+
+def test_non_utf8_profile_names_the_file(tmp_path) -> None:
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("sources: [goqa]\n# réglage\n".encode("latin-1"))
+    with pytest.raises(config.ConfigError, match=r"latin.yaml: a profile is not UTF-8 \(byte 0xe9 at offset 19\)"):
+        config.load_profile(latin)

@@ -327,3 +327,52 @@ def test_notebook_05_export_layout() -> None:
     statements = pd.read_parquet(paths.CONSULTATION / "statements.parquet")
     assert not any(k in c for c in statements.columns for k in ("participant", "voter", "author"))
     assert C.POLIS_ATTRIBUTION in (paths.CONSULTATION / "DATASHEET.md").read_text()
+
+
+# ------------------------------------------------------------------ unreadable export files (issue 19: 8, 9)
+def test_binary_votes_file_is_named(tmp_path: Path) -> None:
+    comments, votes = two_camps()
+    folder = write_export(tmp_path / "conv", comments, votes)
+    (folder / "votes.csv").write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)))  # e.g. a gzip file
+    with pytest.raises(C.PolisFormatError, match=r"conv/votes\.csv: not UTF-8 \(byte 0x8b at offset 1, line 1 "):
+        C.load_conversation(folder)
+    (folder / "votes.csv").write_bytes(b"timestamp,vote\n\x00\x00\x01\x02")  # UTF-8, yet binary
+    with pytest.raises(C.PolisFormatError, match=r"conv/votes\.csv: votes file holds a NUL byte at offset 15 "
+                                                 r"\(line 2\)"):
+        C.load_conversation(folder)
+
+
+def test_latin1_comments_file_is_named_with_byte_and_line(tmp_path: Path) -> None:
+    comments, votes = two_camps()
+    comments[3] = (3, 1, "Une déclaration")
+    folder = write_export(tmp_path / "conv", comments, votes)
+    path = folder / "comments.csv"
+    path.write_bytes(path.read_text(encoding="utf-8").encode("latin-1"))
+    with pytest.raises(C.PolisFormatError, match=r"conv/comments\.csv: not UTF-8 \(byte 0xe9 .*line 5 "):
+        C.load_conversation(folder)
+
+
+def test_empty_summary_file_is_named(tmp_path: Path) -> None:
+    comments, votes = two_camps()
+    folder = write_export(tmp_path / "conv", comments, votes)
+    (folder / "summary.csv").write_bytes(b"")
+    with pytest.raises(C.PolisFormatError, match=r"conv/summary\.csv: file is empty"):
+        C.load_conversation(folder)
+
+
+def test_ragged_comment_and_vote_rows_are_rejected_with_file_and_line(tmp_path: Path) -> None:
+    comments, votes = two_camps()
+    folder = write_export(tmp_path / "conv", comments, votes)
+    path = folder / "votes.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[4] += ",9"  # an extra field pandas would silently drop
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(C.PolisFormatError, match=r"conv/votes\.csv: line 5 of votes file has 6 fields "
+                                                 r"but the header has 5"):
+        C.load_conversation(folder)
+    folder = write_export(tmp_path / "conv2", comments, votes)
+    path = folder / "comments.csv"
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join([lines[0], *(ln + "," for ln in lines[1:])]) + "\n", encoding="utf-8")
+    with pytest.raises(C.PolisFormatError, match=r"conv2/comments\.csv: line 2 .*\(a trailing delimiter\?\)"):
+        C.load_conversation(folder)

@@ -381,3 +381,96 @@ def test_shipped_subset_processing_codes_and_ordinal_counts() -> None:
     assert (total["items"], total["distributions"], total["with mass > 0"]) == (221, 2110, 292)
     assert total["max mass"] == pytest.approx(0.385)
     assert (data.dropped["reason"] == surveys.PROCESSING_CODE_REASON).sum() == 221
+
+
+# ------------------------------------------------------------------ input reading (issue 19: 4, 6, 8, 9)
+def test_goqa_row_with_an_extra_field_is_rejected_with_file_and_line(tmp_path) -> None:
+    # pandas alone turns the first column into the index and silently drops the extra field
+    # (an extra field on the first data row); on a later row pandas' own error named no column count
+    extra = GOOD.rstrip("\n") + ",surplus\n"
+    with pytest.raises(surveys.SurveyDataError, match=r"goqa.csv: line 2 of survey table has 5 fields but "
+                                                      r"the header has 4"):
+        surveys.load_goqa(goqa_csv(tmp_path, extra, GOOD.replace("good", "fine")), on_invalid="drop")
+
+
+def test_goqa_trailing_commas_are_named_not_blamed_on_options(tmp_path) -> None:
+    rows = [GOOD.rstrip("\n") + ",\n", GOOD.replace("Is it good?", "Is it bad?").rstrip("\n") + ",\n"]
+    with pytest.raises(surveys.SurveyDataError, match=r"goqa.csv: line 2 .*5 fields .*header has 4 "
+                                                      r"\(a trailing delimiter\?\)"):
+        surveys.load_goqa(goqa_csv(tmp_path, *rows))
+
+
+def test_wvs7_non_utf8_byte_after_the_first_64kib_names_file_and_line(tmp_path) -> None:
+    df = synthetic_wvs(n=6000)
+    path = tmp_path / "WVS_synthetic.csv"
+    df.to_csv(path, index=False)
+    good = path.read_bytes()
+    assert len(good) > 1 << 16
+    path.write_bytes(good + b"DEU,1.0,1,2,\xe9\n")
+    with pytest.raises(surveys.SurveyDataError,
+                       match=rf"WVS_synthetic.csv: not UTF-8 \(byte 0xe9 at offset {len(good) + 12}, "
+                             rf"line {len(df) + 2} "):
+        surveys.load_wvs7_microdata(path, min_respondents=1)
+
+
+def test_wvs7_empty_group_values_are_named_and_left_out(tmp_path) -> None:
+    df = synthetic_wvs(n=300)
+    df.loc[[4, 9], "B_COUNTRY_ALPHA"] = ""
+    path = tmp_path / "WVS_synthetic.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(surveys.SurveyDataError,
+                       match=r"WVS_synthetic.csv: row 6, column 'B_COUNTRY_ALPHA'.*empty group value "
+                             r"\(2 such respondents"):
+        surveys.load_wvs7_microdata(path, min_respondents=1)
+    data = surveys.load_wvs7_microdata(path, min_respondents=1, on_invalid="drop")
+    assert set(data.distributions["group"]) == {"Germany", "Japan", "New Zealand"}
+    q1 = data.distributions.query("item_id == 'wvs7-Q1'")
+    kept = df[(df.B_COUNTRY_ALPHA != "") & (df.Q1 > 0)]
+    assert q1["n"].sum() == len(kept)
+    assert ((data.dropped["column"] == "B_COUNTRY_ALPHA") & (data.dropped["row"] == "6")).any()
+
+
+def test_wvs7_text_answers_are_recorded_and_raise_in_strict_mode(tmp_path) -> None:
+    df = synthetic_wvs(n=300)
+    df["Q1"] = df["Q1"].astype(object)
+    df.loc[df.index % 2 == 1, "Q1"] = "Agree"  # half the answers are labels, not codes
+    path = tmp_path / "WVS_synthetic.csv"
+    df.to_csv(path, index=False)
+    with pytest.raises(surveys.SurveyDataError,
+                       match=r"WVS_synthetic.csv: row 3, column 'Q1', value 'Agree': not a numeric answer "
+                             r"code \(150 such answers"):
+        surveys.load_wvs7_microdata(path, min_respondents=1)
+    data = surveys.load_wvs7_microdata(path, min_respondents=1, on_invalid="drop")
+    text_rows = data.dropped[data.dropped["column"] == "Q1"]
+    assert text_rows[["row", "value"]].values.tolist() == [["3", "'Agree'"]]
+    assert text_rows["file"].iloc[0].endswith("WVS_synthetic.csv")
+    assert text_rows["reason"].iloc[0].startswith("not a numeric answer code (150 such")
+
+
+def test_utf8_check_of_large_files_is_exact_across_read_chunks(tmp_path) -> None:
+    from valuealign import csvinput
+
+    path = tmp_path / "WVS_big.csv"
+    before = b"a" * ((1 << 20) - 1)  # a 2-byte character straddles the first 1 MiB read
+    path.write_bytes(before + "é".encode() + b"\nok\n")
+    csvinput.check_utf8_stream(path, "microdata file", surveys.SurveyDataError)
+    path.write_bytes(before + b"\xc3(\n")  # a lead byte whose continuation never comes
+    with pytest.raises(surveys.SurveyDataError, match=rf"byte 0xc3 at offset {len(before)}, line 1 "):
+        csvinput.check_utf8_stream(path, "microdata file", surveys.SurveyDataError)
+    path.write_bytes(before + b"\xc3")
+    with pytest.raises(surveys.SurveyDataError, match=rf"ends inside a multi-byte character: byte 0xc3 at "
+                                                      rf"offset {len(before)}"):
+        csvinput.check_utf8_stream(path, "microdata file", surveys.SurveyDataError)
+
+
+@pytest.mark.parametrize("sep", [",", ";"])
+def test_wvs7_ragged_rows_are_rejected_with_file_and_line(tmp_path, sep) -> None:
+    df = synthetic_wvs(n=200)
+    path = tmp_path / "WVS_synthetic.csv"
+    df.to_csv(path, index=False, sep=sep)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    lines[10] += f"{sep}3"  # one field too many: the semicolon (C) parser dropped it silently
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with pytest.raises(surveys.SurveyDataError, match=r"WVS_synthetic.csv: line 11 of microdata file has 6 "
+                                                      r"fields but the header has 5"):
+        surveys.load_wvs7_microdata(path, min_respondents=1)

@@ -138,6 +138,9 @@ def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     ``safe_load`` only: a config file never constructs Python objects."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: {what} is not UTF-8 (byte {err.object[err.start]:#04x} at offset "
+                          f"{err.start}); re-save the file as UTF-8") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(data, dict):

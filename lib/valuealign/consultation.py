@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import math
 import os
 import re
@@ -53,7 +54,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from valuealign import paths, provenance
+from valuealign import csvinput, paths, provenance
 
 DEFAULT_CONVERSATIONS: tuple[str, ...] = (
     "scoop-hivemind.ubi",
@@ -148,12 +149,18 @@ def slugify(text: str) -> str:
 
 
 def _read_csv(path: Path, what: str) -> pd.DataFrame:
+    """A Polis export table; undecodable bytes and ragged rows are errors naming file and line."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: {what} not found")
+    if not path.read_bytes().strip():
+        raise EmptyConversationError(f"{path}: {what} is empty (no header, no rows)")
+    text = csvinput.read_csv_text(path, ",", what, PolisFormatError)
     try:
-        return pd.read_csv(path, dtype_backend="numpy_nullable")
+        return pd.read_csv(io.StringIO(text), dtype_backend="numpy_nullable")
     except pd.errors.EmptyDataError as err:
         raise EmptyConversationError(f"{path}: {what} is empty (no header, no rows)") from err
+    except pd.errors.ParserError as err:
+        raise PolisFormatError(f"{path}: {what} cannot be parsed as CSV: {err}") from err
 
 
 def _require_columns(df: pd.DataFrame, required: Sequence[str], path: Path, what: str) -> None:
@@ -189,7 +196,11 @@ def read_summary(path: Path) -> dict[str, str]:
     """``summary.csv`` (key,value rows) as a dict; a missing file gives an empty dict."""
     if not path.exists():
         return {}
-    df = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+    text = csvinput.read_utf8(path, "Polis summary file (key,value rows)", PolisFormatError)
+    try:
+        df = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False)
+    except pd.errors.ParserError as err:
+        raise PolisFormatError(f"{path}: summary cannot be parsed as key,value CSV: {err}") from err
     if df.shape[1] < 2:
         raise PolisFormatError(f"{path}: summary must have two columns (key,value), found {df.shape[1]}")
     return {str(k).strip(): str(v) for k, v in zip(df[0], df[1], strict=True)}

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import difflib
 import hashlib
+import io
 import json
 import math
 import re
@@ -39,7 +40,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from valuealign import paths
+from valuealign import csvinput, paths
 
 OnInvalid = Literal["raise", "drop"]
 
@@ -158,22 +159,11 @@ def _short(value: Any, limit: int = 120) -> str:
 def read_table(path: Path | str, required: Sequence[str] = (), sep: str | None = None) -> pd.DataFrame:
     """Read a CSV/TSV with errors that say what is wrong with which file."""
     path = Path(path)
-    if not path.exists():
-        raise SurveyDataError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise SurveyDataError(f"{path}: file is empty")
-    raw = path.read_bytes()
-    try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise SurveyDataError(
-            f"{path}: not UTF-8 (byte {raw[err.start]:#04x} at offset {err.start}); "
-            "re-save the file as UTF-8"
-        ) from err
     if sep is None:
         sep = "\t" if path.suffix in (".tsv", ".tab") else ","
+    text = csvinput.read_csv_text(path, sep, "survey table", SurveyDataError)
     try:
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, encoding="utf-8")
+        df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError as err:
         raise SurveyDataError(f"{path}: file has no header or rows") from err
     except pd.errors.ParserError as err:
@@ -648,19 +638,15 @@ def read_microdata(path: Path | str, columns: Sequence[str] | None = None,
         except Exception as err:  # pyreadstat raises its own error types
             raise SurveyDataError(f"{path}: cannot be read as {suffix}: {err}") from err
         return df
+    csvinput.check_utf8_stream(path, "microdata file", SurveyDataError)
     with open(path, "rb") as fh:
         head = fh.read(1 << 16)
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as err:
-        if err.start < len(head) - 4:  # not just a multi-byte char cut at the buffer end
-            raise SurveyDataError(
-                f"{path}: not UTF-8 (byte {head[err.start]:#04x} at offset {err.start})"
-            ) from err
     first = head.split(b"\n", 1)[0].decode("utf-8", errors="replace")
     sep = max((",", ";", "\t"), key=first.count)
     header = [h.strip().strip('"') for h in first.split(sep)]
     _require_in_header(path, header, required)
+    # the C parser (semicolon files) fills or drops fields of a ragged row without a word
+    csvinput.check_rectangular_file(path, sep, "microdata file", SurveyDataError)
     usecols = [c for c in columns if c in header] if columns else None
     try:
         return pd.read_csv(path, sep=sep, usecols=usecols, engine="pyarrow" if sep != ";" else "c",
@@ -687,8 +673,17 @@ def aggregate_microdata(df: pd.DataFrame, spec: SurveySpec, path: Path | str,
     items = [it for it in spec.items if it.column in df.columns]
     if not items:
         raise SurveyDataError(f"{path}: none of the {len(spec.items)} item columns of {spec.name!r} are present")
-    groups = df[spec.group].astype(str).str.strip()
-    group_codes, group_names = pd.factorize(groups, sort=True)
+    group_values = df[spec.group]
+    groups = group_values.astype(str).str.strip()
+    # pandas 3 keeps NaN through astype(str): an empty group cell is NaN, not the string "nan"
+    no_group = (group_values.isna() | groups.isna() | (groups == "")).to_numpy()
+    if no_group.any():
+        first = int(np.flatnonzero(no_group)[0])
+        drops(first + 2, spec.group, group_values.iloc[first],
+              f"empty group value ({int(no_group.sum())} such respondents; they are left out)")
+        groups = groups.where(~no_group, None)
+    group_codes, group_names = pd.factorize(groups, sort=True)  # no group -> code -1
+    has_group = group_codes >= 0
     n_groups = len(group_names)
     if spec.weight:
         w = pd.to_numeric(df[spec.weight], errors="coerce").to_numpy(dtype=float)
@@ -703,8 +698,14 @@ def aggregate_microdata(df: pd.DataFrame, spec: SurveySpec, path: Path | str,
     missing = np.asarray(spec.missing_codes, dtype=float)
     dists: list[dict] = []
     for it in items:
-        raw = pd.to_numeric(df[it.column], errors="coerce").to_numpy(dtype=float)
-        is_missing = np.isnan(raw) | np.isin(raw, missing)
+        answers = df[it.column]
+        raw = pd.to_numeric(answers, errors="coerce").to_numpy(dtype=float)
+        is_text = (answers.notna() & (answers.astype(str).str.strip() != "")).to_numpy() & np.isnan(raw)
+        if is_text.any():  # e.g. a label ("Agree") where a code belongs: never silently missing
+            first = int(np.flatnonzero(is_text)[0])
+            drops(first + 2, it.column, answers.iloc[first],
+                  f"not a numeric answer code ({int(is_text.sum())} such answers treated as missing)")
+        is_missing = np.isnan(raw) | np.isin(raw, missing) | ~has_group
         if spec.missing_below is not None:
             is_missing |= raw < spec.missing_below
         codes = np.asarray(it.codes)
