@@ -50,7 +50,7 @@ SHAPES: dict[str, dict[str, int]] = {
 ANCHORS = {
     "llama2_7b_a100_40gb_hf_fa2_seq2048_tok_s": 2741,
     "llama2_7b_a100_40gb_unsloth_seq2048_tok_s": 3178,
-    "source": "LLaMA-Factory wiki, 4-bit LoRA r=8, batch 1, accumulation 4 (REFERENCES.md)",
+    "source": "LLaMA-Factory wiki, 4-bit LoRA r=8, batch 1, accumulation 4",
     "h100_expectation": "roughly 2-3x the A100 figures",
     "target_13b_batch4_seq2048_peak_gb": 40,
 }

@@ -104,7 +104,7 @@ def test_numeric_scales_are_put_in_numeric_order(tmp_path) -> None:
 def test_shipped_goqa_subset_loads_with_documented_drops() -> None:
     data = surveys.load_goqa(paths.GOQA_DIR / "global_opinions_subset.csv", on_invalid="drop")
     assert len(data.items) == 1726  # 1,727 rows; one has no valid country left
-    assert data.dropped["reason"].str.contains("all shares are zero").sum() == 9  # SOURCES.md: 9 rows
+    assert data.dropped["reason"].str.contains("all shares are zero").sum() == 9  # 9 rows of the shipped subset have all-zero shares
     assert data.distributions["group"].nunique() == 130
     sums = data.distributions["shares"].map(sum)
     assert np.allclose(sums, 1.0)

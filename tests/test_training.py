@@ -2,7 +2,7 @@
 
 The tiny Llama (~3M parameters) has the bundled SmolLM2 tokenizer and chat template, so the
 whole code path (chat rendering, trl tokenisation, LoRA, checkpoints, adapters) is the real
-one while a step takes well under a second on 2 cores (FEASIBILITY.md).
+one while a step takes well under a second on 2 cores.
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ The pipeline, one function per step:
 3. :func:`statement_table` computes group-informed consensus (the product over groups of
    each group's smoothed agree probability (agree + 1) / (seen + 2), as Polis computes it),
    division between groups, and :func:`representative_statements` per group.
-4. :func:`export_alignment_data` writes KTO / DPO (and SFT) rows in the format of
-   ``CONTRACTS.md`` under ``paths.CONSULTATION / <value_set> / <method>/`` with a datasheet.
+4. :func:`export_alignment_data` writes KTO / DPO (and SFT) rows in the row schema of
+   ``valuealign.training.REQUIRED_COLUMNS`` under ``paths.CONSULTATION / <value_set> / <method>/`` with a datasheet.
    Participant ids (voters and comment authors) never leave :class:`Conversation`.
 5. :func:`export_seed_comments` writes selected model responses as a Polis seed-comments CSV
    for the next round; :func:`match_seed_comments` maps the statements of that round's

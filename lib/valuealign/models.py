@@ -154,7 +154,7 @@ def load_for_training(profile: str, model_path: str | None = None, *, quantizati
     """Base model for LoRA training: 4-bit NF4 on CUDA (QLoRA), float32 on CPU.
 
     Why float32 on CPU: bf16 matmuls are ~10x slower on the build machines' CPUs and 4-bit
-    visibly hurts a 135M model (FEASIBILITY.md). ``quantization`` must already be resolved
+    visibly hurts a 135M model (measured on the bundled model). ``quantization`` must already be resolved
     (``4bit`` or ``none``; see ``valuealign.training.resolve_quantization``).
     """
     import torch
@@ -184,7 +184,7 @@ def save_tiny_random_llama(target: Path | str, tokenizer_src: Path | str = paths
     """A ~3M-parameter random Llama with the bundled tokenizer and chat template, for fast tests.
 
     Real architecture and tokenizer, so the full training code path runs in well under a
-    second per step; its outputs mean nothing (FEASIBILITY.md).
+    second per step; its outputs mean nothing.
     """
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM

@@ -44,7 +44,7 @@ ITEM_COLUMNS = ("item_id", "source", "question", "section")
 # Sources whose `section` is a thematic category (GOQA's section only names the survey).
 THEMATIC_SOURCES = ("wvs7",)
 # UMAP's exact path on a precomputed cosine matrix is 4-5x faster than its default below this
-# size (FEASIBILITY.md); above it the n x n matrix costs O(n^2) memory, so nearest-neighbour
+# size (measured on this project's 2-core machines); above it the n x n matrix costs O(n^2) memory, so nearest-neighbour
 # descent on the vectors takes over.
 PRECOMPUTED_MAX = 4096
 MIN_TEXTS = 3  # UMAP needs a neighbourhood; fewer distinct texts cannot be clustered

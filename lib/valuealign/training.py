@@ -2,7 +2,7 @@
 
 One code path for the bundled 135M model on a laptop CPU and a 7-13B model on one 80 GB
 GPU; only the parameters differ. Each run (one model profile x method x value set x seed x
-hyperparameters) lives in ``runs/<run_id>/`` (see CONTRACTS.md):
+hyperparameters) lives in ``runs/<run_id>/``:
 
 - ``adapter/``     peft ``save_pretrained`` (safetensors) + a model card ``README.md``
 - ``train_log.csv`` one row per logged optimizer step (loss; rewards/margins/KL for DPO/KTO)
@@ -60,7 +60,7 @@ DATA_SOURCES: tuple[str, ...] = ("survey", "consultation")
 OPTIMIZERS: tuple[str, ...] = ("auto", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch")
 SCHEDULERS: tuple[str, ...] = ("constant", "constant_with_warmup", "cosine", "linear")
 
-# The columns trl needs per method (CONTRACTS.md); other columns are kept for provenance.
+# The columns trl needs per method; other columns are kept for provenance.
 REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
     "sft": ("prompt", "completion"),
     "dpo": ("prompt", "chosen", "rejected"),
@@ -112,7 +112,7 @@ def resolve_quantization(requested: str, strict: bool = False, cuda: bool | None
     """``auto`` -> ``4bit`` on CUDA, ``none`` on CPU; ``4bit`` without CUDA warns and falls back.
 
     Why fall back rather than run 4-bit on CPU: bitsandbytes does run NF4 on CPU, but only
-    with float32 compute, and it visibly hurts a 135M model (FEASIBILITY.md); QLoRA exists to
+    with float32 compute, and it visibly hurts a 135M model (measured on the bundled model); QLoRA exists to
     fit 7-13B models on one GPU. With ``strict`` the fallback is an error instead.
     """
     if requested not in QUANTIZATIONS:
