@@ -25,6 +25,7 @@ import pandas as pd
 from valuealign.taxonomy import (
     DEFAULT_MODEL,
     PRECOMPUTED_MAX,
+    ClusterLabels,
     EmbedStats,
     FitParams,
     NoClusterError,
@@ -53,7 +54,7 @@ class ConsensusParams:
 
 
 @dataclass
-class Consensus:
+class Consensus(ClusterLabels):
     """A consensus clustering and what it was built from."""
 
     labels: np.ndarray  # per text: consensus cluster (0 = largest) or -1 (noise)
@@ -62,14 +63,6 @@ class Consensus:
     run_labels: np.ndarray  # runs x n labels of the member runs
     seeds: list[int]
     space: np.ndarray | None = None  # UMAP space of the first run (for the min_cluster_size sweep)
-
-    @property
-    def n_clusters(self) -> int:
-        return int(self.labels.max() + 1) if len(self.labels) else 0
-
-    @property
-    def noise_share(self) -> float:
-        return float((self.labels < 0).mean()) if len(self.labels) else 0.0
 
 
 def check_params(cp: ConsensusParams) -> None:

@@ -383,13 +383,11 @@ class FitParams:
     seed: int = 0  # seed
 
 
-@dataclass
-class Fit:
+class ClusterLabels:
+    """Counts read off ``labels`` (clusters 0..k-1, noise -1): one definition for a single fit
+    and for a consensus, so their cluster counts and noise shares always compare."""
+
     labels: np.ndarray
-    probabilities: np.ndarray
-    space: np.ndarray
-    params: FitParams
-    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def n_clusters(self) -> int:
@@ -398,6 +396,15 @@ class Fit:
     @property
     def noise_share(self) -> float:
         return float((self.labels < 0).mean()) if len(self.labels) else 0.0
+
+
+@dataclass
+class Fit(ClusterLabels):
+    labels: np.ndarray
+    probabilities: np.ndarray
+    space: np.ndarray
+    params: FitParams
+    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def fit(x: np.ndarray, params: FitParams, distances: np.ndarray | None = None) -> Fit:
