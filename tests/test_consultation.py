@@ -140,6 +140,75 @@ def test_groups_recover_two_planted_camps(tmp_path: Path) -> None:
     assert g.k == 2 and adjusted_rand_score(truth, g.polis_labels) == pytest.approx(1.0)
 
 
+# ARI of our Polis groups against the groups Polis published (participants-votes.csv
+# group-id), measured 2026-12-01 on the shipped exports. Biodiversity reaches the 0.9 goal;
+# the other three do not, and cannot with a one-shot analysis of the final votes: the
+# published ubi groups are not separable in any 2-d PCA projection of the votes (a
+# logistic regression on the projection recovers 68 % of them), and the affordable-housing
+# and bowling-green partitions are not k-means fixed points on the final projection (Lloyd
+# steps from the published group centres drift to ARI 0.02 and 0.42): they carry the
+# history of Polis's incremental, warm-started updates, which the export does not contain.
+PUBLISHED_ARI_FLOOR = {
+    "scoop-hivemind.ubi": 0.05,
+    "scoop-hivemind.affordable-housing": 0.06,
+    "scoop-hivemind.biodiversity": 0.95,
+    "american-assembly.bowling-green": 0.24,
+}
+
+
+@pytest.mark.parametrize("name", C.ALL_CONVERSATIONS)
+def test_polis_groups_against_published_groups(name: str) -> None:
+    g = C.opinion_groups(C.load_conversation(name), with_umap=False)
+    s = g.summary()
+    assert s["published_compared"] == len(g.participants)  # Polis grouped everyone we group
+    assert s["base_clusters"] <= C.POLIS_BASE_K and 2 <= g.k <= 5
+    assert s["ari_pca_vs_published"] >= PUBLISHED_ARI_FLOOR[name]
+
+
+def test_in_conv_filter_counts_every_voted_statement_and_fills_to_fifteen() -> None:
+    seen = pd.Series([7, 6, 20, 1, 3, 9], index=pd.Index([10, 11, 12, 13, 14, 15], name="participant"))
+    assert list(C.in_conv_participants(seen, 100, greedy_n=0)) == [10, 12, 15]
+    assert list(C.in_conv_participants(seen, 100, greedy_n=5)) == [10, 11, 12, 14, 15]
+    assert list(C.in_conv_participants(seen, 3, greedy_n=0)) == [10, 11, 12, 14, 15]  # min(7, statements)
+    with pytest.raises(C.EmptyConversationError, match="at least 3"):
+        C.in_conv_participants(seen.iloc[:2], 100, greedy_n=0)
+
+
+def test_rating_matrix_zeroes_rejected_statements(tmp_path: Path) -> None:
+    comments, votes = two_camps(n_per_camp=4, n_statements=4)
+    comments[1] = (1, -1, "rejected")
+    conv = C.load_conversation(write_export(tmp_path / "c", comments, votes))
+    r = C.polis_rating_matrix(conv)
+    assert (r[1] == 0).all() and r[0].equals(conv.matrix[0])
+    strict = C.polis_rating_matrix(conv, include_unmoderated=False)
+    assert strict.equals(r)  # every other statement is accepted (moderated = 1)
+
+
+def test_polis_kmeans_starts_from_first_distinct_points_and_weights() -> None:
+    x = np.array([[0.0, 0.0], [0.0, 0.0], [10.0, 0.0], [11.0, 0.0], [0.0, 1.0]])
+    labels, centres = C.polis_kmeans(x, 2)
+    assert list(labels) == [0, 0, 1, 1, 0]
+    assert np.allclose(centres, [[0.0, 1 / 3], [10.5, 0.0]])
+    _, weighted = C.polis_kmeans(x, 2, weights=np.array([1.0, 1.0, 3.0, 1.0, 2.0]))
+    assert np.allclose(weighted, [[0.0, 0.5], [10.25, 0.0]])
+
+
+def test_k_smoother_switches_only_after_buffer_updates() -> None:
+    sm = C.KSmoother(buffer=3)
+    assert [sm.update(k) for k in (2, 3, 3, 2, 3, 3, 3)] == [2, 2, 2, 2, 2, 2, 3]
+
+
+def test_groups_are_formed_from_base_clusters() -> None:
+    rng = np.random.default_rng(0)
+    camps = np.vstack([rng.normal((-5, 0), 0.5, (150, 2)), rng.normal((5, 0), 0.5, (90, 2))])
+    c = C.polis_group_clusters(camps, base_k=30)
+    assert len(c.base_centres) == 30 and c.k == 2
+    truth = np.r_[np.zeros(150), np.ones(90)]
+    assert np.array_equal(c.labels, truth)  # group 0 = the larger camp
+    # every base cluster lies in one group
+    assert all(len(set(c.labels[c.base_labels == b])) == 1 for b in range(30))
+
+
 @pytest.mark.slow
 def test_umap_hdbscan_agrees_with_pca_on_clear_camps(tmp_path: Path) -> None:
     comments, votes = two_camps(n_per_camp=30)

@@ -449,26 +449,52 @@ def source_checks(conv: Conversation) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------------------- groups
-def analysis_matrix(conv: Conversation, *, include_unmoderated: bool = True,
-                    min_votes: int = 7) -> pd.DataFrame:
-    """The matrix the groups are formed on: no rejected statements, active participants only.
+# Polis's own settings (polismath.math.conversation, base-conv-update-graph defaults).
+POLIS_BASE_K = 100
+POLIS_BASE_ITERS = 100
+POLIS_GROUP_ITERS = 20
+POLIS_GREEDY_N = 15
+POLIS_K_BUFFER = 4
+POLIS_CENTER_TOLERANCE = 0.01
 
-    Why: moderators rejected those statements (spam, duplicates), and Polis clusters only
-    participants who voted on at least ``min(7, n_statements)`` statements.
+
+def polis_rating_matrix(conv: Conversation, *, include_unmoderated: bool = True) -> pd.DataFrame:
+    """Polis's rating matrix: every statement somebody voted on, moderated-out ones set to 0.
+
+    Why 0 and not dropped: Polis zeroes the columns of rejected statements (``zero-out-columns``)
+    for everyone, so they add nothing to the PCA but still count as seen in the sparsity
+    scaling of the projection. ``include_unmoderated=False`` treats not-yet-moderated
+    statements as rejected too (Polis's strict moderation).
     """
-    allowed = conv.comments["moderated"] >= (0 if include_unmoderated else 1)
-    cols = [c for c in conv.comments.loc[allowed, "comment_id"] if conv.matrix[c].notna().any()]
-    if not cols:
+    m = conv.matrix.loc[:, conv.matrix.notna().any()]
+    if m.shape[1] == 0:
+        raise EmptyConversationError(f"{conv.name}: no statement was voted on")
+    lowest_kept = 0 if include_unmoderated else 1
+    moderated = conv.comments.set_index("comment_id")["moderated"].reindex(m.columns)
+    out = m.copy()
+    out.loc[:, (moderated < lowest_kept).to_numpy()] = 0.0
+    if not (moderated >= lowest_kept).any():
         raise EmptyConversationError(f"{conv.name}: no statement is both accepted and voted on")
-    m = conv.matrix[cols]
-    threshold = min(int(min_votes), len(cols))
-    m = m[m.notna().sum(axis=1) >= threshold]
-    if len(m) < 3:
+    return out
+
+
+def in_conv_participants(votes_seen: pd.Series, n_statements: int, *, min_votes: int = 7,
+                         greedy_n: int = POLIS_GREEDY_N) -> pd.Index:
+    """Participants Polis clusters: >= min(min_votes, statements) votes, else the top ``greedy_n``.
+
+    Why: people who voted on a handful of statements have an unreliable position; Polis
+    clusters only the others, and takes the most active voters when fewer than 15 qualify.
+    """
+    threshold = min(int(min_votes), int(n_statements))
+    keep = votes_seen[votes_seen >= threshold].index
+    if len(keep) < greedy_n:
+        extra = votes_seen.drop(keep).sort_values(ascending=False, kind="stable")
+        keep = keep.append(extra.index[: greedy_n - len(keep)])
+    keep = pd.Index(sorted(keep), name=votes_seen.index.name)
+    if len(keep) < 3:
         raise EmptyConversationError(
-            f"{conv.name}: only {len(m)} participant(s) voted on >= {threshold} statements; "
-            "opinion groups need at least 3 (lower consultation_min_votes_per_participant)"
-        )
-    return m
+            f"only {len(keep)} participant(s) to group; opinion groups need at least 3")
+    return keep
 
 
 def impute_column_mean(m: pd.DataFrame) -> np.ndarray:
@@ -481,24 +507,138 @@ def impute_column_mean(m: pd.DataFrame) -> np.ndarray:
 
 
 def polis_pca(m: pd.DataFrame, n_components: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Polis-style 2-d projection: PCA of the mean-imputed matrix, scaled for sparsity.
+    """Polis's 2-d projection: PCA of the mean-imputed matrix, sparsity-aware projection.
 
-    Returns (coordinates, explained variance ratio). Deterministic (full SVD, sign fixed so
-    that each component's largest loading is positive).
+    Each participant is projected over the statements they saw only (centred votes times the
+    loadings) and scaled by sqrt(statements / statements seen), so people who saw few
+    statements are not pulled to the centre. Returns (coordinates, explained variance
+    ratio). Deterministic: full SVD (Polis's power iteration converges to the same
+    components), sign fixed so that each component's largest loading is positive.
     """
     x = impute_column_mean(m)
-    xc = x - x.mean(axis=0, keepdims=True)
+    center = x.mean(axis=0, keepdims=True)
+    xc = x - center
     n_comp = int(min(n_components, *xc.shape))
     _, s, vt = np.linalg.svd(xc, full_matrices=False)
     vt = vt[:n_comp]
     signs = np.sign(vt[np.arange(n_comp), np.abs(vt).argmax(axis=1)])
     vt = vt * signs[:, None]
-    coords = xc @ vt.T
-    n_seen = m.notna().sum(axis=1).to_numpy()
+    raw = m.to_numpy(dtype="float64")
+    seen = ~np.isnan(raw)
+    coords = np.where(seen, raw - center, 0.0) @ vt.T
+    n_seen = seen.sum(axis=1)
     coords = coords * np.sqrt(m.shape[1] / np.maximum(n_seen, 1))[:, None]
     var = s**2
     ratio = var[:n_comp] / var.sum() if var.sum() > 0 else np.zeros(n_comp)
     return coords, ratio
+
+
+def polis_kmeans(x: np.ndarray, k: int, *, weights: np.ndarray | None = None,
+                 max_iters: int = POLIS_GROUP_ITERS,
+                 tolerance: float = POLIS_CENTER_TOLERANCE) -> tuple[np.ndarray, np.ndarray]:
+    """Polis's k-means: the first k distinct rows as centres, Lloyd steps, empty clusters dropped.
+
+    Why not sklearn's: Polis starts from the first distinct points (deterministic, no
+    k-means++), drops clusters that lose all members, weights points (base clusters by
+    their size) and stops when every sorted centre moved less than ``tolerance``.
+    Returns (labels 0..k'-1, centres); k' <= k.
+    """
+    if len(x) == 0:
+        raise EmptyConversationError("k-means on 0 points")
+    w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype="float64")
+    _, first = np.unique(x, axis=0, return_index=True)
+    centres = x[np.sort(first)[: int(k)]].copy()
+    for _ in range(int(max_iters) + 1):
+        labels = ((x[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1).argmin(axis=1)
+        used = np.unique(labels)
+        new = np.array([np.average(x[labels == j], axis=0, weights=w[labels == j]) for j in used])
+        converged = (len(new) == len(centres)
+                     and bool(np.all(np.linalg.norm(np.sort(new, axis=0) - np.sort(centres, axis=0),
+                                                    axis=1) < tolerance)))
+        centres = new
+        if converged:
+            break
+    labels = ((x[:, None, :] - centres[None, :, :]) ** 2).sum(axis=-1).argmin(axis=1)
+    return labels, centres
+
+
+@dataclass
+class KSmoother:
+    """Polis's smoothing of the number of groups across updates (``group-k-smoother``).
+
+    Why: the silhouette-best k flips between close values as votes arrive; Polis switches
+    to a new k only after it was best ``buffer`` updates in a row. A single analysis of a
+    finished export is one update: the smoothed k is then the best k.
+    """
+
+    buffer: int = POLIS_K_BUFFER
+    last_k: int | None = None
+    last_k_count: int = 0
+    smoothed_k: int | None = None
+
+    def update(self, best_k: int) -> int:
+        self.last_k_count = self.last_k_count + 1 if best_k == self.last_k else 1
+        self.last_k = best_k
+        if self.last_k_count >= self.buffer or self.smoothed_k is None:
+            self.smoothed_k = best_k
+        return self.smoothed_k
+
+
+@dataclass
+class PolisClustering:
+    """Base clusters and the groups formed from them (labels per participant, in input order)."""
+
+    base_labels: np.ndarray
+    base_centres: np.ndarray
+    base_group: np.ndarray
+    k: int
+    silhouette: dict[int, float]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.base_group[self.base_labels]
+
+
+def polis_group_clusters(coords: np.ndarray, *, base_k: int = POLIS_BASE_K, k_max: int = 5,
+                         smoother: KSmoother | None = None) -> PolisClustering:
+    """Polis's two-level clustering of the projected participants.
+
+    1. ``base_k`` base clusters by k-means on the participants (``base-iters`` steps);
+    2. for k in 2..min(k_max, 2 + base clusters // 12), weighted k-means of the base-cluster
+       centres (weights = members), scored by the silhouette of the base clusters (unweighted
+       mean, distances between base centres);
+    3. the best k (ties: the larger, as Clojure's ``max-key``), smoothed by ``smoother``.
+    """
+    from sklearn.metrics import silhouette_score
+
+    base_labels, base_centres = polis_kmeans(coords, base_k, max_iters=POLIS_BASE_ITERS)
+    sizes = np.bincount(base_labels, minlength=len(base_centres)).astype("float64")
+    k_hi = min(int(k_max), 2 + len(base_centres) // 12)
+    scores: dict[int, float] = {}
+    fits: dict[int, np.ndarray] = {}
+    for k in range(2, k_hi + 1):
+        group, _ = polis_kmeans(base_centres, k, weights=sizes, max_iters=POLIS_GROUP_ITERS)
+        if len(np.unique(group)) < 2 or len(np.unique(group)) >= len(base_centres):
+            continue
+        scores[k] = float(silhouette_score(base_centres, group))
+        fits[k] = group
+    if not scores:
+        raise EmptyConversationError("Polis found no split into >= 2 groups (identical participants?)")
+    best = max(scores, key=lambda k: (round(scores[k], 12), k))
+    chosen = (smoother or KSmoother()).update(best)
+    if chosen not in fits:
+        chosen = best
+    base_group = _relabel_by_size_weighted(fits[chosen], sizes)
+    return PolisClustering(base_labels, base_centres, base_group, chosen, scores)
+
+
+def _relabel_by_size_weighted(group_of_base: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Group 0 = the group with most participants (ties: smaller original label)."""
+    members = np.bincount(group_of_base, weights=sizes)
+    order = sorted(range(len(members)), key=lambda g: (-members[g], g))
+    new = np.empty(len(members), dtype="int64")
+    new[order] = np.arange(len(members))
+    return new[group_of_base]
 
 
 def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
@@ -513,29 +653,6 @@ def _relabel_by_size(labels: np.ndarray) -> np.ndarray:
         out[labels == old] = new
     return out
 
-
-def kmeans_by_silhouette(coords: np.ndarray, *, k_min: int = 2, k_max: int = 5,
-                         seed: int = 0) -> tuple[np.ndarray, int, dict[int, float]]:
-    """k-means on the projection with k in [k_min, k_max] chosen by silhouette (ties: smaller k)."""
-    from sklearn.cluster import KMeans
-    from sklearn.metrics import silhouette_score
-
-    n = len(coords)
-    k_max = min(int(k_max), n - 1)
-    if k_max < k_min:
-        raise EmptyConversationError(f"k-means needs at least {k_min + 1} participants, got {n}")
-    scores: dict[int, float] = {}
-    fits: dict[int, np.ndarray] = {}
-    for k in range(int(k_min), k_max + 1):
-        labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(coords)
-        if len(np.unique(labels)) < 2:
-            continue
-        scores[k] = float(silhouette_score(coords, labels))
-        fits[k] = labels
-    if not scores:
-        raise EmptyConversationError("k-means found no split into >= 2 groups (identical participants?)")
-    best = max(scores, key=lambda k: (round(scores[k], 12), -k))
-    return _relabel_by_size(fits[best]), best, scores
 
 
 def umap_hdbscan(m: pd.DataFrame, *, n_neighbors: int = 15, min_cluster_size: int = 10,
@@ -560,9 +677,14 @@ def umap_hdbscan(m: pd.DataFrame, *, n_neighbors: int = 15, min_cluster_size: in
     return coords, _relabel_by_size(np.asarray(labels))
 
 
+
 @dataclass
 class Grouping:
-    """Opinion groups of one conversation by both methods (participant ids stay in memory only)."""
+    """Opinion groups of one conversation by both methods (participant ids stay in memory only).
+
+    ``participants``: those Polis clusters (in-conv); ``pca``: their projection;
+    ``base_labels``: their base cluster; ``polis_labels``: their group.
+    """
 
     conversation: str
     participants: pd.Index
@@ -571,6 +693,7 @@ class Grouping:
     polis_labels: np.ndarray
     k: int
     silhouette: dict[int, float]
+    base_labels: np.ndarray | None = None
     umap: np.ndarray | None = None
     hdbscan_labels: np.ndarray | None = None
     published_labels: np.ndarray | None = None
@@ -586,11 +709,24 @@ class Grouping:
             raise ValueError(f"grouping method {method!r} is not one of {{polis, umap_hdbscan}}")
         return pd.Series(lab, index=self.participants, name="group")
 
+    def ari_vs_published(self) -> float:
+        """ARI of our Polis groups against the groups Polis published, over participants in both."""
+        from sklearn.metrics import adjusted_rand_score
+
+        if self.published_labels is None:
+            return float("nan")
+        ok = self.published_labels >= 0
+        if ok.sum() < 2:
+            return float("nan")
+        return float(adjusted_rand_score(self.published_labels[ok], self.polis_labels[ok]))
+
     def summary(self) -> dict[str, Any]:
         from sklearn.metrics import adjusted_rand_score
 
         out: dict[str, Any] = {
             "conversation": self.conversation, "participants": len(self.participants),
+            "base_clusters": (int(len(np.unique(self.base_labels)))
+                              if self.base_labels is not None else None),
             "pca_k": self.k, "pca_silhouette": self.silhouette[self.k],
             "pca_explained_variance": float(self.explained_variance.sum()),
         }
@@ -608,27 +744,41 @@ class Grouping:
             p = self.published_labels
             ok = p >= 0
             out["published_groups"] = int(len(np.unique(p[ok])))
-            out["ari_pca_vs_published"] = (float(adjusted_rand_score(self.polis_labels[ok], p[ok]))
-                                           if ok.sum() > 1 else float("nan"))
+            out["published_compared"] = int(ok.sum())
+            out["ari_pca_vs_published"] = self.ari_vs_published()
         return out
 
 
 def opinion_groups(conv: Conversation, *, seed: int = 0, k_max: int = 5,
                    min_votes: int = 7, include_unmoderated: bool = True, with_umap: bool = True,
-                   umap_n_neighbors: int = 15, hdbscan_min_cluster_size: int = 10) -> Grouping:
-    """Opinion groups as Polis forms them, and by UMAP + HDBSCAN, on the same matrix."""
+                   umap_n_neighbors: int = 15, hdbscan_min_cluster_size: int = 10,
+                   base_k: int = POLIS_BASE_K, smoother: KSmoother | None = None) -> Grouping:
+    """Opinion groups as Polis forms them, and by UMAP + HDBSCAN, on the same participants.
+
+    Polis: rating matrix (rejected statements zeroed), PCA of all participants, sparsity-aware
+    projection, base clusters of the in-conv participants, groups of base clusters with k by
+    silhouette (:func:`polis_group_clusters`). The Polis steps are deterministic; ``seed``
+    seeds UMAP. UMAP + HDBSCAN take the same participants' mean-imputed votes on the accepted
+    statements.
+    """
     from threadpoolctl import threadpool_limits
 
-    m = analysis_matrix(conv, include_unmoderated=include_unmoderated, min_votes=min_votes)
-    # One BLAS/OpenMP thread: identical results on any machine, and on a loaded 2-core
-    # machine k-means on a few hundred 2-d points drops from ~15 s to ~0.2 s.
+    rating = polis_rating_matrix(conv, include_unmoderated=include_unmoderated)
+    votes_seen = conv.matrix.loc[rating.index, rating.columns].notna().sum(axis=1)
+    inconv = in_conv_participants(votes_seen, rating.shape[1], min_votes=min_votes)
+    # One BLAS/OpenMP thread: identical results on any machine, and fast on a loaded machine.
     with threadpool_limits(1):
-        coords, ratio = polis_pca(m)
-        labels, k, scores = kmeans_by_silhouette(coords, k_max=k_max, seed=seed)
-    g = Grouping(conv.name, m.index, coords, ratio, labels, k, scores)
+        coords_all, ratio = polis_pca(rating)
+        coords = coords_all[rating.index.get_indexer(inconv)]
+        clustering = polis_group_clusters(coords, base_k=base_k, k_max=k_max, smoother=smoother)
+    g = Grouping(conv.name, inconv, coords, ratio, clustering.labels, clustering.k,
+                 clustering.silhouette, base_labels=clustering.base_labels)
     if conv.polis_group is not None:
-        g.published_labels = conv.polis_group.reindex(m.index).fillna(-1).astype("int64").to_numpy()
+        g.published_labels = conv.polis_group.reindex(inconv).fillna(-1).astype("int64").to_numpy()
     if with_umap:
+        lowest_kept = 0 if include_unmoderated else 1
+        accepted = conv.comments.set_index("comment_id")["moderated"].reindex(rating.columns) >= lowest_kept
+        m = conv.matrix.loc[inconv, rating.columns[accepted.to_numpy()]]
         g.umap, g.hdbscan_labels = umap_hdbscan(
             m, n_neighbors=umap_n_neighbors, min_cluster_size=hdbscan_min_cluster_size, seed=seed)
     return g
