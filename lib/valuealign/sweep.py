@@ -55,6 +55,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import dataclasses
 import fcntl
 import html
 import importlib
@@ -73,11 +74,11 @@ from typing import Any
 
 import pandas as pd
 
-from valuealign import config, paths, provenance
+from valuealign import budget, config, paths, provenance
 from valuealign.config import ConfigError
 
 GRID_KEYS = {"name", "description", "profile", "notebooks", "axes", "map", "set", "finalize",
-             "executor"}
+             "executor", "budget_gpu_hours", "gpu_hour_usd", "gpu_estimate"}
 LOCAL_KEYS = {"workers"}
 SLURM_KEYS = {"partition", "gpus_per_node", "cpus_per_task", "mem_gb", "time_min",
               "array_parallelism", "account", "qos", "constraint", "setup", "additional",
@@ -85,7 +86,7 @@ SLURM_KEYS = {"partition", "gpus_per_node", "cpus_per_task", "mem_gb", "time_min
 REGISTRY_COLUMNS = [
     "grid", "cell_id", "axes", "parameters", "fingerprint", "status", "started", "finished",
     "wall_s", "run_folder", "run_ids", "executed_dir", "notebooks", "metrics", "error",
-    "attempts", "host", "pid", "job_id",
+    "attempts", "host", "pid", "job_id", "gpus", "gpu_hours", "planned_gpu_hours",
 ]
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _LATE = {"run_ids", "run_id"}  # known only after the cell's earlier notebooks ran
@@ -136,6 +137,7 @@ class Cell:
     notebooks: tuple[str, ...]
     parameters: dict[str, dict[str, Any]]  # notebook -> parameters (may hold late placeholders)
     fingerprint: str
+    planned_gpu_hours: float | None = None  # the budget estimate, recorded next to the measured hours
 
 
 @dataclass
@@ -149,6 +151,7 @@ class Grid:
     local: dict[str, Any] = field(default_factory=dict)
     slurm: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
+    budget: budget.BudgetSettings = field(default_factory=budget.BudgetSettings)
 
 
 def _slug(value: Any) -> str:
@@ -365,7 +368,7 @@ def load_grid(path: Path | str, layout: Layout | None = None) -> Grid:
         raise ConfigError(f"{where}: executor.slurm: unknown key(s) {', '.join(bad)} "
                           f"(valid: {', '.join(sorted(SLURM_KEYS))})")
     return Grid(name, path, tuple(nb_names), dict(axes), cells, fin, dict(local), dict(slurm),
-                profile)
+                profile, budget.settings_from_grid(data, where, slurm.get("gpus_per_node")))
 
 
 def _check_finalize(fin: Any, axes: Mapping[str, Any], layout: Layout, where: str,
@@ -421,9 +424,10 @@ def _normalise(row: Mapping[str, Any]) -> dict[str, Any]:
     for c in ("axes", "parameters", "run_ids", "notebooks", "metrics"):
         if not isinstance(out[c], str) and out[c] is not None:
             out[c] = json.dumps(out[c], sort_keys=True, default=str)
-    for c in ("pid", "attempts"):
+    for c in ("pid", "attempts", "gpus"):
         out[c] = None if out[c] is None or pd.isna(out[c]) else int(out[c])
-    out["wall_s"] = None if out["wall_s"] is None or pd.isna(out["wall_s"]) else float(out["wall_s"])
+    for c in ("wall_s", "gpu_hours", "planned_gpu_hours"):
+        out[c] = None if out[c] is None or pd.isna(out[c]) else float(out[c])
     for c in ("job_id", "run_folder", "error", "started", "finished", "host", "executed_dir"):
         out[c] = None if out[c] is None or (not isinstance(out[c], str) and pd.isna(out[c])) else str(out[c])
     return out
@@ -450,7 +454,9 @@ def upsert_registry(rows: Sequence[Mapping[str, Any]], layout: Layout | None = N
         df = df.sort_values(["grid", "cell_id"], kind="stable").reset_index(drop=True)
         df["attempts"] = df["attempts"].astype("Int64")
         df["pid"] = df["pid"].astype("Int64")
-        df["wall_s"] = df["wall_s"].astype("Float64")
+        for c in ("wall_s", "gpu_hours", "planned_gpu_hours"):
+            df[c] = df[c].astype("Float64")
+        df["gpus"] = df["gpus"].astype("Int64")
         provenance.write_parquet(df, layout.registry)
 
 
@@ -656,6 +662,7 @@ def run_cell(cell: Cell, layout: Layout | None = None, job_id: str | None = None
         "attempts": _int0(prev.get("attempts")) + 1, "host": socket.gethostname(),
         "pid": os.getpid(), "job_id": job_id or prev.get("job_id"), "error": None,
         "notebooks": [], "run_ids": [], "run_folder": None, "metrics": {},
+        "gpus": budget.visible_gpus(), "gpu_hours": None, "planned_gpu_hours": cell.planned_gpu_hours,
     }
     upsert_registry([row], layout)
     print(f"[{cell.grid}] {cell.cell_id}: running {', '.join(cell.notebooks)}", flush=True)
@@ -690,6 +697,7 @@ def run_cell(cell: Cell, layout: Layout | None = None, job_id: str | None = None
     finally:
         row.update(
             status=status, error=error, finished=_now(), wall_s=round(time.time() - t0, 3),
+            gpu_hours=budget.measured_gpu_hours(time.time() - t0, row["gpus"]),
             notebooks=[layout.rel(p) for p in executed], run_ids=run_ids,
             run_folder=layout.rel(layout.runs / run_ids[0]) if len(run_ids) == 1 else (
                 layout.rel(layout.runs) if run_ids else None),
@@ -947,18 +955,56 @@ failing cell and its traceback. Source of truth: <code>runs/registry.parquet</co
     return provenance.write_text(page, base / "index.html")
 
 
+# ---------------------------------------------------------------- GPU budget
+def estimate_grid(grid: Grid, layout: Layout) -> list[budget.CellEstimate]:
+    """Estimated GPU-hours of every cell (see :mod:`valuealign.budget`)."""
+    out = []
+    for cell in grid.cells:
+        pairs: list[tuple[str, str, str]] = []
+        params: dict[str, Any] = {}
+        for nb in cell.notebooks:
+            file = layout.notebooks / f"{nb}.ipynb"
+            if found := _training_pairs(file, cell.parameters[nb]):
+                pairs += found
+                params = {**{k: s.default for k, s in config.notebook_parameters(file).items()},
+                          **cell.parameters[nb]}
+        out.append(budget.estimate_cell(cell.cell_id, pairs, params, layout.data_root, grid.budget,
+                                        layout.root / paths.BENCHMARK_RESULTS.relative_to(paths.ROOT)))
+    return out
+
+
+def used_gpu_hours(grid: Grid, layout: Layout) -> float:
+    """Measured GPU-hours of the grid's finished cells (registry), 0 where unrecorded."""
+    rows = registry_rows(grid.name, layout).values()
+    return float(sum(float(r["gpu_hours"]) for r in rows
+                     if r.get("status") == "done" and r.get("gpu_hours") is not None
+                     and not pd.isna(r.get("gpu_hours"))))
+
+
 # ---------------------------------------------------------------- command line
 def sweep(grid_path: Path | str, *, layout: Layout | None = None, executor: str = "local",
           workers: int | None = None, dry_run: bool = False, wait: bool = False,
-          collect: bool = False) -> int:
-    """Validate, plan and run a grid; returns the number of failed cells (0 = all good)."""
+          collect: bool = False, over_budget: bool = False,
+          gpu_hour_usd: float | None = None) -> int:
+    """Validate, plan and run a grid; returns the number of failed cells (0 = all good).
+
+    Refuses (:class:`budget.BudgetError`) a grid whose estimated GPU-hours exceed its
+    ``budget_gpu_hours`` unless ``over_budget``; ``--dry-run`` prints the estimate instead.
+    """
     layout = layout or Layout()
     t0 = time.time()
     grid = load_grid(grid_path, layout)
+    if gpu_hour_usd is not None:
+        grid.budget = dataclasses.replace(grid.budget, gpu_hour_usd=float(gpu_hour_usd))
     states = plan(grid, layout)
     todo = [c for c, s in states if s in TO_RUN]
+    estimates = {} if collect else {e.cell_id: e for e in estimate_grid(grid, layout)}
+    used = used_gpu_hours(grid, layout)
+    todo = [dataclasses.replace(c, planned_gpu_hours=round(estimates[c.cell_id].gpu_hours, 6))
+            if c.cell_id in estimates else c for c in todo]
     if dry_run:
         print(describe(grid, states))
+        print(budget.report(list(estimates.values()), {c.cell_id for c in todo}, grid.budget, used))
         if executor == "slurm" and todo:
             folder = layout.executed / grid.name / "submitit" / "%j"
             text = sbatch_preview(grid, len(todo), folder)
@@ -980,6 +1026,8 @@ def sweep(grid_path: Path | str, *, layout: Layout | None = None, executor: str 
               f"(checked in {time.time() - t0:.1f} s); index: {layout.rel(index)}")
         return 0
     print(describe(grid, states), flush=True)
+    planned = sum(c.planned_gpu_hours or 0.0 for c in todo)
+    budget.check_budget(planned, used, grid.budget, str(grid.path), over_budget)
     if executor in ("slurm", "submitit-local", "submitit-debug"):
         cluster = {"slurm": "slurm", "submitit-local": "local", "submitit-debug": "debug"}[executor]
         submit(todo, grid, layout, cluster=cluster, wait=wait or cluster != "slurm")
@@ -1014,10 +1062,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wait", action="store_true", help="slurm: wait for the jobs, then collect")
     ap.add_argument("--collect", action="store_true",
                     help="only rebuild the combined results and the index (after Slurm jobs)")
+    ap.add_argument("--over-budget", action="store_true",
+                    help="run even though the estimated GPU-hours exceed the grid's budget_gpu_hours")
+    ap.add_argument("--gpu-hour-usd", type=float, default=None,
+                    help="price of one GPU-hour for the cost estimate (default: the grid's gpu_hour_usd)")
     args = ap.parse_args(argv)
     try:
         failed = sweep(args.grid, executor=args.executor, workers=args.workers,
-                       dry_run=args.dry_run, wait=args.wait, collect=args.collect)
+                       dry_run=args.dry_run, wait=args.wait, collect=args.collect,
+                       over_budget=args.over_budget, gpu_hour_usd=args.gpu_hour_usd)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
