@@ -121,6 +121,10 @@ def test_over_budget_grid_is_refused_unless_asked_and_hours_are_recorded(
         assert r["gpus"] == 2 and r["planned_gpu_hours"] == pytest.approx(e.gpu_hours)
         assert r["gpu_hours"] == pytest.approx(r["wall_s"] * 2 / 3600, rel=0.05, abs=1e-5)
     assert sweep.used_gpu_hours(sweep.load_grid(path, layout), layout) > 0
+    table = budget.planned_vs_used(sweep.read_registry(layout))
+    assert table.to_dict("records")[0]["cells_done"] == 2
+    assert table["planned_gpu_hours"].item() == pytest.approx(sum(r["planned_gpu_hours"] for r in rows.values()))
+    assert table["used_gpu_hours"].item() == pytest.approx(sum(r["gpu_hours"] for r in rows.values()))
 
 
 @pytest.mark.parametrize(("over", "message"), [

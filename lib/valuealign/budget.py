@@ -275,3 +275,23 @@ def visible_gpus() -> int:
 def measured_gpu_hours(wall_s: float, gpus: int) -> float:
     """GPU-hours a run used: wall time x GPUs (0 on CPU)."""
     return round(float(wall_s) * int(gpus) / 3600.0, 6)
+
+
+def planned_vs_used(registry: Any) -> Any:
+    """Per grid: cells, planned and measured GPU-hours (sums over cells that recorded them).
+
+    For notebook 06 (``sweep.read_registry()`` in, one row per grid out); registries written
+    before the budget columns existed give NaN.
+    """
+    import pandas as pd
+
+    df = registry.copy()
+    for col in ("planned_gpu_hours", "gpu_hours"):
+        if col not in df.columns:
+            df[col] = float("nan")
+        df[col] = pd.to_numeric(df[col], errors="coerce")
+    done = df[df["status"] == "done"]
+    out = done.groupby("grid").agg(cells_done=("cell_id", "count"),
+                                   planned_gpu_hours=("planned_gpu_hours", lambda s: s.sum(min_count=1)),
+                                   used_gpu_hours=("gpu_hours", lambda s: s.sum(min_count=1)))
+    return out.reset_index()
