@@ -13,10 +13,12 @@ The pipeline, one function per step:
    moderation status. Duplicate votes: the latest wins, as Polis does (ties in timestamp:
    the later row in the file wins); every correction is recorded in ``Conversation.report``.
    :func:`source_checks` re-derives the counts the export itself states and says which hold.
-2. :func:`opinion_groups` forms opinion groups twice on the same matrix: as Polis does (PCA
-   of the mean-imputed matrix, projections scaled by sqrt(statements / statements seen),
-   k-means with k chosen by silhouette) and with the thesis's own method (UMAP + HDBSCAN),
-   and reports their agreement (adjusted Rand index).
+2. :func:`opinion_groups` forms opinion groups twice on the same participants: as Polis's
+   math engine does (rejected statements zeroed, PCA of the mean-imputed matrix, projections
+   scaled by sqrt(statements / statements seen), 100 base clusters of the in-conv
+   participants, weighted k-means of the base clusters with k chosen by their silhouette)
+   and with the thesis's own method (UMAP + HDBSCAN), and reports their agreement and the
+   agreement with the groups Polis published (adjusted Rand index).
 3. :func:`statement_table` computes group-informed consensus (the product over groups of
    each group's smoothed agree probability (agree + 1) / (seen + 2), as Polis computes it),
    division between groups, and :func:`representative_statements` per group.
