@@ -54,9 +54,10 @@ def inputs(tmp_path: Path) -> R.ReleaseInputs:
     _save_dataset(cons / "consultation-all-everyone" / "kto", 4)
     (cons / "DATASHEET.md").write_text("# Datasheet: consultation\n")
     pd.DataFrame({
-        "eval_hash": ["e1", "e1"], "run": [RUN, "_baselines"], "split": ["test", "test"],
-        "target_value_set": ["germany", "germany"], "metric": ["one_minus_js", "one_minus_js"],
-        "mean": [0.8123, 0.5], "ci_low": [0.7011, 0.4], "ci_high": [0.9034, 0.6], "n_items": [5, 5],
+        "eval_hash": ["e1", "e1", "e1"], "run": [RUN, "_baselines", RUN], "split": ["test"] * 3,
+        "target_value_set": ["germany"] * 3, "metric": ["one_minus_js", "one_minus_js", "w1"],
+        "mean": [0.8123, 0.5, 0.7], "ci_low": [0.7011, 0.4, None], "ci_high": [0.9034, 0.6, None],
+        "n_items": [5, 5, 1],
     }).to_parquet(runs / "eval_summary.parquet")
     lic = tmp_path / "LICENSE"
     shutil.copyfile(paths.ROOT / "LICENSE", lic)
@@ -73,6 +74,7 @@ def test_release_has_checksums_cards_and_licences(inputs: R.ReleaseInputs, tmp_p
     assert "license: cc-by-nc-sa-4.0" in card and "Apache-2.0" in card
     assert "| `e1` | test | germany | one_minus_js | 0.8123 | [0.7011, 0.9034] | 5 |" in card
     assert "0.5000" not in card  # the baseline's row is not this run's
+    assert "| `e1` | test | germany | w1 | 0.7000 | n/a (too few items) | 1 |" in card
     assert "Not evaluated" in (out / "adapters" / CONS_RUN / "README.md").read_text()
     licences = json.loads((out / "licences.json").read_text())
     assert licences == {

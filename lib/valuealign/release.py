@@ -138,8 +138,10 @@ def _metrics_markdown(metrics: pd.DataFrame) -> str:
     lines = ["| evaluation | split | target | metric | mean | 95 % CI | items |",
              "|---|---|---|---|---|---|---|"]
     for r in metrics.itertuples(index=False):
+        ci = ("n/a (too few items)" if pd.isna(r.ci_low) or pd.isna(r.ci_high)
+              else f"[{r.ci_low:.4f}, {r.ci_high:.4f}]")
         lines.append(f"| `{r.eval_hash}` | {r.split} | {r.target_value_set} | {r.metric} | "
-                     f"{r.mean:.4f} | [{r.ci_low:.4f}, {r.ci_high:.4f}] | {int(r.n_items)} |")
+                     f"{r.mean:.4f} | {ci} | {int(r.n_items)} |")
     return "\n".join(lines) + "\n"
 
 
