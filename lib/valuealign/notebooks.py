@@ -9,13 +9,28 @@ for the supervisor (who reads, and runs nothing).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from valuealign import config, paths, provenance
+from valuealign import config, locks, paths, provenance
+
+# Stages whose outputs are per run folder (each locked by valuealign.training while it is
+# written) or per evaluation: parallel sweep cells run them at once, so they take no stage lock.
+PER_RUN_STAGES = ("03_finetune", "04_evaluate")
+LOCKS_DIR = ".locks"  # under the repository root (git-ignored): one lock file per shared stage
+
+
+def stage_locks(src: Path, out_dir: Path) -> list[tuple[Path, str]]:
+    """The locks a notebook run holds: its executed copy in ``out_dir`` and, for stages that
+    write shared outputs (data/processed, figures), the stage itself (two profiles, one tree)."""
+    held = [(out_dir / f".{src.stem}.lock", f"notebook {src.stem} -> {paths.relative(out_dir)}")]
+    if src.stem not in PER_RUN_STAGES:
+        held.append((paths.ROOT / LOCKS_DIR / f"{src.stem}.lock", f"stage {src.stem} (its outputs)"))
+    return held
 
 
 def render_html(executed: Path, target: Path | None = None) -> Path:
@@ -37,11 +52,15 @@ def execute(
     profile: Path | None = None,
     html: bool = True,
     log_output: bool = False,
+    lock_timeout: float | None = None,
 ) -> Path:
     """Run one notebook into ``out_dir/<name>.ipynb`` (+ ``.html``); return the executed path.
 
     A failing notebook is still written (papermill keeps the failing cell and its traceback)
-    and the error is re-raised.
+    and the error is re-raised. While it runs, the notebook holds :func:`stage_locks`
+    (``lock_timeout`` seconds to wait for another process holding one; None: the
+    ``$VALUEALIGN_LOCK_TIMEOUT`` default); a lock held elsewhere is a ``LockHeldError``
+    naming the holder, raised before anything is written.
     """
     import papermill as pm
 
@@ -53,19 +72,22 @@ def execute(
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / src.name
     tmp = out_dir / f".{src.stem}.running.ipynb"
-    os.environ["VALUEALIGN_NOTEBOOK"] = src.stem
     t0 = time.time()
-    try:
-        pm.execute_notebook(
-            str(src), str(tmp), parameters=params, kernel_name="python3",
-            cwd=str(src.parent), progress_bar=False, log_output=log_output,
-            request_save_on_cell_execute=False,
-        )
-    finally:
-        if tmp.exists():
-            os.replace(tmp, target)
-            if html:
-                render_html(target)
+    with contextlib.ExitStack() as held:
+        for lock_file, what in stage_locks(src, out_dir):
+            held.enter_context(locks.hold(lock_file, what, lock_timeout))
+        os.environ["VALUEALIGN_NOTEBOOK"] = src.stem
+        try:
+            pm.execute_notebook(
+                str(src), str(tmp), parameters=params, kernel_name="python3",
+                cwd=str(src.parent), progress_bar=False, log_output=log_output,
+                request_save_on_cell_execute=False,
+            )
+        finally:
+            if tmp.exists():
+                os.replace(tmp, target)
+                if html:
+                    render_html(target)
     print(f"[{src.stem}] done in {time.time() - t0:.1f} s -> {paths.relative(target)}")
     return target
 
@@ -78,9 +100,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "YAML"),
                     help="override one parameter (value parsed as YAML)")
     ap.add_argument("--stamp", type=Path, default=None, help="touch this file on success (make)")
+    ap.add_argument("--lock-timeout", type=float, default=None, metavar="SECONDS",
+                    help="wait this long for another process holding this stage or a run folder "
+                         f"(default ${locks.TIMEOUT_ENV} or 0: refuse at once, naming the holder)")
     args = ap.parse_args(argv)
     import yaml
 
+    if args.lock_timeout is not None:  # the kernel inherits it (run folders locked by training)
+        os.environ[locks.TIMEOUT_ENV] = str(args.lock_timeout)
     overrides = {k: yaml.safe_load(v) for k, v in args.param}
     out = args.out or paths.EXECUTED / args.profile.stem
     try:
@@ -88,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except locks.LockHeldError as err:
+        print(f"error: notebook {args.notebook} not run: {err}", file=sys.stderr)
+        return 3
     except Exception as err:  # papermill's PapermillExecutionError carries the cell's traceback
         print(f"error: notebook {args.notebook} failed: {type(err).__name__}: {str(err)[:2000]}",
               file=sys.stderr)

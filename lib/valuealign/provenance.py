@@ -105,10 +105,15 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
 
 
 def sha256_tree(path: Path | str) -> str:
-    """Hash of a file, or of every file under a folder (names and contents, sorted)."""
+    """Hash of a file, or of every file under a folder (names and contents, sorted).
+
+    A missing path is an error (FileNotFoundError naming it): hashing it as empty input let a
+    manifest record an output that was never written."""
     path = Path(path)
     if path.is_file():
         return sha256_file(path)
+    if not path.is_dir():  # a missing output must not hash like an empty one
+        raise FileNotFoundError(f"cannot hash {paths.relative(path)}: no such file or folder")
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         h.update(str(f.relative_to(path)).encode())

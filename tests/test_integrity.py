@@ -1,0 +1,332 @@
+"""Nothing lost, nothing hidden (issue 19): locks, exact resume, outputs written only on success,
+caches out of other stages' outputs, parameter and codebook checks, hygiene, seed export.
+
+Every test here failed on the code before the fix (main at 336cf60). Training tests use the tiny
+random Llama with the bundled tokenizer (real trl, peft, checkpoints), as tests/test_training.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from valuealign import evaluation, locks, models, notebooks, paths, provenance, training
+
+REPO = Path(__file__).resolve().parents[1]
+needs_model = pytest.mark.skipif(not (paths.BUNDLED_MODEL / "tokenizer.json").exists(),
+                                 reason="bundled model not converted (make setup)")
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO / "lib"), "PYTHONHASHSEED": "0", "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _start(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_holder(lock_file: Path, proc: subprocess.Popen, timeout: float = 120) -> dict:
+    """Until the process has taken the lock (its holder record is in the lock file)."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        holder = locks.read_holder(lock_file)
+        if holder.get("pid") == proc.pid:
+            return holder
+        if proc.poll() is not None:
+            pytest.fail(f"the lock holder exited early: {proc.communicate()}")
+        time.sleep(0.05)
+    pytest.fail(f"{lock_file} was never taken by pid {proc.pid}")
+
+
+HOLD_LOCK = """
+import sys, time
+from pathlib import Path
+from valuealign import locks
+with locks.hold(Path(sys.argv[1]), "test folder"):
+    while not Path(sys.argv[2]).exists():
+        time.sleep(0.05)
+"""
+
+
+# ---------------------------------------------------------------- 1. locks
+
+
+def test_sha256_tree_fails_on_a_missing_path(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="no-such-adapter"):
+        provenance.sha256_tree(tmp_path / "no-such-adapter")
+    (tmp_path / "empty").mkdir()
+    assert provenance.sha256_tree(tmp_path / "empty")  # an existing empty folder still hashes
+
+
+def test_second_process_refuses_naming_the_holder_then_waits(tmp_path: Path) -> None:
+    lock_file, release = tmp_path / ".run.lock", tmp_path / "release"
+    holder = _start(HOLD_LOCK, str(lock_file), str(release))
+    try:
+        info = _wait_for_holder(lock_file, holder)
+        assert info["host"] and "-c" in info["command"] and info["started"].endswith("Z")
+        with pytest.raises(locks.LockHeldError, match=rf"locked by pid {holder.pid} on .* since .*command") as err:
+            with locks.hold(lock_file, "run folder runs/x", timeout=0):
+                pass
+        assert "run folder runs/x" in str(err.value) and locks.TIMEOUT_ENV in str(err.value)
+        with pytest.raises(locks.LockHeldError, match=r"after waiting 0\.5 s"):
+            with locks.hold(lock_file, "run folder runs/x", timeout=0.5):
+                pass
+        release.touch()  # the holder lets go while we wait: we get the lock
+        with locks.hold(lock_file, "run folder runs/x", timeout=60):
+            assert locks.read_holder(lock_file)["pid"] == os.getpid()
+    finally:
+        release.touch()
+        holder.communicate(timeout=30)
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
+    lock_file = tmp_path / ".run.lock"
+    holder = _start(HOLD_LOCK, str(lock_file), str(tmp_path / "never"))
+    _wait_for_holder(lock_file, holder)
+    holder.kill()
+    holder.communicate(timeout=30)
+    with locks.hold(lock_file, "run folder", timeout=0):
+        pass
+
+
+def test_notebook_runner_refuses_a_stage_another_process_runs(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "executed"
+    src = notebooks.config._notebook_path("00_survey_data")
+    stage_lock = notebooks.stage_locks(src, out)[0][0]
+    release = tmp_path / "release"
+    holder = _start(HOLD_LOCK, str(stage_lock), str(release))
+    try:
+        _wait_for_holder(stage_lock, holder)
+        rc = notebooks.main(["00_survey_data", "--out", str(out), "--stamp", str(tmp_path / "stamp")])
+        err = capsys.readouterr().err
+        assert rc == 3 and f"locked by pid {holder.pid}" in err and "00_survey_data" in err
+        assert not (tmp_path / "stamp").exists() and not (out / "00_survey_data.ipynb").exists()
+    finally:
+        release.touch()
+        holder.communicate(timeout=30)
+    # the shared stages also lock the stage itself (two profiles write one data/processed)
+    assert [p.name for p, _ in notebooks.stage_locks(src, out)] == [".00_survey_data.lock", "00_survey_data.lock"]
+    assert len(notebooks.stage_locks(notebooks.config._notebook_path("03_finetune"), out)) == 1
+
+
+def test_sweep_cell_held_by_another_sweep_is_left_to_it(tmp_path: Path) -> None:
+    from valuealign import sweep
+
+    root = tmp_path
+    (root / "notebooks").mkdir()
+    (root / "configs" / "grids").mkdir(parents=True)
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('tag = "a"  # the tag'), nbformat.v4.new_code_cell("x = 1")]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, root / "notebooks" / "01_touch.ipynb")
+    grid_file = root / "configs" / "grids" / "g.yaml"
+    grid_file.write_text("notebooks: [01_touch]\naxes: {tag: [a]}\n")
+    layout = sweep.Layout(root)
+    cell = sweep.load_grid(grid_file, layout).cells[0]
+    lock_file = locks.sibling_lock(sweep.cell_dir(cell, layout))
+    release = tmp_path / "release"
+    holder = _start(HOLD_LOCK, str(lock_file), str(release))
+    try:
+        _wait_for_holder(lock_file, holder)
+        row = sweep.run_cell(cell, layout)
+        assert row["status"] == "locked" and f"pid {holder.pid}" in row["error"]
+        assert cell.cell_id not in sweep.registry_rows(cell.grid, layout)  # the holder's record is untouched
+    finally:
+        release.touch()
+        holder.communicate(timeout=30)
+
+
+# ---------------------------------------------------------------- 1-2. training: locks, DONE, exact resume
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(models.save_tiny_random_llama(tmp_path_factory.mktemp("tiny") / "tiny-llama"))
+
+
+def _on_disk(tmp_path: Path, method: str = "sft") -> Path:
+    """Synthetic alignment data saved as notebook 02 saves it: <root>/toy/<method>/."""
+    root = tmp_path / "alignment"
+    training.synthetic_alignment_data(method, n_items=4).save_to_disk(str(root / "toy" / method))
+    return root
+
+
+def _params(tiny: str, data_root: Path | None = None, method: str = "sft", **kw) -> training.TrainParams:
+    base = dict(model_profile="smollm2-135m", model_path=tiny, method=method, value_set="toy", seed=0,
+                quantization="none", lora_r=8, lora_alpha=16, lora_dropout=0.0, learning_rate=5e-3,
+                max_steps=4, train_batch_size=2, max_length=128, save_steps=2)
+    if data_root is not None:
+        base["data_fingerprint"] = training.data_fingerprint("toy", method, root=data_root).combined
+    base.update(kw)
+    return training.TrainParams(**base)
+
+
+TRAIN_IN_SUBPROCESS = """
+import sys, time, warnings
+from pathlib import Path
+from valuealign import training
+from transformers import TrainerCallback
+tiny, data_root, runs_root, fingerprint, timeout, release = sys.argv[1:7]
+class Slow(TrainerCallback):  # holds the lock (mid-training) until the test has seen the others try
+    def on_step_end(self, args, state, control, **kw):
+        t0 = time.time()
+        while not Path(release).exists() and time.time() - t0 < 300:
+            time.sleep(0.1)
+p = training.TrainParams(model_profile="smollm2-135m", model_path=tiny, method="sft", value_set="toy", seed=0,
+                         quantization="none", lora_r=8, lora_alpha=16, lora_dropout=0.0, learning_rate=5e-3,
+                         max_steps=4, train_batch_size=2, max_length=128, save_steps=2,
+                         data_fingerprint=fingerprint)
+try:
+    res = training.train(p, runs_root=Path(runs_root), data_root=Path(data_root), progress=False,
+                         callbacks=[Slow()], lock_timeout=float(timeout))
+    print("RESULT", res.status, res.global_step)
+except Exception as err:
+    print("ERROR", type(err).__name__, err)
+"""
+
+
+@needs_model
+@pytest.mark.slow
+def test_two_processes_training_one_run_folder(tiny: str, tmp_path: Path) -> None:
+    """Two trainings of one run at once: the second refuses naming the first (or, with a lock
+    timeout, waits and then finds the run done); the run is done, with its adapter, and found."""
+    data_root, runs_root = _on_disk(tmp_path), tmp_path / "runs"
+    p = _params(tiny, data_root)
+    release = tmp_path / "release"
+    args = (tiny, str(data_root), str(runs_root), p.data_fingerprint)
+    first = _start(TRAIN_IN_SUBPROCESS, *args, "0", str(release))
+    lock_file = locks.sibling_lock(runs_root / p.run_id)
+    try:
+        _wait_for_holder(lock_file, first)
+        refused = _start(TRAIN_IN_SUBPROCESS, *args, "0", str(release))
+        waiting = _start(TRAIN_IN_SUBPROCESS, *args, "300", str(release))
+        out_refused = refused.communicate(timeout=300)[0]
+    finally:
+        release.touch()
+    out_waiting, out_first = (proc.communicate(timeout=600)[0] for proc in (waiting, first))
+    assert "RESULT trained 4" in out_first, out_first
+    assert f"ERROR LockHeldError run folder {paths.relative(runs_root / p.run_id)} is locked by pid {first.pid}" \
+        in out_refused, out_refused
+    assert "RESULT skipped 4" in out_waiting, out_waiting
+    run_dir = runs_root / p.run_id
+    assert training.run_status(run_dir) == "finished" and training.has_adapter(run_dir)
+    found, skipped = evaluation.discover_runs(runs_dir=runs_root, data_root=data_root)
+    assert [r.run_id for r in found] == [p.run_id] and skipped.empty
+
+
+def test_a_run_marked_done_without_adapter_is_not_done_and_is_reported(tmp_path: Path) -> None:
+    run_dir = tmp_path / "runs" / "smollm2-135m__kto__united-states__s0__abcdef12"
+    run_dir.mkdir(parents=True)
+    (run_dir / "DONE").write_text("2026-12-01T00:00:00Z\n")
+    (run_dir / "manifest.json").write_text(json.dumps({"parameters": {"method": "kto"}}))
+    assert training.run_status(run_dir) == "broken"
+    with pytest.raises(evaluation.EvaluationError, match=r"marked done .* without a complete adapter.*kto__united-states"):
+        evaluation.discover_runs(runs_dir=tmp_path / "runs")
+    (run_dir / "adapter").mkdir()
+    (run_dir / "adapter" / "adapter_config.json").write_text("{}")  # weights still missing
+    assert training.run_status(run_dir) == "broken"
+
+
+@needs_model
+@pytest.mark.slow
+def test_a_done_run_that_lost_its_adapter_is_completed_again(tiny: str, tmp_path: Path) -> None:
+    data = training.synthetic_alignment_data("sft", n_items=4)
+    p = _params(tiny)
+    first = training.train(p, data, runs_root=tmp_path, progress=False, keep_model=False)
+    (first.run_dir / "adapter" / "adapter_model.safetensors").unlink()
+    with pytest.warns(UserWarning, match="marked done but has no complete adapter"):
+        again = training.train(p, data, runs_root=tmp_path, progress=False, keep_model=False)
+    assert again.status == "resumed" and again.global_step == again.optimizer_steps == 4
+    assert training.run_status(first.run_dir) == "finished"
+
+
+class _Injected(RuntimeError):
+    """The failure a test injects at one phase of a run."""
+
+
+def _adapter_tensors(run_dir: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+
+
+@pytest.fixture(scope="module")
+def reference_run(tiny: str, tmp_path_factory: pytest.TempPathFactory) -> training.RunResult:
+    data = training.synthetic_alignment_data("sft", n_items=4)
+    return training.train(_params(tiny), data, runs_root=tmp_path_factory.mktemp("ref"), progress=False,
+                          eval_rows=4, examples=1, keep_model=False)
+
+
+@needs_model
+@pytest.mark.slow
+@pytest.mark.parametrize("phase", training.PHASES)
+def test_a_failure_after_the_last_checkpoint_resumes_to_the_planned_steps(
+        tiny: str, tmp_path: Path, phase: str, reference_run: training.RunResult) -> None:
+    """A failure at each point between the last checkpoint and DONE (training done, evaluation
+    (an out-of-memory error there), adapter saved, log, examples, manifest written); the re-run
+    ends at exactly 4 steps of 4 with the uninterrupted run's adapter."""
+    data = training.synthetic_alignment_data("sft", n_items=4)
+    p = _params(tiny)
+
+    def fail(at: str) -> None:
+        if at == phase:
+            if phase == "evaluating":
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (injected)")
+            raise _Injected(f"injected at {at}")
+
+    expected = training.TrainingOOMError if phase == "evaluating" else _Injected
+    with pytest.raises(expected):
+        training.train(p, data, runs_root=tmp_path, progress=False, eval_rows=4, examples=1, phase_hook=fail)
+    run_dir = tmp_path / p.run_id
+    assert training.run_status(run_dir) == "unfinished"
+    resumed = training.train(p, data, runs_root=tmp_path, progress=False, eval_rows=4, examples=1)
+    assert resumed.status == "resumed" and resumed.resumed_from == "checkpoint-4"
+    assert resumed.global_step == resumed.optimizer_steps == reference_run.global_step == 4
+    assert list(resumed.log["step"]) == [1, 2, 3, 4]
+    manifest = provenance.read_json(run_dir / "manifest.json")["extra"]
+    assert manifest["global_step"] == manifest["optimizer_steps"] == 4
+    ref, got = _adapter_tensors(reference_run.run_dir), _adapter_tensors(run_dir)
+    assert ref.keys() == got.keys() and all(torch.equal(ref[k], got[k]) for k in ref)
+    assert resumed.metrics["final_loss"] == reference_run.metrics["final_loss"]
+    assert training.run_status(run_dir) == "finished" and not list(run_dir.glob("adapter.tmp*"))
+
+
+KILL_AT_PHASE = """
+import os, signal, sys
+from pathlib import Path
+from valuealign import training
+tiny, runs_root, phase = sys.argv[1:4]
+data = training.synthetic_alignment_data("sft", n_items=4)
+p = training.TrainParams(model_profile="smollm2-135m", model_path=tiny, method="sft", value_set="toy", seed=0,
+                         quantization="none", lora_r=8, lora_alpha=16, lora_dropout=0.0, learning_rate=5e-3,
+                         max_steps=4, train_batch_size=2, max_length=128, save_steps=2)
+def kill(at):
+    if at == phase:
+        os.kill(os.getpid(), signal.SIGKILL)
+training.train(p, data, runs_root=Path(runs_root), progress=False, phase_hook=kill)
+"""
+
+
+@needs_model
+@pytest.mark.slow
+def test_a_process_killed_while_saving_the_adapter_resumes_to_the_planned_steps(tiny: str, tmp_path: Path) -> None:
+    proc = _start(KILL_AT_PHASE, tiny, str(tmp_path), "adapter_saved")
+    proc.communicate(timeout=600)
+    assert proc.returncode == -9
+    p = _params(tiny)
+    assert training.run_status(tmp_path / p.run_id) == "unfinished"
+    resumed = training.train(p, training.synthetic_alignment_data("sft", n_items=4), runs_root=tmp_path,
+                             progress=False, keep_model=False)
+    assert resumed.global_step == resumed.optimizer_steps == 4
