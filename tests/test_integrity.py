@@ -330,3 +330,78 @@ def test_a_process_killed_while_saving_the_adapter_resumes_to_the_planned_steps(
     resumed = training.train(p, training.synthetic_alignment_data("sft", n_items=4), runs_root=tmp_path,
                              progress=False, keep_model=False)
     assert resumed.global_step == resumed.optimizer_steps == 4
+
+
+# ---------------------------------------------------------------- 3. stage 00 writes only on success
+
+
+def _survey_tree(tmp_path: Path) -> Path:
+    """A repository tree for stage 00 (notebooks, configs, reference data linked) whose data/raw
+    holds only a two-group survey described by a YAML codebook (the README's "another survey")."""
+    import numpy as np
+    import pandas as pd
+
+    root = tmp_path / "tree"
+    for rel in ("notebooks", "configs", "data/reference"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).symlink_to(REPO / rel)
+    raw = root / "data" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    pd.DataFrame({"region": rng.choice(["North", "South"], 200), "wt": 1.0,
+                  "pride": rng.choice([1, 2, 3], 200), "trust": rng.choice([1, 2], 200)}).to_csv(
+        raw / "nzavs.csv", index=False)
+    (raw / "nzavs.yaml").write_text(
+        "name: nzavs\nfile: nzavs.csv\ngroup: region\nweight: wt\nmin_respondents: 10\nitems:\n"
+        "  - column: pride\n    question: How proud are you?\n    options: {1: Very, 2: Somewhat, 3: Not}\n"
+        "    ordinal: true\n"
+        "  - column: trust\n    question: Can most people be trusted?\n    options: {1: 'Yes', 2: 'No'}\n")
+    return root
+
+
+def _run_stage00(root: Path, *params: str) -> subprocess.CompletedProcess:
+    args = [sys.executable, "-m", "valuealign.notebooks", "00_survey_data", "--profile",
+            str(REPO / "configs" / "smoke.yaml"), "--out", str(root / "executed"),
+            "-p", "sources", "[codebook]", "-p", "codebook_specs", "[nzavs.yaml]", *params]
+    return subprocess.run(args, env={**_env(), "VALUEALIGN_ROOT": str(root), "MPLBACKEND": "Agg"},
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_stage00_on_a_two_group_codebook_survey_writes_its_outputs_and_figures(tmp_path: Path) -> None:
+    """The README's "another survey" path with two groups used to crash in the example-items
+    figure ("Number of columns must be a positive integer, not 0") after overwriting data/processed."""
+    import pandas as pd
+
+    root = _survey_tree(tmp_path)
+    proc = _run_stage00(root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    processed = root / "data" / "processed"
+    items = pd.read_parquet(processed / "items.parquet")
+    assert sorted(items["item_id"]) == ["nzavs-pride", "nzavs-trust"]
+    assert set(pd.read_parquet(processed / "distributions.parquet")["group"]) == {"North", "South"}
+    for name in ("surveys-coverage", "surveys-example-items"):
+        assert (root / "figures" / f"{name}.pdf").exists(), name
+    manifest = provenance.read_json(processed / "00_survey_data.manifest.json")
+    assert manifest["outputs"]["data/processed/items.parquet"] == provenance.sha256_file(processed / "items.parquet")
+    assert not list(processed.glob(".staging-*"))
+
+
+def test_staged_outputs_touch_nothing_until_commit(tmp_path: Path) -> None:
+    target = tmp_path / "items.parquet"
+    target.write_text("previous run")
+    leftover = tmp_path / ".staging-00_survey_data"
+    leftover.mkdir()
+    (leftover / "0-items.parquet").write_text("from a killed run")
+    staged = provenance.StagedOutputs("00_survey_data", root=tmp_path)
+    assert not (leftover / "0-items.parquet").exists()  # a killed run's leftovers are cleaned up
+    staged.path(target).write_text("new run")
+    assert target.read_text() == "previous run"  # a failure before commit leaves it as it was
+    other = tmp_path / "distributions.parquet"
+    staged.path(other)  # never written: commit refuses and moves nothing
+    with pytest.raises(FileNotFoundError, match="distributions.parquet"):
+        staged.commit()
+    assert target.read_text() == "previous run"
+    staged.path(other).write_text("new")
+    assert staged.commit() == [target, other] and target.read_text() == "new run"
+    assert not leftover.exists()

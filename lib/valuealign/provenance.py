@@ -15,6 +15,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -207,3 +208,47 @@ class Manifest:
         if self.wall_time_s is None:
             self.wall_time_s = round(time.time() - self.started, 3)
         return write_json(self.to_dict(), target)
+
+
+STAGING_PREFIX = ".staging-"
+
+
+class StagedOutputs:
+    """A stage's outputs written to a staging folder and moved into place only when it succeeded.
+
+    Why: a notebook that failed half-way (e.g. in a figure, after its data were written) used to
+    leave its new outputs next to the old manifest, or overwrite good outputs with half of a
+    run. Files are written under ``<root>/.staging-<stage>/`` and :meth:`commit` renames them
+    over their targets (``os.replace``, atomic per file, same file system) at the very end. A
+    staging folder left by a killed run is removed when the stage starts again.
+    """
+
+    def __init__(self, stage: str, root: Path | str | None = None) -> None:
+        self.root = Path(root or paths.PROCESSED)
+        if not paths.SLUG.fullmatch(stage):
+            raise paths.UnsafePathError(f"stage {stage!r} is not a safe name")
+        self.folder = self.root / f"{STAGING_PREFIX}{stage}"
+        shutil.rmtree(self.folder, ignore_errors=True)  # left by a killed run
+        self.folder.mkdir(parents=True)
+        self.targets: dict[Path, Path] = {}
+
+    def path(self, target: Path | str) -> Path:
+        """Where to write ``target`` for now (same name, in the staging folder)."""
+        target = Path(target)
+        staged = self.folder / f"{len(self.targets)}-{target.name}"
+        self.targets[target] = staged
+        return staged
+
+    def commit(self) -> list[Path]:
+        """Move every staged file over its target; returns the targets."""
+        missing = [paths.relative(t) for t, s in self.targets.items() if not s.exists()]
+        if missing:
+            raise FileNotFoundError(f"staged outputs never written: {', '.join(missing)}")
+        for target, staged in self.targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return list(self.targets)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

@@ -946,6 +946,8 @@ def plot_coverage(items: pd.DataFrame, dists: pd.DataFrame, max_groups: int = 40
 
     from valuealign import plotting
 
+    if dists.empty:  # e.g. WVS-7 text only, without microdata: say so instead of an empty heatmap
+        return _note_figure("Coverage", "no answer distributions (no group answered any item)")
     top = dists["group"].value_counts().head(max_groups).index
     present = (dists[dists["group"].isin(top)].assign(v=1)
                .pivot_table(index="item_id", columns="group", values="v", fill_value=0))
@@ -960,13 +962,41 @@ def plot_coverage(items: pd.DataFrame, dists: pd.DataFrame, max_groups: int = 40
     return fig
 
 
-def plot_example_items(items: pd.DataFrame, dists: pd.DataFrame, item_ids: Sequence[str],
-                       max_groups: int = 4) -> Any:
-    """Bar charts of a few items' answer distributions in several groups."""
+def _note_figure(title: str, note: str) -> Any:
+    """A one-panel figure that states why there is nothing to plot (small or empty inputs)."""
     import matplotlib.pyplot as plt
 
     from valuealign import plotting
 
+    fig, ax = plt.subplots(figsize=plotting.figsize(1.0, 0.2))
+    ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=8, transform=ax.transAxes)
+    ax.set_title(title)
+    ax.set_axis_off()
+    return fig
+
+
+def example_item_ids(items: pd.DataFrame, dists: pd.DataFrame, n: int = 3, min_groups: int = 4) -> list[str]:
+    """Up to ``n`` items (one per section first) answered by at least ``min_groups`` groups, or by
+    as many groups as any item has when no item reaches that (a survey with two groups)."""
+    if dists.empty or n <= 0:
+        return []
+    answered = dists.groupby("item_id")["group"].nunique()
+    need = min(min_groups, int(answered.max()))
+    candidates = items[items["item_id"].isin(answered[answered >= need].index)].sort_values("item_id")
+    first = candidates.groupby("section", dropna=False).head(1)["item_id"].tolist()
+    rest = [i for i in candidates["item_id"] if i not in first]
+    return (first + rest)[:n]
+
+
+def plot_example_items(items: pd.DataFrame, dists: pd.DataFrame, item_ids: Sequence[str],
+                       max_groups: int = 4) -> Any:
+    """Bar charts of a few items' answer distributions in several groups (a note when none)."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    if not len(item_ids):
+        return _note_figure("Example items", "no item has an answer distribution to show")
     fig, axes = plt.subplots(1, len(item_ids), figsize=plotting.figsize(1.0, 0.42), squeeze=False)
     for ax, item_id in zip(axes[0], item_ids, strict=True):
         it = items.set_index("item_id").loc[item_id]
