@@ -405,3 +405,20 @@ def test_staged_outputs_touch_nothing_until_commit(tmp_path: Path) -> None:
     staged.path(other).write_text("new")
     assert staged.commit() == [target, other] and target.read_text() == "new run"
     assert not leftover.exists()
+
+
+# ---------------------------------------------------------------- 4. caches out of stage 02's outputs
+
+
+@needs_model
+@pytest.mark.slow
+def test_training_leaves_stage02_outputs_and_their_hash_unchanged(tiny: str, tmp_path: Path) -> None:
+    data_root = _on_disk(tmp_path)
+    before = provenance.sha256_tree(data_root)
+    files_before = sorted(p.relative_to(data_root) for p in data_root.rglob("*"))
+    p = _params(tiny, data_root)
+    res = training.train(p, runs_root=tmp_path / "runs", data_root=data_root, progress=False,
+                         eval_rows=2, examples=1, keep_model=False)
+    assert res.global_step == 4
+    assert sorted(p.relative_to(data_root) for p in data_root.rglob("*")) == files_before
+    assert provenance.sha256_tree(data_root) == before

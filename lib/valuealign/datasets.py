@@ -1318,7 +1318,7 @@ def load_dataset_dict(value_set: str, method: str, root: Path | None = None) -> 
     if not path.exists():
         have = sorted(p.name for p in Path(root or paths.ALIGNMENT).glob("*") if p.is_dir())
         raise DatasetBuildError(f"{paths.relative(path)} not found (value sets written: {', '.join(have)})")
-    return load_from_disk(str(path))
+    return load_from_disk(str(path), keep_in_memory=True)  # no cache files in 02's outputs
 
 
 # ------------------------------------------------------------------ figures and summaries

@@ -486,7 +486,9 @@ def load_alignment_dataset(value_set: str, method: str, data_source: str = "surv
             hint = ("no alignment data yet: run notebook 02 (make all)" if not have
                     else f"value sets with data: {', '.join(have)}")
         raise TrainingError(f"no {method} data for value set {value_set!r} at {paths.relative(folder)} ({hint})")
-    ds = load_from_disk(str(folder))
+    # in memory: ``datasets`` would otherwise write its cache-*.arrow files of every map/filter
+    # (trl's tokenisation) into notebook 02's output folder and change its recorded hash
+    ds = load_from_disk(str(folder), keep_in_memory=True)
     if "train" not in ds:
         raise DatasetFormatError(f"{paths.relative(folder)}: no 'train' split (splits: {', '.join(ds)})")
     check_columns(ds, method, where=paths.relative(folder))
