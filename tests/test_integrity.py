@@ -422,3 +422,64 @@ def test_training_leaves_stage02_outputs_and_their_hash_unchanged(tiny: str, tmp
     assert res.global_step == 4
     assert sorted(p.relative_to(data_root) for p in data_root.rglob("*")) == files_before
     assert provenance.sha256_tree(data_root) == before
+
+
+# ---------------------------------------------------------------- 5. parameters
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ([-5, 10], r"'taxonomy_sweep_sizes' element 0 \(-5\) is out of range \[2, 10000\]"),
+    ([5, 10**9], r"'taxonomy_sweep_sizes' element 1 \(1000000000\) is out of range \[2, 10000\]"),
+    ([5, "1e9"], r"'taxonomy_sweep_sizes' element 1 \('1e9'\) must be an integer \(YAML reads 1e9 as text"),
+    ([5, True], r"'taxonomy_sweep_sizes' element 1 \(True\) must be an integer"),
+])
+def test_list_elements_are_checked_against_the_declared_type_and_range(values: list, message: str) -> None:
+    with pytest.raises(notebooks.config.ConfigError, match=message):
+        notebooks.config.parameters_for("01_value_taxonomy", {"taxonomy_sweep_sizes": values})
+    ok = notebooks.config.parameters_for("01_value_taxonomy", {"taxonomy_sweep_sizes": [2, 10000]})
+    assert ok == {"taxonomy_sweep_sizes": [2, 10000]}
+
+
+def test_a_profile_that_sets_a_key_twice_is_refused(tmp_path: Path) -> None:
+    profile = tmp_path / "twice.yaml"
+    profile.write_text("seed: 0\nmax_steps: 8\nlora_r: 8\nmax_steps: 800\n")
+    with pytest.raises(notebooks.config.ConfigError, match=r"twice.yaml: .*duplicate key 'max_steps' "
+                                                            r"\(first on line 2, again on line 4\)"):
+        notebooks.config.load_profile(profile)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("[1, 2", r"^error: -p taxonomy_sweep_sizes '\[1, 2': not a valid YAML value \("),
+    ("{a: 1, a: 2}", r"^error: -p taxonomy_sweep_sizes '\{a: 1, a: 2\}': not a valid YAML value \(.*duplicate key 'a'"),
+    ("[-5, 1e9]", r"^error: .*'taxonomy_sweep_sizes' element 0 \(-5\) is out of range"),
+])
+def test_a_bad_dash_p_value_is_one_clear_line(tmp_path: Path, value: str, message: str, capsys) -> None:
+    rc = notebooks.main(["01_value_taxonomy", "--out", str(tmp_path), "-p", "taxonomy_sweep_sizes", value])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert __import__("re").search(message, err), err
+
+
+# ---------------------------------------------------------------- 7. hygiene: failure summary
+
+
+def test_the_failure_summary_keeps_the_line_with_the_real_error(tmp_path: Path, capsys) -> None:
+    """A long traceback (a deep call stack) used to be cut at 2000 characters from its start."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("depth = 40  # stack depth [1, 100]"),
+                nbformat.v4.new_code_cell("def f(n):\n    if n == 0:\n        raise ValueError('column x of "
+                                          "data.csv: the real error')\n    return f(n - 1)\nf(depth)")]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "99_deep_failure.ipynb"
+    nbformat.write(nb, path)
+    profile = tmp_path / "empty.yaml"
+    profile.write_text("{}\n")
+    rc = notebooks.main([str(path), "--out", str(tmp_path / "out"), "--profile", str(profile)])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.splitlines()[0] == ("error: notebook " + str(path) + " failed: ValueError: column x of data.csv: "
+                                   "the real error (in cell [2])")
+    assert err.rstrip().endswith("ValueError: column x of data.csv: the real error")

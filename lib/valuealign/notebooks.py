@@ -92,6 +92,26 @@ def execute(
     return target
 
 
+def failure_summary(err: BaseException, limit: int = 2000) -> str:
+    """One line naming the real error (exception type and message), then the end of the traceback.
+
+    Why: papermill's error text is the whole cell traceback, and cutting it at ``limit``
+    characters from the start used to drop its last line, the one that says what went wrong.
+    """
+    import re
+
+    ename = getattr(err, "ename", None) or type(err).__name__
+    evalue = str(getattr(err, "evalue", None) if getattr(err, "ename", None) else err)
+    cell = getattr(err, "exec_count", None)
+    head = f"{ename}: {evalue}" + (f" (in cell [{cell}])" if cell is not None else "")
+    if not getattr(err, "traceback", None):
+        return head[:limit]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(err.traceback))  # ANSI colours of IPython
+    room = max(0, limit - len(head) - 40)
+    tail = plain[-room:] if room else ""
+    return f"{head}\n--- end of the traceback ---\n{tail}" if tail else head
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("notebook", help="notebook name (e.g. 00_survey_data) or path")
@@ -108,7 +128,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.lock_timeout is not None:  # the kernel inherits it (run folders locked by training)
         os.environ[locks.TIMEOUT_ENV] = str(args.lock_timeout)
-    overrides = {k: yaml.safe_load(v) for k, v in args.param}
+    overrides = {}
+    for key, text in args.param:
+        try:
+            overrides[key] = config.safe_load_unique(text)
+        except yaml.YAMLError as err:
+            reason = " ".join(str(getattr(err, "problem", None) or err).split())
+            print(f"error: -p {key} {text!r}: not a valid YAML value ({reason}); quote strings, "
+                  "write lists as [a, b]", file=sys.stderr)
+            return 2
     out = args.out or paths.EXECUTED / args.profile.stem
     try:
         execute(args.notebook, out, overrides, profile=args.profile)
@@ -119,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: notebook {args.notebook} not run: {err}", file=sys.stderr)
         return 3
     except Exception as err:  # papermill's PapermillExecutionError carries the cell's traceback
-        print(f"error: notebook {args.notebook} failed: {type(err).__name__}: {str(err)[:2000]}",
-              file=sys.stderr)
+        print(f"error: notebook {args.notebook} failed: {failure_summary(err)}", file=sys.stderr)
         return 1
     if args.stamp:
         args.stamp.parent.mkdir(parents=True, exist_ok=True)
