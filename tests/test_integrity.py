@@ -483,3 +483,68 @@ def test_the_failure_summary_keeps_the_line_with_the_real_error(tmp_path: Path, 
     assert err.splitlines()[0] == ("error: notebook " + str(path) + " failed: ValueError: column x of data.csv: "
                                    "the real error (in cell [2])")
     assert err.rstrip().endswith("ValueError: column x of data.csv: the real error")
+
+
+# ---------------------------------------------------------------- 6. codebook YAML validation
+
+CODEBOOK = """name: nzavs
+file: nzavs.csv
+group: region
+weight: wt
+min_respondents: 5
+items:
+  - column: pride
+    question: How proud are you?
+    options: {1: Very, 2: Somewhat, 3: Not}
+    ordinal: true
+"""
+
+
+def _codebook(tmp_path: Path, text: str, weights: list[float] | None = None) -> Path:
+    import pandas as pd
+
+    n = 40
+    pd.DataFrame({"region": ["North", "South"] * (n // 2), "wt": weights or [1.0] * n,
+                  "pride": [1, 2, 3, 1] * (n // 4)}).to_csv(tmp_path / "nzavs.csv", index=False)
+    (tmp_path / "nzavs.yaml").write_text(text)
+    return tmp_path / "nzavs.yaml"
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [
+    ("{1: Very, 2: Somewhat, 3: Not}", "{yes: Very, 2: Somewhat, 3: Not}", r"items\[0\] \(pride\): key 'options': code True is not a number"),
+    ("{1: Very, 2: Somewhat, 3: Not}", "{1: Very, 2: Somewhat, 3: }", r"items\[0\] \(pride\): key 'options': code 3 has no label"),
+    ("{1: Very, 2: Somewhat, 3: Not}", "{1: 'Yes', 2: No, 3: Not}", r"key 'options': code 2 has no label \(False\)"),
+    ("{1: Very, 2: Somewhat, 3: Not}", "{1: Very, 2: Very, 3: Not}", r"key 'options': label\(s\) Very given twice"),
+    ("{1: Very, 2: Somewhat, 3: Not}", "{1: Very}", r"key 'options' must map at least two numeric codes"),
+    ("ordinal: true", "ordinal: maybe", r"items\[0\] \(pride\): key 'ordinal' must be true or false, got 'maybe'"),
+    ("question: How proud are you?", "question: ''", r"key 'question' must be a non-empty string"),
+    ("weight: wt", "weight: 3", r"key 'weight' must be a non-empty string \(or left out\), got 3"),
+    ("min_respondents: 5", "min_respondents: 0", r"key 'min_respondents' must be an integer >= 1, got 0"),
+    ("min_respondents: 5", "min_respondents: 5\nweigth: wt", r"unknown key\(s\) weigth"),
+    ("name: nzavs", "name: ../escape", r"key 'name' '../escape' must be a slug"),
+])
+def test_bad_codebook_values_are_refused_naming_file_and_key(tmp_path: Path, old: str, new: str,
+                                                             message: str) -> None:
+    from valuealign import surveys
+
+    path = _codebook(tmp_path, CODEBOOK.replace(old, new))
+    with pytest.raises(surveys.SurveyDataError, match=r"nzavs.yaml: .*" + message):
+        surveys.load_codebook_survey(path)
+
+
+def test_zero_weights_never_make_groups_vanish_silently(tmp_path: Path) -> None:
+    from valuealign import surveys
+
+    path = _codebook(tmp_path, CODEBOOK, weights=[0.0] * 40)
+    with pytest.raises(surveys.SurveyDataError, match=r"nzavs.csv: column 'wt': every weight is 0"):
+        surveys.load_codebook_survey(path, on_invalid="drop")
+    south_zero = [1.0, 0.0] * 20  # one group's weights all 0: recorded, and an error in strict mode
+    path = _codebook(tmp_path, CODEBOOK, weights=south_zero)
+    data = surveys.load_codebook_survey(path, on_invalid="drop")
+    assert set(data.distributions["group"]) == {"North"}
+    row = data.dropped[data.dropped["row"] == "group South"].iloc[0]
+    assert row["column"] == "wt" and "all have weight 0" in row["reason"]
+    with pytest.raises(surveys.SurveyDataError, match=r"group South, column 'wt'.*all have weight 0"):
+        surveys.load_codebook_survey(path, on_invalid="raise")
+    ok = surveys.load_codebook_survey(_codebook(tmp_path, CODEBOOK))
+    assert set(ok.distributions["group"]) == {"North", "South"}
