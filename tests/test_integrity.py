@@ -548,3 +548,61 @@ def test_zero_weights_never_make_groups_vanish_silently(tmp_path: Path) -> None:
         surveys.load_codebook_survey(path, on_invalid="raise")
     ok = surveys.load_codebook_survey(_codebook(tmp_path, CODEBOOK))
     assert set(ok.distributions["group"]) == {"North", "South"}
+
+
+# ---------------------------------------------------------------- 8. seed export from a run
+
+
+def _synthetic_run(runs: Path, run_id: str = "smollm2-135m__sft__toy__s0__0123abcd") -> Path:
+    run = runs / run_id
+    run.mkdir(parents=True)
+    (run / "examples.json").write_text(json.dumps([
+        {"item_id": "goqa-1", "question": "Here is a question from an opinion survey:\nShould cities build "
+         "more housing?\n\nPossible answers:\nA. Yes, much more\nB. No\n\nGive just the letter of your answer "
+         "(A or B).", "target": "A", "before": "B. No", "after": "A. Yes, much more"},
+        {"item_id": "goqa-2", "question": "Here is a question from an opinion survey:\nIs voting a duty?\n\n"
+         "Possible answers:\nA. A duty\nB. A choice\n\nGive just the letter of your answer (A or B).",
+         "target": "B", "before": "A", "after": "B"},
+    ]))
+    (run / "DONE").write_text("x\n")
+    return run
+
+
+def test_seed_export_resolves_a_run_id_and_reads_its_examples(tmp_path: Path, monkeypatch, capsys) -> None:
+    import pandas as pd
+
+    from valuealign import consultation
+
+    runs = tmp_path / "runs"
+    run = _synthetic_run(runs)
+    monkeypatch.setattr(paths, "RUNS", runs)
+    out = tmp_path / "seeds.csv"
+    assert consultation.main(["seed", "--run", run.name, "--out", str(out)]) == 0, capsys.readouterr().err
+    assert list(pd.read_csv(out)["comment_text"]) == ["Should cities build more housing? - Yes, much more",
+                                                      "Is voting a duty? - A choice"]
+    sources = pd.read_csv(out.with_name("seeds.sources.csv"))
+    assert list(sources["source"]) == [f"{paths.relative(run / 'examples.json')}#goqa-1",
+                                       f"{paths.relative(run / 'examples.json')}#goqa-2"]
+    assert consultation.main(["seed", "--run", str(run), "--out", str(out), "--column", "before"]) == 0
+    assert list(pd.read_csv(out)["comment_text"]) == ["Should cities build more housing? - No",
+                                                      "Is voting a duty? - A duty"]
+    assert consultation.main(["seed", "--run", run.name[:-2] + "xx", "--out", str(out)]) == 2
+    assert "not found: neither a folder nor a run id under" in capsys.readouterr().err
+
+
+@pytest.mark.pipeline
+def test_seed_export_works_on_a_run_made_by_the_pipeline(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from conftest import require_artefact
+
+    require_artefact(paths.RUNS / "03_finetune.manifest.json")
+    done = sorted(d.name for d in paths.RUNS.iterdir() if training.run_status(d) == "finished"
+                  and (d / "examples.json").exists())
+    assert done, "no finished run with examples.json under runs/"
+    out = tmp_path / "seeds.csv"
+    proc = subprocess.run([sys.executable, "-m", "valuealign.consultation", "seed", "--run", done[0],
+                           "--out", str(out)], env=_env(), capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    seeds = pd.read_csv(out)["comment_text"]
+    assert len(seeds) >= 1 and seeds.str.contains(" - ").all()
