@@ -606,3 +606,100 @@ def test_seed_export_works_on_a_run_made_by_the_pipeline(tmp_path: Path) -> None
     assert proc.returncode == 0, proc.stderr
     seeds = pd.read_csv(out)["comment_text"]
     assert len(seeds) >= 1 and seeds.str.contains(" - ").all()
+
+
+# ---------------------------------------------------------------- 7. hygiene
+
+KILLED_WRITER = """
+import os, signal, sys
+from pathlib import Path
+from valuealign import provenance
+with provenance.atomic_path(Path(sys.argv[1])) as tmp:
+    tmp.write_text("half written")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_temporaries_left_by_a_kill_are_removed_by_the_next_write(tmp_path: Path) -> None:
+    target = tmp_path / "items.parquet"
+    proc = _start(KILLED_WRITER, str(target))
+    proc.communicate(timeout=120)
+    assert proc.returncode == -9
+    left = [p for p in tmp_path.iterdir() if p.name.startswith(".items.parquet.")]
+    assert len(left) == 1 and not target.exists()
+    live = tmp_path / (provenance.temp_prefix(target) + "mine.tmp")  # this (live) process's: kept
+    live.write_text("in use")
+    provenance.write_text("whole", target)
+    assert target.read_text() == "whole" and not left[0].exists() and live.exists()
+
+
+def test_stage_folders_get_normal_permissions_and_lose_a_killed_runs_leftovers(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        target = tmp_path / "alignment"
+        dead = _start("pass")
+        dead.communicate(timeout=60)
+        stale = tmp_path / (provenance.temp_prefix(target).replace(f".{os.getpid()}.", f".{dead.pid}.") + "x")
+        stale.mkdir()
+        tmp = provenance.make_temp_dir(target)
+        assert (tmp.stat().st_mode & 0o777) == 0o755  # tempfile.mkdtemp alone makes 0700
+        assert not stale.exists()
+    finally:
+        os.umask(old_umask)
+
+
+@pytest.mark.pipeline
+def test_the_alignment_folder_is_readable_by_the_group() -> None:
+    from conftest import require_artefact
+
+    folder = require_artefact(paths.ALIGNMENT)
+    assert folder.stat().st_mode & 0o050 == 0o050, oct(folder.stat().st_mode)
+
+
+def _polis_export(folder: Path, voters: list[int]) -> Path:
+    folder.mkdir(parents=True)
+    header = "timestamp,datetime,comment-id,author-id,agrees,disagrees,moderated,comment-body"
+    votes = [(1000 + 3 * p + c, c, p, 1 if (p + c) % 2 else -1) for p in voters for c in range(3)]
+    rows = [f'0,x,{c},0,{sum(v[3] == 1 for v in votes if v[1] == c)},'
+            f'{sum(v[3] == -1 for v in votes if v[1] == c)},1,"Statement {c}"' for c in range(3)]
+    (folder / "comments.csv").write_text("\n".join([header, *rows]) + "\n")
+    (folder / "votes.csv").write_text("\n".join(["timestamp,datetime,comment-id,voter-id,vote"]
+                                                + [f"{t},x,{c},{p},{v}" for t, c, p, v in votes]) + "\n")
+    (folder / "summary.csv").write_text("topic,Test topic\n")
+    return folder
+
+
+def test_a_one_participant_conversation_fails_consultation_check(tmp_path: Path, capsys) -> None:
+    from valuealign import consultation
+
+    one = _polis_export(tmp_path / "one", [7])
+    assert consultation.main(["check", str(one)]) == 2
+    assert "1 participant(s) with votes: opinion groups and consensus need at least 2" in capsys.readouterr().err
+    assert consultation.main(["check", str(_polis_export(tmp_path / "two", [7, 8]))]) == 0
+
+
+@pytest.mark.parametrize(("shares", "reason"), [
+    ([True, False], "shares must be numbers, got True (bool)"),
+    (["0.5", "0.5"], "shares must be numbers, got '0.5' (str)"),
+    ([0.5, None], "shares must be numbers, got None (NoneType)"),
+])
+def test_boolean_or_string_shares_are_refused(shares: list, reason: str) -> None:
+    from valuealign import surveys
+
+    assert surveys.validate_shares(shares, 2, 0.02) == (None, reason)
+    ok, why = surveys.validate_shares([0.25, 0.75], 2, 0.02)
+    assert why == "" and list(ok) == [0.25, 0.75]
+
+
+@pytest.mark.parametrize("group", ["", "  ", None])
+def test_empty_group_names_are_refused(group) -> None:
+    import pandas as pd
+
+    from valuealign import surveys
+
+    items = pd.DataFrame([{c: None for c in surveys.ITEM_COLUMNS}]).assign(item_id="i1", options=[["a", "b"]])
+    dists = pd.DataFrame([{c: None for c in surveys.DIST_COLUMNS}]).assign(item_id="i1", group=group,
+                                                                            shares=[[0.5, 0.5]])
+    with pytest.raises(surveys.SurveyDataError, match="item 'i1' has a row with an empty group name"):
+        surveys.check_schema(items, dists)
+    surveys.check_schema(items, dists.assign(group="Germany"))

@@ -1328,8 +1328,27 @@ def _cli_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+MIN_PARTICIPANTS = 2  # opinion groups, consensus and preference pairs compare participants
+MIN_STATEMENTS = 2
+
+
+def usability_problems(conv: Conversation) -> list[str]:
+    """Why a conversation cannot be used as consultation data (empty when it can)."""
+    problems = []
+    if conv.n_participants < MIN_PARTICIPANTS:
+        problems.append(f"{conv.n_participants} participant(s) with votes: opinion groups and consensus need "
+                        f"at least {MIN_PARTICIPANTS}")
+    if conv.matrix.shape[1] < MIN_STATEMENTS:
+        problems.append(f"{conv.matrix.shape[1]} statement(s) with votes: at least {MIN_STATEMENTS} are needed")
+    return problems
+
+
 def _cli_check(args: argparse.Namespace) -> int:
     conv = load_conversation(args.conversation, unknown_comments=args.unknown_comments)
+    problems = usability_problems(conv)
+    if problems:
+        print(f"error: {conv.name} ({conv.source}) cannot be used: " + "; ".join(problems), file=sys.stderr)
+        return 2
     print(f"{conv.name}: {conv.n_participants} participants x {conv.matrix.shape[1]} statements "
           f"(votes from {conv.source})")
     with pd.option_context("display.width", 200, "display.max_colwidth", 120):

@@ -15,7 +15,9 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -36,22 +38,79 @@ TRACKED_PACKAGES = (
 )
 
 
+def temp_prefix(target: Path | str) -> str:
+    """Prefix of this process's temporaries of ``target``: ``.<name>.<host>.<pid>.``.
+
+    Why host and pid: a temporary that a killed process left behind is recognised by the next
+    writer of the same target (:func:`remove_stale_temps`) without touching a live one."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+    return f".{Path(target).name}.{host}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(target: Path | str) -> list[Path]:
+    """Remove temporaries of ``target`` (files or folders) left by a killed process of this host."""
+    target = Path(target)
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.{re.escape(host)}\.(\d+)\.")
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for p in target.parent.iterdir():
+        m = pattern.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(target: Path | str) -> Path:
+    """A fresh temporary folder next to ``target`` with the permissions of a normal folder.
+
+    ``tempfile.mkdtemp`` makes it owner-only (0700), and renamed over ``target`` it used to
+    leave e.g. data/processed/alignment/ unreadable to the group; stale ones are removed first."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it over ``target`` on success.
 
-    On any exception the temporary file is removed and ``target`` is left untouched.
+    On any exception the temporary file is removed and ``target`` is left untouched; one
+    left by a killed process is removed by the next write of the same target.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent
+        prefix=temp_prefix(target), suffix=suffix or ".tmp", dir=target.parent
     )
     os.close(fd)
     tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; artefacts are ordinary files
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artefacts are ordinary files
     try:
         yield tmp_path
         if tmp_path.is_dir():

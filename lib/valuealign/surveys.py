@@ -379,6 +379,9 @@ def validate_shares(shares: Sequence[Any], n_options: int, tol: float) -> tuple[
     """(normalised shares, "") or (None, reason)."""
     if len(shares) != n_options:
         return None, f"{len(shares)} shares but {n_options} options"
+    not_numbers = [v for v in shares if v is None or isinstance(v, bool | str | bytes)]
+    if not_numbers:  # float(True) is 1.0 and float("0.5") is 0.5: neither is a share
+        return None, f"shares must be numbers, got {not_numbers[0]!r} ({type(not_numbers[0]).__name__})"
     try:
         arr = np.asarray([float(s) for s in shares], dtype=float)
     except (TypeError, ValueError):
@@ -945,6 +948,13 @@ def check_schema(items: pd.DataFrame, dists: pd.DataFrame, tol: float = 1e-6) ->
     for row in dists.itertuples(index=False):
         if row.item_id not in n_opts:
             raise SurveyDataError(f"distributions: item {row.item_id!r} has no row in items")
+        if not isinstance(row.group, str) or not row.group.strip():
+            raise SurveyDataError(f"distributions: item {row.item_id!r} has a row with an empty group name "
+                                  f"({row.group!r})")
+        wrong = [v for v in row.shares if isinstance(v, bool | str | bytes) or v is None]
+        if wrong:
+            raise SurveyDataError(f"distributions: item {row.item_id!r} group {row.group!r}: shares must be "
+                                  f"numbers, got {wrong[0]!r}")
         if len(row.shares) != n_opts[row.item_id]:
             raise SurveyDataError(
                 f"distributions: item {row.item_id!r} group {row.group!r}: "
