@@ -24,11 +24,12 @@ PER_RUN_STAGES = ("03_finetune", "04_evaluate")
 LOCKS_DIR = ".locks"  # under the repository root (git-ignored): one lock file per shared stage
 
 
-def stage_locks(src: Path, out_dir: Path) -> list[tuple[Path, str]]:
-    """The locks a notebook run holds: its executed copy in ``out_dir`` and, for stages that
-    write shared outputs (data/processed, figures), the stage itself (two profiles, one tree)."""
+def stage_locks(src: Path, out_dir: Path, stage: bool = True) -> list[tuple[Path, str]]:
+    """The locks a notebook run holds: its executed copy in ``out_dir`` and, with ``stage`` (a
+    pipeline run, ``make all``), for stages that write shared outputs (data/processed, figures)
+    the stage itself (two profiles, one tree). Sweep cells lock their own folder instead."""
     held = [(out_dir / f".{src.stem}.lock", f"notebook {src.stem} -> {paths.relative(out_dir)}")]
-    if src.stem not in PER_RUN_STAGES:
+    if stage and src.stem not in PER_RUN_STAGES:
         held.append((paths.ROOT / LOCKS_DIR / f"{src.stem}.lock", f"stage {src.stem} (its outputs)"))
     return held
 
@@ -53,11 +54,13 @@ def execute(
     html: bool = True,
     log_output: bool = False,
     lock_timeout: float | None = None,
+    stage_lock: bool = False,
 ) -> Path:
     """Run one notebook into ``out_dir/<name>.ipynb`` (+ ``.html``); return the executed path.
 
     A failing notebook is still written (papermill keeps the failing cell and its traceback)
-    and the error is re-raised. While it runs, the notebook holds :func:`stage_locks`
+    and the error is re-raised. While it runs, the notebook holds :func:`stage_locks` (the
+    stage's own lock only with ``stage_lock``, as the command line, i.e. ``make all``, asks)
     (``lock_timeout`` seconds to wait for another process holding one; None: the
     ``$VALUEALIGN_LOCK_TIMEOUT`` default); a lock held elsewhere is a ``LockHeldError``
     naming the holder, raised before anything is written.
@@ -74,7 +77,7 @@ def execute(
     tmp = out_dir / f".{src.stem}.running.ipynb"
     t0 = time.time()
     with contextlib.ExitStack() as held:
-        for lock_file, what in stage_locks(src, out_dir):
+        for lock_file, what in stage_locks(src, out_dir, stage=stage_lock):
             held.enter_context(locks.hold(lock_file, what, lock_timeout))
         os.environ["VALUEALIGN_NOTEBOOK"] = src.stem
         try:
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     out = args.out or paths.EXECUTED / args.profile.stem
     try:
-        execute(args.notebook, out, overrides, profile=args.profile)
+        execute(args.notebook, out, overrides, profile=args.profile, stage_lock=True)
     except config.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
