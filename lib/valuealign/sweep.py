@@ -576,7 +576,7 @@ def _expected_runs(notebook: Path, params: Mapping[str, Any], layout: Layout) ->
                     str(full.get("data_source", "survey")))).run_id
             except Exception:  # noqa: BLE001 - not a training notebook after all
                 return []
-            if (layout.runs / rid / "DONE").exists():
+            if training.run_status(layout.runs / rid) == "finished":  # DONE *and* its adapter
                 ids.append(rid)
     return ids
 
