@@ -8,7 +8,14 @@ hyperparameters) lives in ``runs/<run_id>/``:
 - ``train_log.csv`` one row per logged optimizer step (loss; rewards/margins/KL for DPO/KTO)
 - ``manifest.json`` ``provenance.Manifest`` of the run
 - ``checkpoints/`` Trainer checkpoints (adapter + optimizer + scheduler + RNG state)
-- ``DONE``         written last; a run folder without it is unfinished
+- ``DONE``         written last, only once the adapter is on disk; a run folder without it is
+  unfinished, and one with it but without its adapter is ``broken`` (not done: completed again)
+
+The run folder is locked (``valuealign.locks``) while a process trains it, so two notebooks or
+sweeps never write one run at once; the second refuses naming the holder, or waits. A run killed
+after its last checkpoint (while saving the adapter, writing examples, evaluating) resumes from
+that checkpoint without training again when it was saved at the planned step count, so the
+run ends at exactly the planned number of optimizer steps.
 
 Why the run id is a hash of the parameters *and of the training data*: a grid of runs can be
 re-launched blindly; a finished run is found and skipped, an interrupted one (killed job, out of
