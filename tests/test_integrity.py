@@ -717,3 +717,21 @@ def test_every_run_the_pipeline_marked_done_has_its_adapter_and_is_evaluated() -
     for manifest in paths.RUNS.glob("_baselines/eval/*/manifest.json"):  # no evaluation left one out for it
         skipped = provenance.read_json(manifest).get("extra", {}).get("skipped_runs", [])
         assert not [s for s in skipped if "adapter" in s.get("reason", "")], (manifest, skipped)
+
+
+@pytest.mark.slow
+def test_two_runs_of_one_stage_at_once_the_second_refuses_naming_the_first(tmp_path: Path) -> None:
+    """As two `make all` in one checkout: the same notebook under the same profile, at once."""
+    root = _survey_tree(tmp_path)
+    args = [sys.executable, "-m", "valuealign.notebooks", "00_survey_data", "--profile",
+            str(REPO / "configs" / "smoke.yaml"), "--out", str(root / "executed"),
+            "-p", "sources", "[codebook]", "-p", "codebook_specs", "[nzavs.yaml]"]
+    env = {**_env(), "VALUEALIGN_ROOT": str(root), "MPLBACKEND": "Agg"}
+    first = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_holder(root / "executed" / ".00_survey_data.lock", first)
+    second = subprocess.run(args, env=env, capture_output=True, text=True, timeout=600)
+    out_first, err_first = first.communicate(timeout=600)
+    assert first.returncode == 0, err_first[-3000:]
+    assert second.returncode == 3
+    assert f"is locked by pid {first.pid} on " in second.stderr and "valuealign.notebooks" in second.stderr
+    assert (root / "data" / "processed" / "items.parquet").exists()

@@ -49,10 +49,21 @@ def default_timeout() -> float:
     return value
 
 
+def command_line() -> str:
+    """This process's command as typed (``python -m valuealign.notebooks ...``, from
+    /proc/self/cmdline on Linux; ``sys.argv`` elsewhere, which shows a module's file instead)."""
+    try:
+        words = Path("/proc/self/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
+        if words and words[0]:
+            return shlex.join(w.decode(errors="replace") for w in words)
+    except OSError:
+        pass
+    return shlex.join(sys.argv) if sys.argv and sys.argv[0] else sys.executable
+
+
 def holder_info() -> dict[str, Any]:
     """Who this process is, as written into a lock file it holds."""
-    return {"pid": os.getpid(), "host": socket.gethostname(),
-            "command": shlex.join(sys.argv) if sys.argv and sys.argv[0] else sys.executable,
+    return {"pid": os.getpid(), "host": socket.gethostname(), "command": command_line(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
