@@ -370,7 +370,8 @@ def test_seed_cli_and_check_cli(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert pd.read_csv(out).comment_text.tolist() == ["Forests matter.", "Tax land."]
     assert C.main(["check", str(tmp_path / "nowhere")]) == 2
     assert "not found" in capsys.readouterr().err
-    d = write_export(tmp_path / "c", [(0, 1, "a")], [(1, 0, 5, 1), (2, 0, 5, -1)])
+    d = write_export(tmp_path / "c", [(0, 1, "a"), (1, 1, "b")],  # >= 2 participants and statements
+                     [(1, 0, 5, 1), (2, 0, 5, -1), (3, 1, 5, 1), (4, 0, 6, 1), (5, 1, 6, -1)])
     assert C.main(["check", str(d)]) == 0
     assert "duplicate_votes_latest_wins" in capsys.readouterr().out
 

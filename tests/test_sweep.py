@@ -324,4 +324,8 @@ def test_run_ids_of_the_finetune_notebook_follow_training(tmp_path: Path) -> Non
     assert sweep._expected_runs(nb, params, layout) == []  # not finished: not a run of the cell
     (tmp_path / "runs" / rid).mkdir(parents=True)
     (tmp_path / "runs" / rid / "DONE").write_text("x")
+    assert sweep._expected_runs(nb, params, layout) == []  # marked done without its adapter: not done
+    (tmp_path / "runs" / rid / "adapter").mkdir()
+    for name in training.ADAPTER_FILES:
+        (tmp_path / "runs" / rid / "adapter" / name).write_text("{}")
     assert sweep._expected_runs(nb, params, layout) == [rid]

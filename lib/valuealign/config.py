@@ -132,12 +132,35 @@ def all_notebook_parameters(notebooks_dir: Path = paths.NOTEBOOKS) -> dict[str, 
     return {p.stem: notebook_parameters(p) for p in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb"))}
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML itself would let
+    the last one win silently, so a profile could set a parameter twice and use the second)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]}, again on line {line})",
+                    key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_load_unique(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys (:class:`_UniqueKeyLoader`)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     """A YAML file that must hold a mapping (profiles, grid files); errors name the file.
 
-    ``safe_load`` only: a config file never constructs Python objects."""
+    Safe loading only (a config file never constructs Python objects), and a key given twice
+    is an error naming it and both lines."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = safe_load_unique(path.read_text(encoding="utf-8")) or {}
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: {what} is not UTF-8 (byte {err.object[err.start]:#04x} at offset "
                           f"{err.start}); re-save the file as UTF-8") from err
@@ -184,7 +207,7 @@ def check_value(spec: ParamSpec, value: Any, where: str = "parameter") -> Any:
         elif isinstance(d, list | tuple):
             if not isinstance(value, list | tuple):
                 raise ConfigError(f"{name} must be a list, got {value!r}")
-            value = list(value)
+            value = [_check_element(spec, d, i, v, name) for i, v in enumerate(value)]
         elif isinstance(d, dict) and not isinstance(value, dict):
             raise ConfigError(f"{name} must be a mapping, got {value!r}")
     if spec.choices is not None:
@@ -195,6 +218,35 @@ def check_value(spec: ParamSpec, value: Any, where: str = "parameter") -> Any:
     if spec.low is not None and isinstance(value, int | float) and not isinstance(value, bool):
         if math.isnan(value) or value < spec.low or value > spec.high:
             raise ConfigError(f"{name} = {value!r} is out of range [{spec.low}, {spec.high}]")
+    return value
+
+
+def _element_type(default: list | tuple) -> type | None:
+    """The one scalar type of a list default's elements (None: empty or mixed, not checked)."""
+    kinds = {type(v) for v in default}
+    kind = kinds.pop() if len(kinds) == 1 else None
+    return kind if kind in (bool, int, float, str) else None
+
+
+def _check_element(spec: ParamSpec, default: list | tuple, i: int, value: Any, name: str) -> Any:
+    """One element of a list parameter: the default's element type, and the declared range
+    ``[lo, hi]`` applied to each element (the range of a list parameter bounds its elements)."""
+    kind = _element_type(default)
+    where = f"{name} element {i} ({value!r})"
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true/false")
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where} must be an integer"
+                          + (" (YAML reads 1e9 as text: write 1000000000)" if isinstance(value, str) else ""))
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number")
+        value = float(value)
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string")
+    if spec.low is not None and isinstance(value, int | float) and not isinstance(value, bool):
+        if math.isnan(value) or value < spec.low or value > spec.high:
+            raise ConfigError(f"{where} is out of range [{spec.low:g}, {spec.high:g}]")
     return value
 
 

@@ -40,6 +40,7 @@ UMAP + HDBSCAN take the same mean-imputed matrix (unscaled).
 from __future__ import annotations
 
 import argparse
+import difflib
 import hashlib
 import io
 import math
@@ -1322,15 +1323,70 @@ def read_texts(path: Path | str, column: str | None = None) -> tuple[list[str], 
     return texts, [f"{path.name}:{i}" for i in range(len(texts))]
 
 
+def resolve_run(run: str | Path, runs_root: Path | None = None) -> Path:
+    """A run folder from a path or a run id under ``runs/`` (as the README's ``--run <run_id>``).
+
+    Why both: notebook 03 prints run ids, and a user copies one; a path still works."""
+    root = Path(runs_root or paths.RUNS)
+    given = Path(run)
+    if given.is_dir():
+        return given
+    if paths.SLUG.fullmatch(str(run)) and (root / str(run)).is_dir():
+        return paths.safe_child(root, str(run), "run id")
+    have = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(("_", "."))) \
+        if root.is_dir() else []
+    close = difflib.get_close_matches(str(run), have, n=3, cutoff=0.5)
+    raise FileNotFoundError(
+        f"run {str(run)!r} not found: neither a folder nor a run id under {paths.relative(root)}"
+        + (f" (did you mean {', '.join(close)}?)" if close else
+           f" ({len(have)} runs there{': ' + ', '.join(have[:5]) if have else '; run notebook 03 (make all)'})"))
+
+
 def run_generation_files(run_dir: Path | str) -> list[Path]:
-    """Files of example generations under a run folder (``*generations*.{jsonl,csv,parquet}``)."""
+    """Files of model answers in a run folder: ``*generations*.{jsonl,csv,parquet}`` files, or the
+    ``examples.json`` that notebook 03 writes for every run (held-out questions answered after
+    training)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run folder {run_dir} not found")
     files = sorted(p for ext in ("jsonl", "csv", "parquet") for p in run_dir.rglob(f"*generations*.{ext}"))
+    if not files and (run_dir / "examples.json").is_file():
+        files = [run_dir / "examples.json"]
     if not files:
-        raise FileNotFoundError(f"{run_dir}: no *generations*.jsonl/.csv/.parquet file")
+        raise FileNotFoundError(f"{run_dir}: no model answers (no examples.json, written by notebook 03 with "
+                                "train_examples > 0, and no *generations*.jsonl/.csv/.parquet file)")
     return files
+
+
+_OPTION_LINE = re.compile(r"^\s*([A-Z])[.)]\s+(.+?)\s*$")
+
+
+def example_statement(question: str, answer: str) -> str:
+    """A Polis statement from one of a run's example answers: the survey question and the
+    answer option the model chose (its letter looked up in the prompt's option list), e.g.
+    "Do you think ...? - Sincere effort". An answer that names no listed letter is kept as given."""
+    lines = [ln for ln in str(question).splitlines() if ln.strip()]
+    options = {m.group(1): m.group(2) for ln in lines if (m := _OPTION_LINE.match(ln))}
+    body = [ln.strip() for ln in lines if not _OPTION_LINE.match(ln)]
+    survey_q = next((ln for ln in body if ln.endswith("?")), body[1] if len(body) > 1 else " ".join(body))
+    answer = str(answer).strip()
+    m = re.match(r"^\(?([A-Z])\b", answer)
+    chosen = options.get(m.group(1)) if m else None
+    return f"{survey_q} - {chosen}" if chosen else (f"{survey_q} - {answer}" if answer else "")
+
+
+def read_run_examples(path: Path | str, column: str | None = None) -> tuple[list[str], list[str]]:
+    """Statements from a run's ``examples.json`` (``column``: ``after``, the trained model's answer,
+    by default; ``before`` gives the base model's), with ``examples.json:<item_id>`` sources."""
+    path = Path(path)
+    records = provenance.read_json(path)
+    col = column or "after"
+    if not isinstance(records, list) or any(not isinstance(r, Mapping) or col not in r or "question" not in r
+                                            for r in records):
+        raise PolisFormatError(f"{path}: expected a list of records with 'question' and {col!r} "
+                               "(as notebook 03 writes examples.json)")
+    texts = [example_statement(r["question"], r[col]) for r in records]
+    return texts, [f"{path.name}:{r.get('item_id', i)}" for i, r in enumerate(records)]
 
 
 def match_seed_comments(conv: Conversation, sources_csv: Path | str) -> pd.DataFrame:
@@ -1408,12 +1464,12 @@ def _cli_seed(args: argparse.Namespace) -> int:
     sources: list[str] = []
     files = [Path(p) for p in args.texts]
     for run in args.run:
-        files += run_generation_files(run)
+        files += run_generation_files(resolve_run(run))
     if not files:
-        print("error: give --texts FILE and/or --run RUN_DIR", file=sys.stderr)
+        print("error: give --texts FILE and/or --run RUN_ID_OR_DIR", file=sys.stderr)
         return 2
     for f in files:
-        t, s = read_texts(f, args.column)
+        t, s = read_run_examples(f, args.column) if f.name == "examples.json" else read_texts(f, args.column)
         texts += t
         sources += [f"{paths.relative(f)}#{x.split(':', 1)[1]}" for x in s]
     if args.limit:
@@ -1424,8 +1480,27 @@ def _cli_seed(args: argparse.Namespace) -> int:
     return 0
 
 
+MIN_PARTICIPANTS = 2  # opinion groups, consensus and preference pairs compare participants
+MIN_STATEMENTS = 2
+
+
+def usability_problems(conv: Conversation) -> list[str]:
+    """Why a conversation cannot be used as consultation data (empty when it can)."""
+    problems = []
+    if conv.n_participants < MIN_PARTICIPANTS:
+        problems.append(f"{conv.n_participants} participant(s) with votes: opinion groups and consensus need "
+                        f"at least {MIN_PARTICIPANTS}")
+    if conv.matrix.shape[1] < MIN_STATEMENTS:
+        problems.append(f"{conv.matrix.shape[1]} statement(s) with votes: at least {MIN_STATEMENTS} are needed")
+    return problems
+
+
 def _cli_check(args: argparse.Namespace) -> int:
     conv = load_conversation(args.conversation, unknown_comments=args.unknown_comments)
+    problems = usability_problems(conv)
+    if problems:
+        print(f"error: {conv.name} ({conv.source}) cannot be used: " + "; ".join(problems), file=sys.stderr)
+        return 2
     print(f"{conv.name}: {conv.n_participants} participants x {conv.matrix.shape[1]} statements "
           f"(votes from {conv.source})")
     with pd.option_context("display.width", 200, "display.max_colwidth", 120):
@@ -1445,7 +1520,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("seed", help="write model responses / texts as a Polis seed-comments CSV")
     s.add_argument("--texts", action="append", default=[], help=".txt/.jsonl/.csv/.parquet (repeatable)")
     s.add_argument("--run", action="append", default=[],
-                   help="run folder; its *generations*.{jsonl,csv,parquet} files are read (repeatable)")
+                   help="run id under runs/ or run folder; its *generations*.{jsonl,csv,parquet} files, "
+                        "else its examples.json, are read (repeatable)")
     s.add_argument("--column", default=None, help="text column (default: completion/response/generation/text)")
     s.add_argument("--limit", type=int, default=0, help="keep the first N texts (0 = all)")
     s.add_argument("--max-chars", type=int, default=None, help="drop texts longer than this")

@@ -56,7 +56,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -66,7 +65,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuealign import paths, prompts
+from valuealign import paths, prompts, provenance
 from valuealign.provenance import write_json, write_parquet
 
 SPLITS = ("train", "validation", "test", "test_cluster")
@@ -1126,7 +1125,7 @@ def save_dataset(dd: Any, target: Path, card: str) -> Path:
     hf_datasets.disable_progress_bars()
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    tmp = provenance.make_temp_dir(target)
     try:
         dd.save_to_disk(str(tmp / "ds"), num_shards={s: 1 for s in dd})
         _normalise_state_files(tmp / "ds")
@@ -1271,7 +1270,7 @@ def write_stage(out_dir: Path, vsets: Sequence[ValueSet], members: pd.DataFrame,
     """Write into a fresh sibling folder, then swap it in: no stale value sets, no half state."""
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = provenance.make_temp_dir(out_dir)  # normal permissions; a killed run's leftovers removed
     try:
         write_parquet(splits, tmp / "splits.parquet")
         write_parquet(members[["value_set", "group", "weight", "origin"]], tmp / "value_sets.parquet")
@@ -1318,7 +1317,7 @@ def load_dataset_dict(value_set: str, method: str, root: Path | None = None) -> 
     if not path.exists():
         have = sorted(p.name for p in Path(root or paths.ALIGNMENT).glob("*") if p.is_dir())
         raise DatasetBuildError(f"{paths.relative(path)} not found (value sets written: {', '.join(have)})")
-    return load_from_disk(str(path))
+    return load_from_disk(str(path), keep_in_memory=True)  # no cache files in 02's outputs
 
 
 # ------------------------------------------------------------------ figures and summaries

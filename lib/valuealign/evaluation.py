@@ -894,6 +894,12 @@ def discover_runs(patterns: Sequence[str] = ("*",), runs_dir: Path | None = None
         if not hits and not any(c in pat for c in "*?["):
             skipped.append({"run": pat, "reason": f"no folder {paths.relative(runs_dir / pat)}"})
         matched.update(hits)
+    broken = [n for n in sorted(matched) if training.run_status(runs_dir / n) == "broken"]
+    if broken:  # a run marked done without its adapter is damage, never a run to leave out quietly
+        raise EvaluationError(
+            f"run(s) marked done (DONE file) without a complete adapter (adapter/{' and '.join(training.ADAPTER_FILES)}): "
+            f"{', '.join(broken)} in {paths.relative(runs_dir)}; they are not done: run notebook 03 again "
+            "(it completes them from their last checkpoint), then evaluate")
     for name in sorted(matched):
         d = runs_dir / name
         reasons = []

@@ -9,13 +9,29 @@ for the supervisor (who reads, and runs nothing).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from valuealign import config, paths, provenance
+from valuealign import config, locks, paths, provenance
+
+# Stages whose outputs are per run folder (each locked by valuealign.training while it is
+# written) or per evaluation: parallel sweep cells run them at once, so they take no stage lock.
+PER_RUN_STAGES = ("03_finetune", "04_evaluate")
+LOCKS_DIR = ".locks"  # under the repository root (git-ignored): one lock file per shared stage
+
+
+def stage_locks(src: Path, out_dir: Path, stage: bool = True) -> list[tuple[Path, str]]:
+    """The locks a notebook run holds: its executed copy in ``out_dir`` and, with ``stage`` (a
+    pipeline run, ``make all``), for stages that write shared outputs (data/processed, figures)
+    the stage itself (two profiles, one tree). Sweep cells lock their own folder instead."""
+    held = [(out_dir / f".{src.stem}.lock", f"notebook {src.stem} -> {paths.relative(out_dir)}")]
+    if stage and src.stem not in PER_RUN_STAGES:
+        held.append((paths.ROOT / LOCKS_DIR / f"{src.stem}.lock", f"stage {src.stem} (its outputs)"))
+    return held
 
 
 def render_html(executed: Path, target: Path | None = None) -> Path:
@@ -37,11 +53,17 @@ def execute(
     profile: Path | None = None,
     html: bool = True,
     log_output: bool = False,
+    lock_timeout: float | None = None,
+    stage_lock: bool = False,
 ) -> Path:
     """Run one notebook into ``out_dir/<name>.ipynb`` (+ ``.html``); return the executed path.
 
     A failing notebook is still written (papermill keeps the failing cell and its traceback)
-    and the error is re-raised.
+    and the error is re-raised. While it runs, the notebook holds :func:`stage_locks` (the
+    stage's own lock only with ``stage_lock``, as the command line, i.e. ``make all``, asks)
+    (``lock_timeout`` seconds to wait for another process holding one; None: the
+    ``$VALUEALIGN_LOCK_TIMEOUT`` default); a lock held elsewhere is a ``LockHeldError``
+    naming the holder, raised before anything is written.
     """
     import papermill as pm
 
@@ -53,21 +75,44 @@ def execute(
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / src.name
     tmp = out_dir / f".{src.stem}.running.ipynb"
-    os.environ["VALUEALIGN_NOTEBOOK"] = src.stem
     t0 = time.time()
-    try:
-        pm.execute_notebook(
-            str(src), str(tmp), parameters=params, kernel_name="python3",
-            cwd=str(src.parent), progress_bar=False, log_output=log_output,
-            request_save_on_cell_execute=False,
-        )
-    finally:
-        if tmp.exists():
-            os.replace(tmp, target)
-            if html:
-                render_html(target)
+    with contextlib.ExitStack() as held:
+        for lock_file, what in stage_locks(src, out_dir, stage=stage_lock):
+            held.enter_context(locks.hold(lock_file, what, lock_timeout))
+        os.environ["VALUEALIGN_NOTEBOOK"] = src.stem
+        try:
+            pm.execute_notebook(
+                str(src), str(tmp), parameters=params, kernel_name="python3",
+                cwd=str(src.parent), progress_bar=False, log_output=log_output,
+                request_save_on_cell_execute=False,
+            )
+        finally:
+            if tmp.exists():
+                os.replace(tmp, target)
+                if html:
+                    render_html(target)
     print(f"[{src.stem}] done in {time.time() - t0:.1f} s -> {paths.relative(target)}")
     return target
+
+
+def failure_summary(err: BaseException, limit: int = 2000) -> str:
+    """One line naming the real error (exception type and message), then the end of the traceback.
+
+    Why: papermill's error text is the whole cell traceback, and cutting it at ``limit``
+    characters from the start used to drop its last line, the one that says what went wrong.
+    """
+    import re
+
+    ename = getattr(err, "ename", None) or type(err).__name__
+    evalue = str(getattr(err, "evalue", None) if getattr(err, "ename", None) else err)
+    cell = getattr(err, "exec_count", None)
+    head = f"{ename}: {evalue}" + (f" (in cell [{cell}])" if cell is not None else "")
+    if not getattr(err, "traceback", None):
+        return head[:limit]
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", "\n".join(err.traceback))  # ANSI colours of IPython
+    room = max(0, limit - len(head) - 40)
+    tail = plain[-room:] if room else ""
+    return f"{head}\n--- end of the traceback ---\n{tail}" if tail else head
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,19 +123,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "YAML"),
                     help="override one parameter (value parsed as YAML)")
     ap.add_argument("--stamp", type=Path, default=None, help="touch this file on success (make)")
+    ap.add_argument("--lock-timeout", type=float, default=None, metavar="SECONDS",
+                    help="wait this long for another process holding this stage or a run folder "
+                         f"(default ${locks.TIMEOUT_ENV} or 0: refuse at once, naming the holder)")
     args = ap.parse_args(argv)
     import yaml
 
-    overrides = {k: yaml.safe_load(v) for k, v in args.param}
+    if args.lock_timeout is not None:  # the kernel inherits it (run folders locked by training)
+        os.environ[locks.TIMEOUT_ENV] = str(args.lock_timeout)
+    overrides = {}
+    for key, text in args.param:
+        try:
+            overrides[key] = config.safe_load_unique(text)
+        except yaml.YAMLError as err:
+            reason = " ".join(str(getattr(err, "problem", None) or err).split())
+            print(f"error: -p {key} {text!r}: not a valid YAML value ({reason}); quote strings, "
+                  "write lists as [a, b]", file=sys.stderr)
+            return 2
     out = args.out or paths.EXECUTED / args.profile.stem
     try:
-        execute(args.notebook, out, overrides, profile=args.profile)
+        execute(args.notebook, out, overrides, profile=args.profile, stage_lock=True)
     except config.ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except locks.LockHeldError as err:
+        print(f"error: notebook {args.notebook} not run: {err}", file=sys.stderr)
+        return 3
     except Exception as err:  # papermill's PapermillExecutionError carries the cell's traceback
-        print(f"error: notebook {args.notebook} failed: {type(err).__name__}: {str(err)[:2000]}",
-              file=sys.stderr)
+        print(f"error: notebook {args.notebook} failed: {failure_summary(err)}", file=sys.stderr)
         return 1
     if args.stamp:
         args.stamp.parent.mkdir(parents=True, exist_ok=True)

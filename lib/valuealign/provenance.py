@@ -15,6 +15,9 @@ import importlib.metadata
 import json
 import os
 import platform
+import re
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -35,22 +38,79 @@ TRACKED_PACKAGES = (
 )
 
 
+def temp_prefix(target: Path | str) -> str:
+    """Prefix of this process's temporaries of ``target``: ``.<name>.<host>.<pid>.``.
+
+    Why host and pid: a temporary that a killed process left behind is recognised by the next
+    writer of the same target (:func:`remove_stale_temps`) without touching a live one."""
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+    return f".{Path(target).name}.{host}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_temps(target: Path | str) -> list[Path]:
+    """Remove temporaries of ``target`` (files or folders) left by a killed process of this host."""
+    target = Path(target)
+    host = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname()) or "host"
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.{re.escape(host)}\.(\d+)\.")
+    removed = []
+    if not target.parent.is_dir():
+        return removed
+    for p in target.parent.iterdir():
+        m = pattern.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def make_temp_dir(target: Path | str) -> Path:
+    """A fresh temporary folder next to ``target`` with the permissions of a normal folder.
+
+    ``tempfile.mkdtemp`` makes it owner-only (0700), and renamed over ``target`` it used to
+    leave e.g. data/processed/alignment/ unreadable to the group; stale ones are removed first."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), dir=target.parent))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path | str, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it over ``target`` on success.
 
-    On any exception the temporary file is removed and ``target`` is left untouched.
+    On any exception the temporary file is removed and ``target`` is left untouched; one
+    left by a killed process is removed by the next write of the same target.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(target)
     fd, tmp = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=suffix or ".tmp", dir=target.parent
+        prefix=temp_prefix(target), suffix=suffix or ".tmp", dir=target.parent
     )
     os.close(fd)
     tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; artefacts are ordinary files
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; artefacts are ordinary files
     try:
         yield tmp_path
         if tmp_path.is_dir():
@@ -105,10 +165,15 @@ def sha256_file(path: Path | str, chunk: int = 1 << 20) -> str:
 
 
 def sha256_tree(path: Path | str) -> str:
-    """Hash of a file, or of every file under a folder (names and contents, sorted)."""
+    """Hash of a file, or of every file under a folder (names and contents, sorted).
+
+    A missing path is an error (FileNotFoundError naming it): hashing it as empty input let a
+    manifest record an output that was never written."""
     path = Path(path)
     if path.is_file():
         return sha256_file(path)
+    if not path.is_dir():  # a missing output must not hash like an empty one
+        raise FileNotFoundError(f"cannot hash {paths.relative(path)}: no such file or folder")
     h = hashlib.sha256()
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         h.update(str(f.relative_to(path)).encode())
@@ -202,3 +267,47 @@ class Manifest:
         if self.wall_time_s is None:
             self.wall_time_s = round(time.time() - self.started, 3)
         return write_json(self.to_dict(), target)
+
+
+STAGING_PREFIX = ".staging-"
+
+
+class StagedOutputs:
+    """A stage's outputs written to a staging folder and moved into place only when it succeeded.
+
+    Why: a notebook that failed half-way (e.g. in a figure, after its data were written) used to
+    leave its new outputs next to the old manifest, or overwrite good outputs with half of a
+    run. Files are written under ``<root>/.staging-<stage>/`` and :meth:`commit` renames them
+    over their targets (``os.replace``, atomic per file, same file system) at the very end. A
+    staging folder left by a killed run is removed when the stage starts again.
+    """
+
+    def __init__(self, stage: str, root: Path | str | None = None) -> None:
+        self.root = Path(root or paths.PROCESSED)
+        if not paths.SLUG.fullmatch(stage):
+            raise paths.UnsafePathError(f"stage {stage!r} is not a safe name")
+        self.folder = self.root / f"{STAGING_PREFIX}{stage}"
+        shutil.rmtree(self.folder, ignore_errors=True)  # left by a killed run
+        self.folder.mkdir(parents=True)
+        self.targets: dict[Path, Path] = {}
+
+    def path(self, target: Path | str) -> Path:
+        """Where to write ``target`` for now (same name, in the staging folder)."""
+        target = Path(target)
+        staged = self.folder / f"{len(self.targets)}-{target.name}"
+        self.targets[target] = staged
+        return staged
+
+    def commit(self) -> list[Path]:
+        """Move every staged file over its target; returns the targets."""
+        missing = [paths.relative(t) for t, s in self.targets.items() if not s.exists()]
+        if missing:
+            raise FileNotFoundError(f"staged outputs never written: {', '.join(missing)}")
+        for target, staged in self.targets.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, target)
+        shutil.rmtree(self.folder, ignore_errors=True)
+        return list(self.targets)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)

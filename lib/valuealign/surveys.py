@@ -379,6 +379,9 @@ def validate_shares(shares: Sequence[Any], n_options: int, tol: float) -> tuple[
     """(normalised shares, "") or (None, reason)."""
     if len(shares) != n_options:
         return None, f"{len(shares)} shares but {n_options} options"
+    not_numbers = [v for v in shares if v is None or isinstance(v, bool | str | bytes)]
+    if not_numbers:  # float(True) is 1.0 and float("0.5") is 0.5: neither is a share
+        return None, f"shares must be numbers, got {not_numbers[0]!r} ({type(not_numbers[0]).__name__})"
     try:
         arr = np.asarray([float(s) for s in shares], dtype=float)
     except (TypeError, ValueError):
@@ -693,6 +696,9 @@ def aggregate_microdata(df: pd.DataFrame, spec: SurveySpec, path: Path | str,
             drops(first + 2, spec.weight, df[spec.weight].iloc[first],
                   f"weight must be a non-negative number ({int(bad.sum())} such rows; they get weight 0)")
             w = np.where(bad, 0.0, w)
+        if len(w) and not (w > 0).any():  # every group would vanish without a word
+            raise SurveyDataError(f"{path}: column {spec.weight!r}: every weight is 0 (or invalid), so no "
+                                  "group has an answer distribution; check the weight column")
     else:
         w = np.ones(len(df))
     missing = np.asarray(spec.missing_codes, dtype=float)
@@ -734,6 +740,9 @@ def aggregate_microdata(df: pd.DataFrame, spec: SurveySpec, path: Path | str,
                 "group_type": spec.group_type or spec.group, "shares": (wsum[g] / totals[g]).tolist(),
                 "n": int(nresp[g]), "weighted": spec.weight is not None, "source": spec.name,
             })
+        for g in np.flatnonzero((nresp >= spec.min_respondents) & (totals <= 0)):
+            drops(f"group {group_names[g]}", spec.weight or it.column, 0,
+                  f"the {int(nresp[g])} answers to {it.column} all have weight 0: group left out of this item")
         for g in np.flatnonzero((nresp > 0) & (nresp < spec.min_respondents)):
             drops(f"group {group_names[g]}", it.column, int(nresp[g]),
                   f"fewer than min_respondents={spec.min_respondents} answers")
@@ -760,51 +769,128 @@ def find_wvs7_microdata(raw_dir: Path = paths.RAW) -> Path | None:
     return hits[0] if hits else None
 
 
+CODEBOOK_KEYS = {"name", "file", "group", "weight", "missing_codes", "missing_below", "min_respondents",
+                 "group_labels", "group_type", "items"}
+CODEBOOK_ITEM_KEYS = {"column", "question", "options", "ordinal", "section"}
+
+
+def _codebook_text(value: Any, where: str, key: str, required: bool = True) -> str:
+    """A non-empty string (YAML turns ``yes`` into True and ``1`` into 1: both refused)."""
+    if not isinstance(value, str) or not value.strip():
+        raise SurveyDataError(f"{where}: key {key!r} must be a non-empty string"
+                              + ("" if required else " (or left out)") + f", got {value!r}")
+    return value.strip()
+
+
+def _codebook_number(value: Any, where: str, key: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SurveyDataError(f"{where}: key {key!r} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _codebook_options(opts: Any, where: str) -> tuple[tuple[float, ...], tuple[str, ...]]:
+    """``options: {code: label}``: numeric, distinct codes and non-empty, distinct labels."""
+    if not isinstance(opts, dict) or len(opts) < 2:
+        raise SurveyDataError(f"{where}: key 'options' must map at least two numeric codes to labels, got {opts!r}")
+    codes, labels = [], []
+    for code, label in opts.items():
+        if isinstance(code, bool) or not isinstance(code, int | float) or not math.isfinite(code):
+            raise SurveyDataError(f"{where}: key 'options': code {code!r} is not a number (codes are the "
+                                  "numbers in the data file; YAML reads yes/no as true/false)")
+        if isinstance(label, bool) or label is None or not str(label).strip():
+            raise SurveyDataError(f"{where}: key 'options': code {code!r} has no label ({label!r}); quote "
+                                  "labels such as 'Yes', 'No' or 'None' (YAML reads them as true/false/null)")
+        codes.append(float(code))
+        labels.append(str(label).strip())
+    for what, values in (("label", labels), ("code", codes)):
+        dup = sorted({str(v) for v in values if values.count(v) > 1})
+        if dup:
+            raise SurveyDataError(f"{where}: key 'options': {what}(s) {', '.join(dup)} given twice")
+    return tuple(codes), tuple(labels)
+
+
 def load_codebook_spec(spec_path: Path | str) -> tuple[SurveySpec, Path]:
     """A YAML codebook that plugs another survey (NZAVS, ESS, ...) in without code.
 
     Keys: ``name``, ``file`` (relative to the YAML), ``group``, optional ``weight``,
     ``missing_codes``, ``missing_below``, ``min_respondents``, ``group_labels``, and ``items``:
     a list of ``{column, question, options: {code: label}, ordinal, section}``; options are in
-    scale order as listed.
+    scale order as listed. Every value is checked (codes numbers, labels non-empty and distinct,
+    ``ordinal`` true/false, ``min_respondents`` a positive integer, ...), and an error names the
+    file and the key, so a typo never turns into a silently different survey.
     """
     spec_path = Path(spec_path)
     try:
         raw = yaml.safe_load(spec_path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as err:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise SurveyDataError(f"{spec_path}: cannot read codebook: {err}") from err
     if not isinstance(raw, dict):
         raise SurveyDataError(f"{spec_path}: a codebook must be a mapping")
     for key in ("name", "file", "group", "items"):
         if key not in raw:
             raise SurveyDataError(f"{spec_path}: missing required key {key!r}")
+    unknown = sorted(str(k) for k in raw if k not in CODEBOOK_KEYS)
+    if unknown:
+        raise SurveyDataError(f"{spec_path}: unknown key(s) {', '.join(unknown)} (valid: {', '.join(sorted(CODEBOOK_KEYS))})")
+    where = str(spec_path)
+    name = _codebook_text(raw["name"], where, "name")
+    if not paths.SLUG.fullmatch(name):
+        raise SurveyDataError(f"{where}: key 'name' {name!r} must be a slug (letters, digits, . _ - + =): it "
+                              "prefixes every item id")
+    data_file_name = _codebook_text(raw["file"], where, "file")
+    group = _codebook_text(raw["group"], where, "group")
+    weight = raw.get("weight")
+    weight = None if weight is None else _codebook_text(weight, where, "weight", required=False)
+    if not isinstance(raw["items"], list) or not raw["items"]:
+        raise SurveyDataError(f"{where}: key 'items' must be a non-empty list of items")
     items = []
     for i, it in enumerate(raw["items"]):
-        where = f"{spec_path}: items[{i}]"
+        at = f"{spec_path}: items[{i}]"
+        if not isinstance(it, dict):
+            raise SurveyDataError(f"{at}: an item must be a mapping with column, question, options")
         for key in ("column", "question", "options"):
             if key not in it:
-                raise SurveyDataError(f"{where}: missing required key {key!r}")
-        opts = it["options"]
-        if not isinstance(opts, dict) or not opts:
-            raise SurveyDataError(f"{where} ({it['column']}): options must be a non-empty mapping code -> label")
-        try:
-            codes = tuple(float(c) for c in opts)
-        except (TypeError, ValueError) as err:
-            raise SurveyDataError(f"{where} ({it['column']}): option codes must be numbers") from err
-        labels = tuple(str(v) for v in opts.values())
+                raise SurveyDataError(f"{at}: missing required key {key!r}")
+        column = _codebook_text(it["column"], at, "column")
+        at = f"{at} ({column})"
+        extra = sorted(str(k) for k in it if k not in CODEBOOK_ITEM_KEYS)
+        if extra:
+            raise SurveyDataError(f"{at}: unknown key(s) {', '.join(extra)} (valid: {', '.join(sorted(CODEBOOK_ITEM_KEYS))})")
+        codes, labels = _codebook_options(it["options"], at)
+        ordinal = it.get("ordinal", False)
+        if not isinstance(ordinal, bool):
+            raise SurveyDataError(f"{at}: key 'ordinal' must be true or false, got {ordinal!r}")
         items.append(ItemSpec(
-            column=str(it["column"]), question=str(it["question"]), codes=codes,
-            option_of_code=tuple(range(len(codes))), options=labels,
-            ordinal=bool(it.get("ordinal", False)), section=str(it.get("section", raw["name"])),
+            column=column, question=_codebook_text(it["question"], at, "question"), codes=codes,
+            option_of_code=tuple(range(len(codes))), options=labels, ordinal=ordinal,
+            section=_codebook_text(it.get("section", name), at, "section"),
         ))
+    columns = [it.column for it in items]
+    dup = sorted({c for c in columns if columns.count(c) > 1})
+    if dup:
+        raise SurveyDataError(f"{where}: key 'items': column(s) {', '.join(dup)} described twice")
+    missing_codes = raw.get("missing_codes", []) or []
+    if not isinstance(missing_codes, list):
+        raise SurveyDataError(f"{where}: key 'missing_codes' must be a list of numbers, got {missing_codes!r}")
+    min_respondents = raw.get("min_respondents", 30)
+    if isinstance(min_respondents, bool) or not isinstance(min_respondents, int) or min_respondents < 1:
+        raise SurveyDataError(f"{where}: key 'min_respondents' must be an integer >= 1, got {min_respondents!r}")
+    group_labels = raw.get("group_labels") or {}
+    if not isinstance(group_labels, dict):
+        raise SurveyDataError(f"{where}: key 'group_labels' must map group values to names, got {group_labels!r}")
+    for k, v in group_labels.items():
+        _codebook_text(v, where, f"group_labels.{k}")
+    missing_below = raw.get("missing_below")
+    group_type = raw.get("group_type")
     spec = SurveySpec(
-        name=str(raw["name"]), items=tuple(items), group=str(raw["group"]), weight=raw.get("weight"),
-        missing_codes=tuple(float(c) for c in raw.get("missing_codes", [])),
-        missing_below=raw.get("missing_below"), min_respondents=int(raw.get("min_respondents", 30)),
-        group_labels={str(k): str(v) for k, v in (raw.get("group_labels") or {}).items()},
-        group_type=raw.get("group_type"),
+        name=name, items=tuple(items), group=group, weight=weight,
+        missing_codes=tuple(_codebook_number(c, where, "missing_codes") for c in missing_codes),
+        missing_below=None if missing_below is None else _codebook_number(missing_below, where, "missing_below"),
+        min_respondents=min_respondents,
+        group_labels={str(k): str(v).strip() for k, v in group_labels.items()},
+        group_type=None if group_type is None else _codebook_text(group_type, where, "group_type"),
     )
-    data_file = Path(raw["file"])
+    data_file = Path(data_file_name)
     if not data_file.is_absolute():
         data_file = spec_path.parent / data_file
     return spec, data_file
@@ -862,6 +948,13 @@ def check_schema(items: pd.DataFrame, dists: pd.DataFrame, tol: float = 1e-6) ->
     for row in dists.itertuples(index=False):
         if row.item_id not in n_opts:
             raise SurveyDataError(f"distributions: item {row.item_id!r} has no row in items")
+        if not isinstance(row.group, str) or not row.group.strip():
+            raise SurveyDataError(f"distributions: item {row.item_id!r} has a row with an empty group name "
+                                  f"({row.group!r})")
+        wrong = [v for v in row.shares if isinstance(v, bool | str | bytes) or v is None]
+        if wrong:
+            raise SurveyDataError(f"distributions: item {row.item_id!r} group {row.group!r}: shares must be "
+                                  f"numbers, got {wrong[0]!r}")
         if len(row.shares) != n_opts[row.item_id]:
             raise SurveyDataError(
                 f"distributions: item {row.item_id!r} group {row.group!r}: "
@@ -946,6 +1039,8 @@ def plot_coverage(items: pd.DataFrame, dists: pd.DataFrame, max_groups: int = 40
 
     from valuealign import plotting
 
+    if dists.empty:  # e.g. WVS-7 text only, without microdata: say so instead of an empty heatmap
+        return _note_figure("Coverage", "no answer distributions (no group answered any item)")
     top = dists["group"].value_counts().head(max_groups).index
     present = (dists[dists["group"].isin(top)].assign(v=1)
                .pivot_table(index="item_id", columns="group", values="v", fill_value=0))
@@ -960,13 +1055,41 @@ def plot_coverage(items: pd.DataFrame, dists: pd.DataFrame, max_groups: int = 40
     return fig
 
 
-def plot_example_items(items: pd.DataFrame, dists: pd.DataFrame, item_ids: Sequence[str],
-                       max_groups: int = 4) -> Any:
-    """Bar charts of a few items' answer distributions in several groups."""
+def _note_figure(title: str, note: str) -> Any:
+    """A one-panel figure that states why there is nothing to plot (small or empty inputs)."""
     import matplotlib.pyplot as plt
 
     from valuealign import plotting
 
+    fig, ax = plt.subplots(figsize=plotting.figsize(1.0, 0.2))
+    ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=8, transform=ax.transAxes)
+    ax.set_title(title)
+    ax.set_axis_off()
+    return fig
+
+
+def example_item_ids(items: pd.DataFrame, dists: pd.DataFrame, n: int = 3, min_groups: int = 4) -> list[str]:
+    """Up to ``n`` items (one per section first) answered by at least ``min_groups`` groups, or by
+    as many groups as any item has when no item reaches that (a survey with two groups)."""
+    if dists.empty or n <= 0:
+        return []
+    answered = dists.groupby("item_id")["group"].nunique()
+    need = min(min_groups, int(answered.max()))
+    candidates = items[items["item_id"].isin(answered[answered >= need].index)].sort_values("item_id")
+    first = candidates.groupby("section", dropna=False).head(1)["item_id"].tolist()
+    rest = [i for i in candidates["item_id"] if i not in first]
+    return (first + rest)[:n]
+
+
+def plot_example_items(items: pd.DataFrame, dists: pd.DataFrame, item_ids: Sequence[str],
+                       max_groups: int = 4) -> Any:
+    """Bar charts of a few items' answer distributions in several groups (a note when none)."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    if not len(item_ids):
+        return _note_figure("Example items", "no item has an answer distribution to show")
     fig, axes = plt.subplots(1, len(item_ids), figsize=plotting.figsize(1.0, 0.42), squeeze=False)
     for ax, item_id in zip(axes[0], item_ids, strict=True):
         it = items.set_index("item_id").loc[item_id]

@@ -582,7 +582,7 @@ def _expected_runs(notebook: Path, params: Mapping[str, Any], layout: Layout) ->
                     str(full.get("data_source", "survey")))).run_id
             except Exception:  # noqa: BLE001 - not a training notebook after all
                 return []
-            if (layout.runs / rid / "DONE").exists():
+            if training.run_status(layout.runs / rid) == "finished":  # DONE *and* its adapter
                 ids.append(rid)
     return ids
 
@@ -644,11 +644,29 @@ def run_cell(cell: Cell, layout: Layout | None = None, job_id: str | None = None
 
     A failing notebook stops the cell (the next notebook would read what it did not write);
     its executed copy, with the failing cell and traceback, stays in the cell's folder.
+    The cell's folder is locked while it runs (``valuealign.locks``): a cell that another
+    sweep is running is left to it (status ``locked``, the holder named), the registry untouched.
     """
-    from valuealign import notebooks as nbrun
+    from valuealign import locks
 
     layout = layout or Layout()
     out_dir = cell_dir(cell, layout)
+    try:
+        lock = locks.hold(locks.sibling_lock(out_dir), f"sweep cell {cell.grid}/{cell.cell_id}")
+        lock.__enter__()
+    except locks.LockHeldError as err:
+        print(f"[{cell.grid}] {cell.cell_id}: not run: {err}", file=sys.stderr, flush=True)
+        return {"grid": cell.grid, "cell_id": cell.cell_id, "status": "locked", "error": str(err)}
+    try:
+        return _run_cell_locked(cell, layout, out_dir, job_id)
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def _run_cell_locked(cell: Cell, layout: Layout, out_dir: Path, job_id: str | None) -> dict[str, Any]:
+    """:func:`run_cell` while holding the cell's lock."""
+    from valuealign import notebooks as nbrun
+
     out_dir.mkdir(parents=True, exist_ok=True)
     for nb in cell.notebooks:  # a previous attempt's notebooks must not pass for this one's
         for suffix in (".ipynb", ".html"):

@@ -8,7 +8,14 @@ hyperparameters) lives in ``runs/<run_id>/``:
 - ``train_log.csv`` one row per logged optimizer step (loss; rewards/margins/KL for DPO/KTO)
 - ``manifest.json`` ``provenance.Manifest`` of the run
 - ``checkpoints/`` Trainer checkpoints (adapter + optimizer + scheduler + RNG state)
-- ``DONE``         written last; a run folder without it is unfinished
+- ``DONE``         written last, only once the adapter is on disk; a run folder without it is
+  unfinished, and one with it but without its adapter is ``broken`` (not done: completed again)
+
+The run folder is locked (``valuealign.locks``) while a process trains it, so two notebooks or
+sweeps never write one run at once; the second refuses naming the holder, or waits. A run killed
+after its last checkpoint (while saving the adapter, writing examples, evaluating) resumes from
+that checkpoint without training again when it was saved at the planned step count, so the
+run ends at exactly the planned number of optimizer steps.
 
 Why the run id is a hash of the parameters *and of the training data*: a grid of runs can be
 re-launched blindly; a finished run is found and skipped, an interrupted one (killed job, out of
@@ -45,7 +52,7 @@ import resource
 import shutil
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -313,11 +320,31 @@ def plan(params: Mapping[str, Any], cuda: bool | None = None, runs_root: Path | 
     return runs, table, notes
 
 
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+
+
+def has_adapter(run_dir: Path) -> bool:
+    """Whether ``run_dir/adapter/`` holds a complete saved adapter (config and weights)."""
+    return all((run_dir / "adapter" / name).is_file() for name in ADAPTER_FILES)
+
+
 def run_status(run_dir: Path) -> str:
-    """``finished`` (DONE present), ``unfinished`` (folder without DONE: will resume) or ``new``."""
+    """``finished`` (DONE and adapter present), ``broken`` (DONE without adapter: not done, it is
+    trained again), ``unfinished`` (folder without DONE: will resume) or ``new``."""
     if (run_dir / DONE).exists():
-        return "finished"
+        return "finished" if has_adapter(run_dir) else "broken"
     return "unfinished" if run_dir.exists() else "new"
+
+
+def checkpoint_complete(ckpt: Path) -> bool:
+    """Whether a checkpoint was saved at the end of training (its step reached the planned count).
+
+    Why: resuming ``trainer.train`` from such a checkpoint trains one step more than planned
+    (transformers resumes a ``max_steps`` run at global_step + 1), so a kill between the last
+    checkpoint and ``DONE`` (saving the adapter, examples, evaluation) must not train again.
+    """
+    state = provenance.read_json(ckpt / "trainer_state.json")
+    return int(state.get("max_steps") or 0) > 0 and int(state["global_step"]) >= int(state["max_steps"])
 
 
 def last_checkpoint(run_dir: Path) -> Path | None:
@@ -466,7 +493,9 @@ def load_alignment_dataset(value_set: str, method: str, data_source: str = "surv
             hint = ("no alignment data yet: run notebook 02 (make all)" if not have
                     else f"value sets with data: {', '.join(have)}")
         raise TrainingError(f"no {method} data for value set {value_set!r} at {paths.relative(folder)} ({hint})")
-    ds = load_from_disk(str(folder))
+    # in memory: ``datasets`` would otherwise write its cache-*.arrow files of every map/filter
+    # (trl's tokenisation) into notebook 02's output folder and change its recorded hash
+    ds = load_from_disk(str(folder), keep_in_memory=True)
     if "train" not in ds:
         raise DatasetFormatError(f"{paths.relative(folder)}: no 'train' split (splits: {', '.join(ds)})")
     check_columns(ds, method, where=paths.relative(folder))
@@ -908,6 +937,22 @@ def _peak_memory_gb(device: str) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
+def _checkpoint_optimizer_steps(ckpt: Path) -> int:
+    """Adam's step counter as saved in a checkpoint's ``optimizer.pt`` (0 when absent)."""
+    import torch
+
+    f = ckpt / "optimizer.pt"
+    if not f.exists():
+        return 0
+    state = torch.load(f, map_location="cpu", weights_only=True).get("state", {})
+    steps = [int(v["step"].item() if hasattr(v["step"], "item") else v["step"])
+             for v in state.values() if isinstance(v, dict) and "step" in v]
+    return max(steps) if steps else 0
+
+
+PHASES = ("training", "evaluating", "adapter_saved", "log_written", "examples_written", "manifest_written")
+
+
 def train(
     p: TrainParams,
     dataset: Any | None = None,
@@ -920,6 +965,8 @@ def train(
     max_new_tokens: int = 8,
     progress: bool = True,
     keep_model: bool = True,
+    lock_timeout: float | None = None,
+    phase_hook: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Train one run into ``runs_root/<run_id>/``; skip if finished, resume if interrupted.
 
@@ -928,9 +975,13 @@ def train(
     once after training (their metrics go into the model card). ``examples`` held-out
     (validation) items are answered before (adapter off) and after training, into
     ``examples.json`` (kept with the run, so a skipped run still shows them).
+
+    The run folder is locked for the whole call (:mod:`valuealign.locks`; ``lock_timeout``
+    seconds to wait for another process holding it, None: ``$VALUEALIGN_LOCK_TIMEOUT`` or 0).
+    ``phase_hook`` is called with each name of :data:`PHASES` as the run passes it (tests inject
+    a failure there to check that a resume ends at exactly the planned step count).
     """
-    import torch
-    from transformers import set_seed
+    from valuealign import locks
 
     fingerprint = data_fingerprint(p.value_set, p.method, p.data_source, data_root)
     if not p.data_fingerprint and dataset is None:
@@ -941,6 +992,20 @@ def train(
             f"{p.data_fingerprint}, now {fingerprint.combined or 'none'}); plan it again")
     runs_root = Path(runs_root or paths.RUNS)
     run_dir = paths.safe_child(runs_root, p.run_id, "run_id")
+    with locks.hold(locks.sibling_lock(run_dir), f"run folder {paths.relative(run_dir)}", lock_timeout):
+        return _train_locked(p, dataset, run_dir, fingerprint, data_root=data_root, callbacks=callbacks,
+                             eval_rows=eval_rows, examples=examples, max_new_tokens=max_new_tokens,
+                             progress=progress, keep_model=keep_model, phase_hook=phase_hook or (lambda _: None))
+
+
+def _train_locked(p: TrainParams, dataset: Any | None, run_dir: Path, fingerprint: DataFingerprint, *,
+                  data_root: Path | None, callbacks: Sequence[Any], eval_rows: int, examples: int,
+                  max_new_tokens: int, progress: bool, keep_model: bool,
+                  phase_hook: Callable[[str], None]) -> RunResult:
+    """:func:`train` while holding the run folder's lock."""
+    import torch
+    from transformers import TrainerState, set_seed
+
     status = run_status(run_dir)
     if status == "finished":
         log_path = run_dir / "train_log.csv"
@@ -951,6 +1016,11 @@ def train(
                          log=pd.read_csv(log_path) if log_path.exists() else pd.DataFrame(),
                          metrics=man.get("extra", {}).get("metrics", {}),
                          examples=read_examples(run_dir))
+    if status == "broken":
+        warnings.warn(f"run {p.run_id} was marked done but has no complete adapter "
+                      f"({paths.relative(run_dir / 'adapter')}): it is not done; its DONE marker is removed "
+                      "and the run is completed again from its last checkpoint", UserWarning, stacklevel=3)
+        (run_dir / DONE).unlink()
 
     data_folder = dataset_dir(p.value_set, p.method, p.data_source, data_root)
     if dataset is None:
@@ -973,11 +1043,15 @@ def train(
 
     device = training_device()
     run_dir.mkdir(parents=True, exist_ok=True)
+    for stale in run_dir.glob("adapter.tmp*"):  # left by a kill while the adapter was being saved
+        shutil.rmtree(stale, ignore_errors=True)
     provenance.write_json({"run_id": p.run_id, "parameters": p.to_dict()}, run_dir / "params.json")
     resume = last_checkpoint(run_dir)
+    trained_out = resume is not None and checkpoint_complete(resume)
     manifest = provenance.Manifest(STAGE, parameters={**p.to_dict(), "run_id": p.run_id}, seed=p.seed)
     t0 = time.time()
     stage = "loading the model for"
+    train_metrics: dict[str, Any] = {}
     try:
         with log_to_file(run_dir / "train.log"):
             set_seed(p.seed)
@@ -987,25 +1061,32 @@ def train(
                                              quantization=p.quantization, device=device)
             args = training_args(p, run_dir / "checkpoints", device, len(train_ds), kto_w)
             cbs = list(callbacks)
-            if progress:
+            if progress and not trained_out:
                 cbs.append(progress_callback(f"{p.method} {p.value_set}"))
             trainer = make_trainer(p, model, tokenizer, train_ds, eval_ds, args, cbs)
             stage = "training"
-            out = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+            if trained_out:  # training had ended: take its weights and state, train no further step
+                trainer._load_from_checkpoint(str(resume))
+                trainer.state = TrainerState.load_from_json(str(resume / "trainer_state.json"))
+                opt_steps = _checkpoint_optimizer_steps(resume)
+            else:
+                train_metrics = dict(trainer.train(resume_from_checkpoint=str(resume) if resume else None).metrics)
+                opt_steps = _optimizer_steps(trainer)
+            phase_hook("training")
             eval_metrics = {}
             if eval_ds is not None:
                 stage = "evaluating"
+                phase_hook("evaluating")
                 eval_metrics = trainer.evaluate()
     except torch.cuda.OutOfMemoryError as err:
         raise TrainingOOMError(_oom_message(p, run_dir, stage)) from err
 
     log = log_frame(trainer.state.log_history)
-    summary = {k: v for k, v in out.metrics.items() if k in ("train_runtime", "train_loss")}
+    summary = {k: v for k, v in train_metrics.items() if k in ("train_runtime", "train_loss")}
     summary.update({k: v for k, v in eval_metrics.items()
                     if k.startswith("eval_") and not k.endswith(("_runtime", "per_second"))})
     metrics = _final_metrics(log, summary)
     metrics.update(train_rows=len(train_ds), rows_dropped_too_long=n_too_long)
-    opt_steps = _optimizer_steps(trainer)
     peft_model = trainer.model
     base_source = models.get_profile(p.model_profile).resolve(p.model_path or None)
     with log_to_file(run_dir / "train.log"):
@@ -1017,12 +1098,15 @@ def train(
                                      else base_source), adapter_tmp / "README.md")
     shutil.rmtree(run_dir / "adapter", ignore_errors=True)
     adapter_tmp.rename(run_dir / "adapter")
+    phase_hook("adapter_saved")
     with provenance.atomic_path(run_dir / "train_log.csv", ".csv") as tmp:
         log.to_csv(tmp, index=False)
+    phase_hook("log_written")
     ex = pd.DataFrame()
     if examples:
         ex = before_after(peft_model, tokenizer, example_rows(dataset, p.method, examples, p.seed), max_new_tokens)
         provenance.write_json(ex.to_dict(orient="records"), run_dir / "examples.json")
+    phase_hook("examples_written")
     if data_folder.exists():
         manifest.add_inputs([data_folder])
     manifest.add_outputs([run_dir / "adapter", run_dir / "train_log.csv"])
@@ -1040,6 +1124,10 @@ def train(
         "metrics": metrics,
     }
     manifest.write(run_dir / "manifest.json")
+    phase_hook("manifest_written")
+    if not has_adapter(run_dir):  # never mark a run done whose adapter is not on disk
+        raise TrainingError(f"run {p.run_id}: {paths.relative(run_dir / 'adapter')} lacks "
+                            f"{' or '.join(ADAPTER_FILES)} after saving it; the run is not marked done")
     provenance.write_text(time.strftime("%Y-%m-%dT%H:%M:%SZ\n", time.gmtime()), run_dir / DONE)
     peft_model.eval()
     return RunResult(p.run_id, run_dir, p, "resumed" if resume else "trained",
