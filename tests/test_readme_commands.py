@@ -55,6 +55,8 @@ MAKE_PLANS: dict[str, list[str]] = {
     "thesis-deps": ["dpkg-query", "apt-get install"],
     "sweep": ["-m valuealign.sweep {GRID} --executor {EXECUTOR} {SWEEP_ARGS}"],
     "bench-gpu-quick": ["benchmarks/gpu_qlora.py --quick"],
+    "release": ["-m valuealign.release"],
+    "release-verify": ["-m valuealign.release --verify release"],
     "clean": ["rm -rf executed data/processed data/interim data/cache runs"],
     "distclean": ["rm -rf executed data/processed", "rm -rf .venv models .stamps"],
     # nb-NN: notebooks 00..NN (what NN reads), e.g. nb-02 runs 00, 01 and 02
