@@ -29,6 +29,10 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
+# numba (UMAP) compiles for a generic x86-64 CPU, not this host's: the same UMAP numerics on every
+# x86-64 machine (host code changed the consensus taxonomy at ARI 0.98 on identical embeddings:
+# benchmarks/results/reproducibility.json). PyTorch's kernels cannot be made so: data/pinned/.
+export NUMBA_CPU_NAME := generic
 # the profile, for notebook 06: the thesis reports the evaluation this profile names (runs/evaluations/)
 export VALUEALIGN_PROFILE := $(PROFILE)
 

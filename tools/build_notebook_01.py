@@ -92,8 +92,8 @@ import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from valuealign import paths, pinning, plotting, provenance
 from valuealign import consensus as cs
+from valuealign import paths, pinning, plotting, provenance
 from valuealign import taxonomy as tx
 from valuealign import taxonomy_validation as tv
 
@@ -161,7 +161,7 @@ if tax.pin is not None:
         f"`{tax.fingerprint[:16]}`), made on {made.get('cpu_model')} with PyTorch kernels "
         f"{made.get('torch_cpu_capability')}; embeddings from `data/pinned/{tax.pin.entry['embeddings']}`. "
         "The validation numbers below marked *(pinned)* were measured when the pin was made; "
-        "`taxonomy_mode = \"recompute\"` measures them again."
+        "`taxonomy_mode = 'recompute'` measures them again."
     ))
 elif taxonomy_mode == "pinned":
     display(Markdown(
@@ -296,7 +296,7 @@ elif pin_validation.get("consensus_curve"):
                                 "noise_share": "{:.1%}"}).hide(axis="index"))
     display(Markdown(
         f"*(pinned)* Consensus vs consensus of disjoint seeds: ARI **{disjoint_ari:.3f}** (single-seed fits: "
-        f"{single_seed_ari:.3f}), measured when the pin was made; `taxonomy_mode = \"recompute\"` re-runs it."
+        f"{single_seed_ari:.3f}), measured when the pin was made; `taxonomy_mode = 'recompute'` re-runs it."
     ))
     fig = cs.plot_stability_curve(curve, taxonomy_consensus_runs)
     plotting.save_figure(fig, "taxonomy-consensus-curve", notebook=NOTEBOOK, inputs=[paths.ITEMS])
