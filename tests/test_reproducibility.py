@@ -173,11 +173,12 @@ def _second_machine(root: Path, out: Path, mode: str, **env: str) -> str:
 
 @pytest.mark.slow
 def test_a_second_machine_gives_the_same_taxonomy_once_pinned(at_root, tmp_path):
-    """Simulated second machine: AVX2 kernels and one thread instead of AVX-512 and two threads."""
+    """Simulated second machine: AVX2 kernels, one thread and the other numba target CPU."""
     root, _ = at_root
     here = tmp_path / "here.parquet"
     T.write_outputs(_run("pinned"), here, tmp_path / "here-clusters.parquet")
-    other = {"ATEN_CPU_CAPABILITY": "avx2", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+    other = {"ATEN_CPU_CAPABILITY": "avx2", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1",
+             "NUMBA_CPU_NAME": "host" if os.environ.get("NUMBA_CPU_NAME") == "generic" else "generic"}
     there = tmp_path / "there.parquet"
     assert _second_machine(root, there, "pinned", **other) == "PINNED"
     assert provenance.sha256_file(there) == provenance.sha256_file(here)
@@ -329,3 +330,19 @@ def test_committed_reference_covers_the_current_macros():
     assert {"count", "metric", "skip"} <= kinds
     store = verify.current_macros(require_artefact(paths.FIGURES / "results-macros.json").parent)
     assert set(ref["macros"]) == {n for m in store.values() for n in m}
+
+
+@pytest.mark.skipif(__import__("shutil").which("make") is None, reason="needs GNU make")
+def test_make_names_the_evaluation_after_notebook_04_and_verify_compares_after_all():
+    def plan(*targets: str) -> str:
+        out = subprocess.run(["make", "--no-print-directory", "-n", "-B", *targets, "PROFILE=smoke"], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    nb04 = plan("nb-04")
+    assert nb04.index("04_evaluate --stamp") < nb04.index("valuealign.thesis name-evaluation --profile smoke")
+    ver = plan("verify")
+    assert ver.index("06_thesis_figures") < ver.index("valuealign.verify check --profile smoke")
+    pin = plan("pin-taxonomy")
+    assert "01_value_taxonomy -p taxonomy_mode recompute" in pin and "valuealign.pinning promote" in pin
