@@ -43,6 +43,9 @@ TOLERANCE_OVERRIDES: dict[str, tuple[float, str]] = {
     # single-seed UMAP + HDBSCAN refits, computed live even when the taxonomy is pinned: a fit moves
     # with float rounding (ARI 0.85 between numba targets on identical embeddings), their mean less
     "TaxonomyStabilityAri": (0.05, "mean ARI of single-seed refits, which follow float rounding"),
+    # parameters printed in the text: exact
+    "TaxonomyConsensusCut": (0.0, "a parameter"),
+    "TaxonomyConsensusNoise": (0.0, "a parameter"),
 }
 _INT = re.compile(r"[+-]?\d+")
 _FLOAT = re.compile(r"[+-]?(\d+\.\d*|\.\d+|\d+)(e[+-]?\d+)?", re.I)
