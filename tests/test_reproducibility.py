@@ -346,3 +346,21 @@ def test_make_names_the_evaluation_after_notebook_04_and_verify_compares_after_a
     assert ver.index("06_thesis_figures") < ver.index("valuealign.verify check --profile smoke")
     pin = plan("pin-taxonomy")
     assert "01_value_taxonomy -p taxonomy_mode recompute" in pin and "valuealign.pinning promote" in pin
+
+
+def test_notebook_02_near_duplicate_search_reads_the_pinned_embeddings(at_root):
+    """datasets.embed_texts (notebook 02's split) returns the pinned vector, not this machine's."""
+    from valuealign import datasets as D
+
+    _, computed = at_root
+    text = computed.texts[0]
+    target = pinning.embeddings_file(T._slug(T.DEFAULT_MODEL))
+    table = pinning.read_embeddings(target)
+    key = provenance.sha256_text(text)
+    moved = table[key] + np.float32(1e-3)  # a pin made on "another machine"
+    table[key] = moved
+    pinning.write_embeddings(list(table), np.stack(list(table.values())), target)
+    manifest = pinning.read_manifest()
+    manifest["files"][target.name] = provenance.sha256_file(target)
+    provenance.write_json(manifest, pinning.pinned_dir() / pinning.MANIFEST_NAME)
+    assert np.array_equal(D.embed_texts([text])[0], moved)
