@@ -29,6 +29,12 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
+# numba (UMAP) compiles for a generic x86-64 CPU, not this host's: the same UMAP numerics on every
+# x86-64 machine (host code changed the consensus taxonomy at ARI 0.98 on identical embeddings:
+# benchmarks/results/reproducibility.json). PyTorch's kernels cannot be made so: data/pinned/.
+export NUMBA_CPU_NAME := generic
+# the profile, for notebook 06: the thesis reports the evaluation this profile names (runs/evaluations/)
+export VALUEALIGN_PROFILE := $(PROFILE)
 
 .PHONY: help setup all test lint clean distclean notebooks sweep figures thesis thesis-deps bench
 
@@ -92,12 +98,17 @@ $(STAMPS)/setup-done: $(STAMPS)/venv $(STAMPS)/kernel $(STAMPS)/model
 
 # what each stage reads besides its own notebook (library modules and upstream stages)
 $(NB_00): $(LIB)/surveys.py $(RAWDATA)
-$(NB_01): $(NB_00) $(LIB)/taxonomy.py $(wildcard data/reference/*)
-$(NB_02): $(NB_00) $(NB_01) $(LIB)/datasets.py $(LIB)/prompts.py $(LIB)/taxonomy.py
+$(NB_01): $(NB_00) $(LIB)/taxonomy.py $(LIB)/consensus.py $(LIB)/pinning.py $(wildcard data/reference/*) $(wildcard data/pinned/*)
+$(NB_02): $(NB_00) $(NB_01) $(LIB)/datasets.py $(LIB)/prompts.py $(LIB)/taxonomy.py $(wildcard data/pinned/*)
 $(NB_03): $(NB_02) $(LIB)/training.py $(LIB)/models.py $(LIB)/prompts.py $(LIB)/evaluation.py
 $(NB_04): $(NB_02) $(NB_03) $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts.py data/reference/general_prompts.txt $(wildcard data/raw/daily_dilemmas/*)
 $(NB_05): $(LIB)/consultation.py $(RAWDATA)
 $(NB_06): $(filter-out $(NB_06),$(NOTEBOOK_STAMPS)) $(wildcard $(LIB)/*.py)
+# notebook 04 under `make` names its evaluation as the profile's: the one the thesis reports
+$(NB_04): notebooks/04_evaluate.ipynb $(CONFIG) $(COMMON) $(STAMPS)/setup-done
+	$(RUN_NB) 04_evaluate --stamp $@.running
+	$(PY) -m valuealign.thesis name-evaluation --profile $(PROFILE)
+	@mv $@.running $@
 
 # ---------------------------------------------------------------- tests
 test: setup ## lint, unit tests, then every notebook under nbval (embedded default), then pipeline checks

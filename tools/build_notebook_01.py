@@ -47,6 +47,7 @@ manifest; figures `taxonomy-umap-map`, `taxonomy-value-heatmap`, `taxonomy-circu
 """),
     ("params", """
 seed = 0  # random seed for UMAP, the stability subsamples and k-means [0, 1000000]
+taxonomy_mode = "pinned"  # pinned: the pinned embeddings and taxonomy of data/pinned/ when they match these inputs, else recompute and say so; recompute: re-run and compare with the pin; require-pin: fail without a matching pin {pinned, recompute, require-pin}
 taxonomy_corpus = ["survey"]  # texts to cluster: survey items, ValueEval arguments, DailyDilemmas value words {survey, valueeval, dilemmas}
 taxonomy_valueeval_max = 1000  # at most this many single-label ValueEval training arguments [10, 10000]
 taxonomy_embedding_model = "all-MiniLM-L6-v2"  # sentence-transformers model: the bundled MiniLM or a local folder (offline)
@@ -83,14 +84,16 @@ params = config.check_parameters("01_value_taxonomy", globals())
 import time
 import warnings
 
+from sklearn.metrics import adjusted_rand_score
+
 warnings.filterwarnings("ignore", message="IProgress not found")  # tqdm without ipywidgets
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from IPython.display import Markdown, display
 
-from valuealign import paths, plotting, provenance
 from valuealign import consensus as cs
+from valuealign import paths, pinning, plotting, provenance
 from valuealign import taxonomy as tx
 from valuealign import taxonomy_validation as tv
 
@@ -122,8 +125,9 @@ try:
                  batch_size=taxonomy_embedding_batch_size, top_terms=taxonomy_top_terms,
                  temperature=taxonomy_circumplex_temperature, consensus=consensus_params,
                  extra_basic_texts=(tv.valueeval_description_texts()
-                                    if taxonomy_value_prototypes == "project+valueeval" else None))
-except tx.TaxonomyError as err:
+                                    if taxonomy_value_prototypes == "project+valueeval" else None),
+                 mode=taxonomy_mode)
+except (tx.TaxonomyError, pinning.PinError) as err:
     display(Markdown(f"**Cannot build the taxonomy.** {err}"))
     raise tx.TaxonomyError(str(err)) from None
 
@@ -136,6 +140,58 @@ display(Markdown(
     + f" Clustering ({taxonomy_consensus_runs} UMAP + HDBSCAN run(s)): {tax.seconds['cluster']:.1f} s; "
     f"2-d map: {tax.seconds['map2d']:.1f} s."
 ))
+"""),
+    ("md", """
+## Pinned or recomputed?
+The embeddings depend on the CPU kernels PyTorch picks (AVX-512 or AVX2: differences of ~1e-7), and
+UMAP + HDBSCAN turn such rounding into a different clustering; everything downstream follows the
+clustering. So the canonical embeddings and consensus assignment are **pinned** in `data/pinned/`
+(with their SHA-256 and the machine they were made on) and read whenever the texts and parameters
+match the pin (`taxonomy_mode = "pinned"`, the default): the same taxonomy on every machine.
+`taxonomy_mode = "recompute"` re-runs the stage on this machine and reports how far it is from the
+pin; `make pin-taxonomy` re-pins deliberately (the git diff of `data/pinned/` then shows it).
+"""),
+    ("code", """
+pin_validation = tax.pin.entry.get("validation", {}) if tax.pin is not None else {}
+pin_agreement = {}
+if tax.pin is not None:
+    made = tax.pin.entry.get("machine", {})
+    display(Markdown(
+        f"**Pinned taxonomy read** (`data/pinned/{tax.pin.entry['file']}`, input fingerprint "
+        f"`{tax.fingerprint[:16]}`), made on {made.get('cpu_model')} with PyTorch kernels "
+        f"{made.get('torch_cpu_capability')}; embeddings from `data/pinned/{tax.pin.entry['embeddings']}`. "
+        "The validation numbers below marked *(pinned)* were measured when the pin was made; "
+        "`taxonomy_mode = 'recompute'` measures them again."
+    ))
+elif taxonomy_mode == "pinned":
+    display(Markdown(
+        f"**No pinned taxonomy matches these inputs** (input fingerprint `{tax.fingerprint[:16]}`: other "
+        "texts or parameters than any pin in `data/pinned/`), so it was **recomputed on this machine** "
+        "and may differ on another. Pin it with `make pin-taxonomy PROFILE=<this profile>`."
+    ))
+else:
+    pinned_x = pinning.pinned_embeddings_for(tax.texts, tx._slug(taxonomy_embedding_model))
+    old = pinning.find_taxonomy_pin(tax.texts, tax.fingerprint)
+    if old is None:
+        display(Markdown(f"Recomputed on this machine; no pin matches these inputs (fingerprint "
+                         f"`{tax.fingerprint[:16]}`) to compare with."))
+    else:
+        changed = int((old.labels[tax.text_index] != tax.items["cluster"].to_numpy()).sum())
+        pin_agreement = {
+            "ari": float(adjusted_rand_score(old.labels, tax.fit.labels)),
+            "changed_items": changed, "pinned_clusters": int(old.labels.max() + 1),
+            "pinned_noise_share": float((old.labels < 0).mean()),
+            "embedding_max_abs_diff": (float(np.abs(pinned_x - tax.embeddings).max())
+                                       if pinned_x is not None else None),
+        }
+        display(Markdown(
+            f"**Recomputed on this machine** and compared with the pin (`data/pinned/{old.entry['file']}`): "
+            f"ARI **{pin_agreement['ari']:.3f}**, {changed} of {len(tax.items)} items with another cluster id "
+            f"(ids are numbered by size, so a renumbering counts too); {tax.fit.n_clusters} clusters vs "
+            f"{pin_agreement['pinned_clusters']} pinned, noise {tax.fit.noise_share:.1%} vs "
+            f"{pin_agreement['pinned_noise_share']:.1%}; embeddings differ from the pinned ones by at most "
+            f"{pin_agreement['embedding_max_abs_diff']}. The pin is not replaced: `make pin-taxonomy` does that."
+        ))
 """),
     ("md", """
 ## The clusters
@@ -205,8 +261,6 @@ extra runs (at 30 runs it did not always). Nearly all remaining disagreement is 
 noise: on texts both consensus clusterings place in a cluster they agree almost perfectly.
 """),
     ("code", """
-from sklearn.metrics import adjusted_rand_score
-
 d = tx.cosine_distances(tax.embeddings) if len(tax.texts) < tx.PRECOMPUTED_MAX else None
 single_fit = tx.fit(tax.embeddings, fit_params, distances=d)  # the single-seed pipeline, for comparison
 curve, disjoint_ari, single_seed_ari = None, float("nan"), float("nan")
@@ -230,6 +284,19 @@ if tax.consensus is not None:
         f"(single-seed fits agree with each other at mean ARI {single_seed_ari:.3f}); on the {in_both.mean():.0%} "
         f"of texts both place in a cluster: ARI {clustered_ari:.3f}. "
         f"Second consensus: {time.perf_counter() - t0:.0f} s."
+    ))
+    fig = cs.plot_stability_curve(curve, taxonomy_consensus_runs)
+    plotting.save_figure(fig, "taxonomy-consensus-curve", notebook=NOTEBOOK, inputs=[paths.ITEMS])
+    plt.show()
+elif pin_validation.get("consensus_curve"):
+    curve = pd.DataFrame(pin_validation["consensus_curve"])
+    disjoint_ari = pin_validation["consensus_disjoint_ari"]
+    single_seed_ari = pin_validation["single_seed_pairwise_ari"]
+    display(curve.style.format({"mean_pairwise_ari": "{:.3f}", "n_clusters": "{:.1f}",
+                                "noise_share": "{:.1%}"}).hide(axis="index"))
+    display(Markdown(
+        f"*(pinned)* Consensus vs consensus of disjoint seeds: ARI **{disjoint_ari:.3f}** (single-seed fits: "
+        f"{single_seed_ari:.3f}), measured when the pin was made; `taxonomy_mode = 'recompute'` re-runs it."
     ))
     fig = cs.plot_stability_curve(curve, taxonomy_consensus_runs)
     plotting.save_figure(fig, "taxonomy-consensus-curve", notebook=NOTEBOOK, inputs=[paths.ITEMS])
@@ -259,6 +326,14 @@ if taxonomy_avx2_check and tax.consensus is not None:
         f"({time.perf_counter() - t0:.0f} s)."
         + (" (This CPU's default kernels are AVX2 already: identical embeddings say nothing.)"
            if avx2_max_diff == 0 else "")
+    ))
+elif taxonomy_avx2_check and pin_validation.get("avx2_consensus_ari") is not None:
+    avx2_ari, avx2_single_ari = pin_validation["avx2_consensus_ari"], pin_validation["avx2_single_seed_ari"]
+    avx2_max_diff = pin_validation["avx2_max_abs_diff"]
+    display(Markdown(
+        f"*(pinned)* AVX2 vs default embeddings when the pin was made: largest coordinate difference "
+        f"{avx2_max_diff:.1e}; ARI of the single-seed fits **{avx2_single_ari:.3f}**, of the consensus "
+        f"clusterings **{avx2_ari:.3f}**. With the pin, both kernels give the pinned taxonomy."
     ))
 """),
     ("md", """
@@ -484,7 +559,7 @@ macros = {
     "TaxonomySchwartzChanceMacroF": mapping_scores.chance,
     "TaxonomySchwartzLogregMacroF": float(ms[LOGREG]),
 }
-if tax.consensus is not None:
+if tax.consensus is not None or tax.pin is not None:
     macros.update({"TaxonomyConsensusDisjointAri": disjoint_ari, "TaxonomySingleSeedAri": single_seed_ari,
                    "TaxonomyMedianConfidence": float(np.median(tax.fit.probabilities[tax.fit.labels >= 0]))})
 if avx2_ari is not None:
@@ -528,7 +603,21 @@ manifest.extra = {
     "schwartz_mapping": mapping_scores.summary.to_dict(orient="records"),
     "coherence": coherence_rows,
     "coherence_p_value": coherence.p_value if coherence is not None else None,
+    "taxonomy_mode": taxonomy_mode, "input_fingerprint": tax.fingerprint,
+    "pinned": tax.pin is not None, "pin_agreement": pin_agreement,
 }
+if tax.pin is None and tax.consensus is not None:  # computed here: a candidate for `make pin-taxonomy`
+    proto_texts = [t for ts in tax.protos["texts"] for t in ts]
+    written.append(pinning.write_candidate(
+        texts=tax.texts, embeddings=tax.embeddings, extra_texts=proto_texts,
+        extra_embeddings=tx.embed_texts(proto_texts, taxonomy_embedding_model, pinned=False),
+        labels=tax.fit.labels, confidence=tax.fit.probabilities, xy=tax.xy, fingerprint=tax.fingerprint,
+        model_slug=tx._slug(taxonomy_embedding_model), parameters=params,
+        validation={"consensus_disjoint_ari": disjoint_ari, "single_seed_pairwise_ari": single_seed_ari,
+                    "consensus_curve": curve.to_dict(orient="records") if curve is not None else None,
+                    "avx2_consensus_ari": avx2_ari, "avx2_single_seed_ari": avx2_single_ari,
+                    "avx2_max_abs_diff": avx2_max_diff},
+    ))
 manifest.write(tx.MANIFEST)
 display(Markdown(
     f"Wrote {', '.join(paths.relative(p) for p in [*written, tx.MANIFEST])}. "

@@ -12,8 +12,9 @@ CELLS = [
     ("md", """
 # 06 · Thesis figures: rebuild the cross-stage summaries and check the thesis wiring
 
-**Question.** Does the thesis (`thesis/`) show the figures, tables and numbers of the latest run, and
-what did that run cost? Nothing is re-trained here: this notebook reads what the stages saved.
+**Question.** Does the thesis (`thesis/`) show the figures, tables and numbers of the evaluation its
+profile names (`runs/evaluations/<profile>.json`, written when `make` runs notebook 04), and what did
+that run cost? Nothing is re-trained here: this notebook reads what the stages saved.
 
 **Inputs.** The provenance records of every stage (`data/processed/NN_*.manifest.json`, one
 `runs/<run_id>/manifest.json` per fine-tune), the evaluation summary `runs/eval_summary.parquet`
@@ -27,7 +28,7 @@ appendix): which notebook made which figure; the macros of group `06_thesis_figu
 notebook, prints at its own size, and embeds its fonts.
 """),
     ("params", """
-eval_hash = ""  # which evaluation in runs/eval_summary.parquet to summarise ("": the one notebook 04 saved last)
+eval_hash = ""  # which evaluation in runs/eval_summary.parquet to summarise ("": the one named for this profile in runs/evaluations/<profile>.json)
 summary_runtime_fraction = 0.8  # width of the run-time figure, as a fraction of the text width [0.3, 1.0]
 summary_scatter_fraction = 0.6  # width of the cost-vs-alignment figure, fraction of the text width [0.3, 1.0]
 thesis_fail_on_error = False  # stop this notebook when the thesis check finds errors (make figures/thesis always do)
@@ -75,8 +76,13 @@ baselines of notebook 04.
 runs = thesis.runs_table(records)
 alignment = eval_summary = None
 summary_path = paths.RUNS / evaluation.SUMMARY_NAME
+reported_hash = None
 try:
-    eval_summary = evaluation.load_summary(eval_hash or evaluation.latest_eval_hash())
+    # the evaluation this profile names (written when `make` runs notebook 04), never "the latest":
+    # a sweep cell or a test that evaluates later must not change what the thesis reports
+    reported_hash, reported_why = thesis.reported_eval_hash(eval_hash)
+    display(Markdown(f"Reporting evaluation `{reported_hash}`: {reported_why}."))
+    eval_summary = evaluation.load_summary(reported_hash)
     alignment = thesis.run_alignment(eval_summary)  # test items; baselines per population
 except (evaluation.EvaluationError, ValueError) as err:
     display(Markdown(f"**No evaluation to summarise:** {err}"))
@@ -112,6 +118,7 @@ macros = {
     "SummaryFigures": int((artefacts["Kind"] == "figure").sum()),
     "SummaryTables": int((artefacts["Kind"] == "table").sum()),
     "SummaryRuns": int(len(runs)),
+    "SummaryEvalHash": reported_hash or "n/a",  # `make verify` checks it is the profile's named evaluation
 }
 # the "best" run is chosen on the validation items and reported on the test items (choosing on test
 # and reporting there would overstate it)

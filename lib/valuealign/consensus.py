@@ -277,7 +277,8 @@ def embed_under_cpu_capability(
         code = (
             "import json, sys; from pathlib import Path; from valuealign import taxonomy as tx; "
             "texts = json.load(open(sys.argv[1], encoding='utf-8')); "
-            "tx.embed_texts(texts, sys.argv[2], cache_dir=Path(sys.argv[3]), batch_size=int(sys.argv[4]))"
+            "tx.embed_texts(texts, sys.argv[2], cache_dir=Path(sys.argv[3]), batch_size=int(sys.argv[4]), "
+            "pinned=False)"
         )
         env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
         try:
@@ -291,7 +292,7 @@ def embed_under_cpu_capability(
                 f"embedding under ATEN_CPU_CAPABILITY={capability} failed (exit {proc.returncode}): "
                 f"{proc.stderr.strip()[-400:]}"
             )
-    return embed_texts(texts, model_name, cache_dir=cache_dir, stats=stats)
+    return embed_texts(texts, model_name, cache_dir=cache_dir, stats=stats, pinned=False)
 
 
 def _all_cached(texts: Sequence[str], model_name: str, cache_dir: Path) -> bool:

@@ -270,11 +270,14 @@ def embedding_cache_file(model_name: str, cache_dir: Path | None = None) -> Path
 
 def embed_texts(
     texts: Sequence[str], model_name: str = DEFAULT_MODEL, *, cache_dir: Path | None = None,
-    batch_size: int = 64, stats: EmbedStats | None = None,
+    batch_size: int = 64, stats: EmbedStats | None = None, pinned: bool = True,
 ) -> np.ndarray:
     """Unit-norm float32 embeddings, cached on disk keyed by (model, sha256 of the text).
 
-    A re-run with the same texts embeds nothing and does not even load the model.
+    A re-run with the same texts embeds nothing and does not even load the model. With ``pinned``
+    (the default) a text whose embedding is pinned in ``data/pinned/`` (``valuealign.pinning``) gets
+    the pinned vector, whatever this machine's kernels would compute: the same vector on every
+    machine. ``pinned=False`` computes (or reads this machine's cache), for recompute mode and checks.
     """
     stats = stats if stats is not None else EmbedStats()
     stats.n_texts = len(texts)
@@ -287,8 +290,16 @@ def embed_texts(
         df = pd.read_parquet(cache_file)
         cache = dict(zip(df["sha256"], (np.asarray(v, dtype=np.float32) for v in df["embedding"]),
                          strict=True))
-    todo = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in cache}.items())
-    stats.n_cached = sum(k in cache for k in keys)
+    pins: dict[str, np.ndarray] = {}
+    if pinned:
+        from valuealign import pinning
+
+        pin_file = pinning.embeddings_file(_slug(model_name))
+        if pin_file.exists():
+            pinning.verify_file(pin_file, pinning.read_manifest())
+            pins = pinning.read_embeddings(pin_file)
+    todo = sorted({k: t for k, t in zip(keys, texts, strict=True) if k not in cache and k not in pins}.items())
+    stats.n_cached = sum(k in cache or k in pins for k in keys)
     if todo:
         t0 = time.perf_counter()
         model = load_encoder(model_name)
@@ -303,7 +314,7 @@ def embed_texts(
             pd.DataFrame({"sha256": ordered, "embedding": [cache[k].tolist() for k in ordered]}),
             cache_file,
         )
-    return np.stack([cache[k] for k in keys]).astype(np.float32)
+    return np.stack([pins[k] if k in pins else cache[k] for k in keys]).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- UMAP + HDBSCAN
@@ -672,13 +683,16 @@ class Taxonomy:
     embed_stats: EmbedStats
     seconds: dict[str, float]
     consensus: Any = None  # valuealign.consensus.Consensus when built from several runs, else None
+    mode: str = "recompute"  # taxonomy_mode the stage ran in (valuealign.pinning.MODES)
+    fingerprint: str = ""  # input fingerprint: hash of the texts, the encoder and the parameters
+    pin: Any = None  # valuealign.pinning.TaxonomyPin the assignment was read from, else None
 
 
 def run(
     corpus: pd.DataFrame, params: FitParams, *, model_name: str = DEFAULT_MODEL,
     batch_size: int = 64, top_terms: int = 5, temperature: float = 0.02,
     cache_dir: Path | None = None, prototypes: Path | None = None, consensus: Any = None,
-    extra_basic_texts: dict[str, list[str]] | None = None,
+    extra_basic_texts: dict[str, list[str]] | None = None, mode: str = "pinned",
 ) -> Taxonomy:
     """The whole stage on one corpus: embed, reduce, cluster, map to Schwartz values, label.
 
@@ -687,18 +701,43 @@ def run(
     item's consensus membership confidence. Without it (or with runs = 1) the single-seed fit is
     used and both hold HDBSCAN's membership probability. ``extra_basic_texts`` (basic value id ->
     texts) are averaged into those basic values' prototypes, e.g. ValueEval's value descriptions.
+
+    ``mode`` (notebook parameter ``taxonomy_mode``): ``pinned`` reads the pinned embeddings and,
+    when a pin was made for exactly these texts and parameters (``valuealign.pinning``), the pinned
+    assignment and map instead of re-clustering (the same taxonomy on every machine); without a
+    matching pin it recomputes (``Taxonomy.pin`` is None, so the caller can say so). ``require-pin``
+    fails instead. ``recompute`` ignores every pin: this machine's embeddings and clustering.
     """
+    from valuealign import pinning
+
+    if mode not in pinning.MODES:
+        raise TaxonomyError(f"taxonomy_mode {mode!r} unknown; choose from {pinning.MODES}")
     check_corpus(corpus)
     t0 = time.perf_counter()
     texts, index = unique_texts(corpus)
+    use_pins = mode != "recompute"
+    with_consensus = consensus is not None and consensus.runs > 1
+    fingerprint = pinning.input_fingerprint(texts, model_name, params, consensus if with_consensus else None)
+    pin = pinning.find_taxonomy_pin(texts, fingerprint) if use_pins else None
+    if pin is None and mode == "require-pin":
+        raise TaxonomyError(
+            f"taxonomy_mode 'require-pin': no pinned taxonomy in data/pinned/ matches these {len(texts)} texts "
+            f"and parameters (input fingerprint {fingerprint[:16]}). Pin this profile's taxonomy with "
+            "`make pin-taxonomy PROFILE=<profile>`, or run with taxonomy_mode recompute."
+        )
     stats = EmbedStats()
-    x = embed_texts(texts, model_name, cache_dir=cache_dir, batch_size=batch_size, stats=stats)
+    x = embed_texts(texts, model_name, cache_dir=cache_dir, batch_size=batch_size, stats=stats, pinned=use_pins)
     protos = with_extra_texts(load_prototypes(prototypes), extra_basic_texts or {})
-    pv = prototype_vectors(protos, model_name, cache_dir=cache_dir, batch_size=batch_size)
+    pv = prototype_vectors(protos, model_name, cache_dir=cache_dir, batch_size=batch_size, pinned=use_pins)
     t1 = time.perf_counter()
     d = cosine_distances(x) if len(x) < PRECOMPUTED_MAX else None
     cons = None
-    if consensus is not None and consensus.runs > 1:
+    if pin is not None:
+        # the space of the single-seed fit, for the min_cluster_size sweep (validation only)
+        space = reduce(x, n_components=params.n_components, n_neighbors=params.n_neighbors,
+                       min_dist=params.min_dist, seed=params.seed, n_epochs=params.n_epochs, distances=d)
+        f = Fit(pin.labels, pin.confidence, space, params)
+    elif with_consensus:
         from valuealign import consensus as cs  # imports this module: import here, not at the top
 
         cons = cs.build(x, params, consensus)
@@ -709,8 +748,9 @@ def run(
     else:
         f = fit(x, params, distances=d)
     t2 = time.perf_counter()
-    xy = reduce(x, n_components=2, n_neighbors=params.n_neighbors, min_dist=0.1,
-                seed=params.seed, n_epochs=params.n_epochs, distances=d)
+    xy = pin.xy if pin is not None else reduce(
+        x, n_components=2, n_neighbors=params.n_neighbors, min_dist=0.1,
+        seed=params.seed, n_epochs=params.n_epochs, distances=d)
     t3 = time.perf_counter()
 
     basic = protos[protos["level"] == "basic"].reset_index(drop=True)
@@ -762,7 +802,8 @@ def run(
     value_sims.index.name = "cluster"
     t4 = time.perf_counter()
     return Taxonomy(corpus, texts, index, x, f, xy, protos, pv, clusters, items, value_sims, stats,
-                    {"embed": t1 - t0, "cluster": t2 - t1, "map2d": t3 - t2, "mapping": t4 - t3}, cons)
+                    {"embed": t1 - t0, "cluster": t2 - t1, "map2d": t3 - t2, "mapping": t4 - t3}, cons,
+                    mode, fingerprint, pin)
 
 
 def bad_input_messages(

@@ -507,15 +507,87 @@ def figure_checks(manifest: dict[str, Any], textwidth_in: float | None = None) -
                                        "fits", "fonts_embedded"])
 
 
+# ------------------------------------------------------------------ the evaluation the thesis reports
+EVALUATIONS_DIR_NAME = "evaluations"
+PROFILE_ENV = "VALUEALIGN_PROFILE"  # exported by the Makefile: the profile `make` runs under
+
+
+def evaluation_pointer(profile: str, runs_dir: Path | None = None) -> Path:
+    """``runs/evaluations/<profile>.json``: the evaluation the thesis of ``profile`` reports."""
+    return paths.safe_child((runs_dir or paths.RUNS) / EVALUATIONS_DIR_NAME, f"{profile}.json", "profile")
+
+
+def name_evaluation(profile: str, eval_hash: str | None = None, runs_dir: Path | None = None) -> Path:
+    """Record ``eval_hash`` (default: the evaluation notebook 04 just saved) as the profile's evaluation.
+
+    Why: several evaluations live side by side in ``runs/eval_summary.parquet`` (a sweep cell or a
+    test adds its own); the thesis must report the one its profile made, not whichever came last.
+    `make` calls this right after notebook 04 ran under the profile; the pointer also lists the runs
+    and the settings of that evaluation, so the choice can be read off the file.
+    """
+    from valuealign import evaluation
+
+    eval_hash = eval_hash or evaluation.latest_eval_hash(runs_dir)
+    summary = evaluation.load_summary(eval_hash, runs_dir)  # refuses an unknown eval_hash
+    meta_file = evaluation.eval_folder(evaluation.BASELINES_RUN, eval_hash, runs_dir) / "eval.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
+    from valuealign import provenance
+
+    return provenance.write_json({
+        "profile": profile, "eval_hash": eval_hash,
+        "runs": sorted(str(r) for r in summary["run"].unique() if not str(r).startswith("_")),
+        "settings": {k: v for k, v in meta.items() if isinstance(v, str | int | float | bool | list)},
+    }, evaluation_pointer(profile, runs_dir))
+
+
+def named_evaluation(profile: str, runs_dir: Path | None = None) -> dict[str, Any] | None:
+    """The pointer of ``profile`` (eval_hash, runs, settings), or None when none was recorded."""
+    path = evaluation_pointer(profile, runs_dir)
+    if not path.exists():
+        return None
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict) or not isinstance(data.get("eval_hash"), str):
+        raise ValueError(f"{paths.relative(path)} has no eval_hash: delete it and re-run `make all`")
+    return data
+
+
+def reported_eval_hash(eval_hash: str = "", profile: str | None = None,
+                       runs_dir: Path | None = None) -> tuple[str, str]:
+    """The evaluation the thesis reports, and why: an explicit ``eval_hash``, else the one named for
+    ``profile`` (default ``$VALUEALIGN_PROFILE``, else ``smoke``). Only when the profile names none
+    (notebooks run outside `make`, e.g. under nbval before any `make all`) the latest, said so.
+    """
+    import os
+
+    from valuealign import evaluation
+
+    if eval_hash:
+        return eval_hash, "given by the eval_hash parameter"
+    profile = profile or os.environ.get(PROFILE_ENV) or "smoke"
+    named = named_evaluation(profile, runs_dir)
+    if named is not None:
+        return named["eval_hash"], f"named for profile {profile!r} in {paths.relative(evaluation_pointer(profile, runs_dir))}"
+    return evaluation.latest_eval_hash(runs_dir), (
+        f"the latest: profile {profile!r} names no evaluation yet ({paths.relative(evaluation_pointer(profile, runs_dir))} "
+        "is written when `make` runs notebook 04)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Check the thesis against figures/ and its manifest.")
     sub = ap.add_subparsers(dest="cmd", required=True)
+    n = sub.add_parser("name-evaluation", help="record the evaluation notebook 04 just saved as PROFILE's")
+    n.add_argument("--profile", required=True)
+    n.add_argument("--eval-hash", default=None)
     c = sub.add_parser("check", help="references vs figures/manifest.json (exit 1 on errors)")
     c.add_argument("--main", type=Path, default=paths.THESIS / "main.tex")
     c.add_argument("--strict", action="store_true", help="treat warnings as errors too")
     f = sub.add_parser("fonts", help="fail if a PDF has fonts that are not embedded")
     f.add_argument("pdf", type=Path, nargs="+")
     args = ap.parse_args(argv)
+    if args.cmd == "name-evaluation":
+        target = name_evaluation(args.profile, args.eval_hash)
+        print(f"{paths.relative(target)}: {named_evaluation(args.profile)['eval_hash']}")
+        return 0
     if args.cmd == "check":
         report = check_thesis(args.main)
         print(report.format())
