@@ -56,6 +56,9 @@ MAKE_PLANS: dict[str, list[str]] = {
     "sweep": ["-m valuealign.sweep {GRID} --executor {EXECUTOR} {SWEEP_ARGS}"],
     "bench-gpu-quick": ["benchmarks/gpu_qlora.py --quick"],
     "release": ["-m valuealign.release"],
+    "verify": [*(_run_nb(nb) for nb in NOTEBOOKS), "-m valuealign.verify check --profile {PROFILE}"],
+    "verify-update": [*(_run_nb(nb) for nb in NOTEBOOKS), "-m valuealign.verify update --profile {PROFILE}"],
+    "pin-taxonomy": ["01_value_taxonomy -p taxonomy_mode recompute", "-m valuealign.pinning promote"],
     "release-verify": ["-m valuealign.release --verify release"],
     "clean": ["rm -rf executed data/processed data/interim data/cache runs"],
     "distclean": ["rm -rf executed data/processed", "rm -rf .venv models .stamps"],
@@ -96,8 +99,16 @@ def readme_commands(text: str | None = None) -> list[str]:
 # ---------------------------------------------------------------- checks
 
 
+def _fill_placeholder(word: str) -> str:
+    """``PROFILE=<profile>`` (a placeholder the reader fills in) -> the variable's default value."""
+    name, _, value = word.partition("=")
+    if value.startswith("<") and value.endswith(">") and name in MAKE_DEFAULTS:
+        return f"{name}={MAKE_DEFAULTS[name]}"
+    return word
+
+
 def check_make(cmd: str) -> None:
-    words = shlex.split(cmd)[1:]
+    words = [_fill_placeholder(w) for w in shlex.split(cmd)[1:]]
     variables = dict(MAKE_DEFAULTS, **dict(w.split("=", 1) for w in words if "=" in w))
     targets = [w for w in words if "=" not in w and not w.startswith("-")]
     missing = [t for t in targets if t not in MAKE_PLANS]
@@ -200,6 +211,14 @@ def check_bash_script(cmd: str) -> None:
     assert proc.returncode == 0, f"README command {cmd!r}: bash -n {script}: {proc.stderr}"
 
 
+def check_python_script(cmd: str) -> None:
+    script = REPO / next(w for w in shlex.split(cmd) if w.endswith(".py"))
+    assert script.is_file(), f"README command {cmd!r}: {script} does not exist"
+    proc = subprocess.run([sys.executable, "-m", "py_compile", str(script)], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, f"README command {cmd!r}: {script} does not compile: {proc.stderr}"
+
+
 # (pattern, check, what it checks): the first rule whose pattern matches a command checks it.
 COMMAND_CHECKS: list[tuple[re.Pattern[str], Callable[[str], None], str]] = [
     (re.compile(r"^make(\s|$)"), check_make, "make -n -B and the expected recipe lines"),
@@ -211,6 +230,8 @@ COMMAND_CHECKS: list[tuple[re.Pattern[str], Callable[[str], None], str]] = [
     (re.compile(r"^(\.venv/bin/)?python3? -m valuealign\.\w+"), check_python_module,
      "--help lists every option used"),
     (re.compile(r"^bash \S+$"), check_bash_script, "the script exists and parses"),
+    (re.compile(r"^(\.venv/bin/)?python3? (benchmarks|tools)/\w+\.py"), check_python_script,
+     "the script exists and compiles (benchmarks run for minutes)"),
 ]
 
 
