@@ -335,3 +335,139 @@ def test_planted_evaluation_is_reproducible(item_table):
     b = ev.gains_table(item_table.sample(frac=1.0, random_state=0), n_boot=N_BOOT, seed=3,
                        references=("base", "uniform"))
     pd.testing.assert_frame_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- trained-control verdicts
+# control_verdicts on planted models: a model that answers like its population must pass the
+# positive control and one that answers like the base model must fail it; a "shuffled" run that
+# still answers like the population must fail the shuffled control; a run that answers like a
+# far population must fail the other-population control.
+
+def control_table(items, targets, planted_preds, runs: Sequence[tuple[str, str, str]], split: str) -> pd.DataFrame:
+    """Base (answers like pop-base) and planted runs (run id, value set it claims, population it
+    answers like), scored on ``split`` through the real scoring path."""
+    it = items.assign(split=split)
+    parts = [scored(planted_preds[BASE_POPULATION], it, targets, ev.Condition(ev.BASELINES_RUN, "base"))]
+    for run, vs, answers_like in runs:
+        parts.append(scored(planted_preds[answers_like], it, targets, ev.Condition(run, "sft", vs, 0)))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_positive_control_passes_for_a_learned_population_and_fails_for_a_base_copy(items, targets,
+                                                                                    planted_preds):
+    learned = control_table(items, targets, planted_preds, [("r-a", "pop-a", "pop-a")], "train")
+    v = ev.control_verdicts(learned, far={}, n_boot=N_BOOT)
+    assert list(v["control"]) == [ev.CONTROL_POSITIVE]
+    assert v["passes"].tolist() == [True] and v["ci_low"].iloc[0] > 0
+    copy = control_table(items, targets, planted_preds, [("r-a", "pop-a", BASE_POPULATION)], "train")
+    v = ev.control_verdicts(copy, far={}, n_boot=N_BOOT)
+    assert v["passes"].tolist() == [False] and v["estimate"].iloc[0] == pytest.approx(0.0, abs=1e-9)
+    # held-out items do not count as the positive control
+    held_out = control_table(items, targets, planted_preds, [("r-a", "pop-a", "pop-a")], "test")
+    assert ev.CONTROL_POSITIVE not in set(ev.control_verdicts(held_out, far={}, n_boot=N_BOOT)["control"])
+
+
+def test_shuffled_control_fails_when_the_run_still_answers_like_the_population(items, targets, planted_preds):
+    honest = control_table(items, targets, planted_preds, [("r-shuf", "pop-a-shuffled", BASE_POPULATION)], "test")
+    v = ev.control_verdicts(honest, far={}, n_boot=N_BOOT)
+    assert list(v["control"]) == [ev.CONTROL_SHUFFLED] and v["scored_against"].iloc[0] == "pop-a"
+    assert v["passes"].tolist() == [True]
+    leaky = control_table(items, targets, planted_preds, [("r-shuf", "pop-a-shuffled", "pop-a")], "test")
+    v = ev.control_verdicts(leaky, far={}, n_boot=N_BOOT)
+    assert v["passes"].tolist() == [False] and v["ci_low"].iloc[0] > 0
+
+
+def test_other_population_control_fails_when_the_run_gains_more_on_the_far_population(items, targets,
+                                                                                      planted_preds):
+    own = control_table(items, targets, planted_preds, [("r-a", "pop-a", "pop-a")], "test")
+    v = ev.control_verdicts(own, far={"pop-a": "pop-b"}, n_boot=N_BOOT)
+    row = v[v["control"] == ev.CONTROL_OTHER_POPULATION].iloc[0]
+    assert row["scored_against"] == "pop-b" and bool(row["passes"]) is True and row["ci_high"] < 0
+    wrong = control_table(items, targets, planted_preds, [("r-a", "pop-a", "pop-b")], "test")
+    v = ev.control_verdicts(wrong, far={"pop-a": "pop-b"}, n_boot=N_BOOT)
+    row = v[v["control"] == ev.CONTROL_OTHER_POPULATION].iloc[0]
+    assert bool(row["passes"]) is False and row["ci_low"] > 0
+
+
+def test_control_verdicts_combine_seeds_and_say_what_was_not_evaluated(items, targets, planted_preds):
+    two = control_table(items, targets, planted_preds, [("r-a0", "pop-a", "pop-a"), ("r-a1", "pop-a", "pop-a")],
+                        "train")
+    v = ev.control_verdicts(two, far={}, n_boot=N_BOOT)
+    assert v["n_seeds"].iloc[0] == 2 and v["ci_unit"].iloc[0] == "seeds x items"
+    text = ev.controls_markdown(v, ["train"])
+    assert "1 of 1 pass" in text and "sft on pop-a vs pop-a" in text
+    assert "negative: shuffled targets**: not evaluated" in text
+    assert "add `train` to `eval_splits`" in ev.controls_markdown(v.iloc[0:0], ["test"])
+
+
+def test_farthest_population_skips_controls_and_itself():
+    jsd = pd.DataFrame([("a", "a", 0.0), ("a", "b", 0.2), ("a", "c", 0.5), ("a", "a-shuffled", 0.9),
+                        ("b", "a", 0.2), ("b", "c", 0.1)],
+                       columns=["value_set_a", "value_set_b", "mean_js_distance"])
+    assert ev.farthest_populations(jsd, ["a", "b", "a-shuffled"]) == {"a": "c", "b": "a"}
+    assert ev.farthest_populations(jsd, ["a"], candidates=["b"]) == {"a": "b"}
+    with pytest.raises(ev.EvaluationError, match="mean_js_distance"):
+        ev.farthest_populations(jsd.drop(columns="mean_js_distance"), ["a"])
+
+
+def test_best_run_is_never_a_shuffled_control():
+    summary = pd.DataFrame([
+        {"split": sp, "value_set": vs, "method": "sft", "mean": m, "seed_sd": np.nan, "n_seeds": 1}
+        for vs, m in (("pop-a", 0.6), ("pop-a-shuffled", 0.9)) for sp in ("validation", "test")])
+    assert ev.best_on_validation(summary)["value_set"] == "pop-a"
+
+
+def test_train_split_restricted_to_trained_items(items, targets):
+    inputs = {"items": items.drop(columns=["split", "stratum"]), "targets": targets,
+              "splits": items[["item_id"]].assign(split=["train", "test"] * (len(items) // 2), stratum="s")}
+    trained = {"q-00", "q-02"}
+    got = ev.select_items(inputs, ["pop-a"], ["train", "test"], 0, restrict={"train": trained})
+    assert set(got.loc[got["split"] == "train", "item_id"]) == trained
+    assert (got["split"] == "test").sum() == len(items) // 2
+
+
+# ----------------------------------------------------------------------------- shuffled-target control data
+
+def shuffle_inputs() -> tuple[pd.DataFrame, dict[str, str], pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    k = {f"i{j:02d}": 3 + (j % 2) for j in range(12)}
+    k["lone"] = 5  # the only 5-option item: nothing to borrow from
+    split_of = {i: ("train" if j < 8 else "test") for j, i in enumerate(sorted(k))}
+    mix = pd.DataFrame([{"value_set": "us", "item_id": i, "shares": rng.dirichlet(np.ones(n)).tolist(),
+                         "n_members": 1} for i, n in sorted(k.items())])
+    items = pd.DataFrame({"item_id": list(k), "options": [[f"o{x}" for x in range(n)] for n in k.values()]})
+    return mix, split_of, items
+
+
+def test_shuffled_targets_come_from_another_item_of_the_same_split_and_option_count():
+    from valuealign import datasets as ds
+
+    mix, split_of, items = shuffle_inputs()
+    n_opt = dict(zip(items["item_id"], items["options"].map(len), strict=True))
+    out = ds.shuffled_mixture(mix, "us", split_of, n_opt, seed=0)
+    assert set(out["value_set"]) == {"us-shuffled"} and "lone" not in set(out["item_id"])
+    own = dict(zip(mix["item_id"], mix["shares"], strict=True))
+    for r in out.itertuples():
+        assert r.shares_from != r.item_id and r.shares == own[r.shares_from]
+        assert split_of[r.shares_from] == split_of[r.item_id] and n_opt[r.shares_from] == n_opt[r.item_id]
+    assert sorted(out["shares_from"]) == sorted(out["item_id"])  # a permutation: every donor used once
+    again = ds.shuffled_mixture(mix, "us", split_of, n_opt, seed=0)
+    pd.testing.assert_frame_equal(out, again)
+    assert list(ds.shuffled_mixture(mix, "us", split_of, n_opt, seed=1)["shares_from"]) != list(out["shares_from"])
+
+
+def test_shuffled_control_value_set_is_added_with_its_source_members_or_refused():
+    from valuealign import datasets as ds
+
+    mix, split_of, items = shuffle_inputs()
+    vsets = [ds.ValueSet("us", ("United States",), (1.0,))]
+    out_vs, out_mix = ds.add_shuffled_controls(vsets, mix, ["us"], split_of, items, seed=0)
+    ctl = out_vs[-1]
+    assert (ctl.value_set, ctl.members, ctl.origin) == ("us-shuffled", ("United States",), ds.SHUFFLED_ORIGIN)
+    assert set(out_mix["value_set"]) == {"us", "us-shuffled"} and "shares_from" not in out_mix.columns
+    assert ds.control_source("us-shuffled") == "us" and ds.control_source("us") is None
+    with pytest.raises(ds.DatasetBuildError, match="'germany-shuffled' is the shuffled control of 'germany'"):
+        ds.add_shuffled_controls(vsets, mix, ["germany"], split_of, items, seed=0)
+    groups = pd.DataFrame({"group": ["United States"], "n_items": [12], "respondents": [1.0], "has_n": [True]})
+    assert [v.value_set for v in ds.parse_value_sets(["united-states", "united-states-shuffled"], groups)] == [
+        "united-states"]
