@@ -49,6 +49,7 @@ data_source = "survey"  # training data: survey answers (notebook 02) or consult
 seed = 0  # random seed: LoRA init, data order, subsample [0, 2147483647]
 quantization = "auto"  # base weights (auto: 4bit on CUDA, none on CPU) {auto, 4bit, none}
 strict = False  # turn fallbacks (4-bit or paged optimiser without CUDA) into errors
+cpu_rehearsal = False  # make rehearse: keep 4-bit NF4 and the paged optimiser on CPU (bitsandbytes) instead of falling back
 lora_r = 16  # LoRA rank (alignment-handbook zephyr QLoRA SFT: 16) [1, 1024]
 lora_alpha = 16  # LoRA alpha; the update is scaled by alpha / r [1, 4096]
 lora_dropout = 0.05  # dropout on the LoRA input [0.0, 0.9]

@@ -108,18 +108,23 @@ def training_device() -> str:
     return "cuda" if models.cuda_available() else "cpu"
 
 
-def resolve_quantization(requested: str, strict: bool = False, cuda: bool | None = None) -> str:
+def resolve_quantization(requested: str, strict: bool = False, cuda: bool | None = None,
+                         cpu_rehearsal: bool = False) -> str:
     """``auto`` -> ``4bit`` on CUDA, ``none`` on CPU; ``4bit`` without CUDA warns and falls back.
 
     Why fall back rather than run 4-bit on CPU: bitsandbytes does run NF4 on CPU, but only
     with float32 compute, and it visibly hurts a 135M model (measured on the bundled model); QLoRA exists to
     fit 7-13B models on one GPU. With ``strict`` the fallback is an error instead.
+    ``cpu_rehearsal`` (``make rehearse``): keep 4-bit on CPU, so that a GPU profile's QLoRA code
+    path (bitsandbytes NF4, double quantisation, k-bit preparation) runs before it reaches a GPU.
     """
     if requested not in QUANTIZATIONS:
         raise TrainingError(f"unknown quantization {requested!r}; valid: {', '.join(QUANTIZATIONS)}")
     cuda = models.cuda_available() if cuda is None else cuda
     if requested == "auto":
         return "4bit" if cuda else "none"
+    if requested == "4bit" and not cuda and cpu_rehearsal:
+        return "4bit"
     if requested == "4bit" and not cuda:
         msg = ("quantization='4bit' needs a CUDA GPU and none is available: "
                "training the unquantised model (quantization='none') on CPU instead")
@@ -246,11 +251,13 @@ def params_for_run(params: Mapping[str, Any], method: str, value_set: str,
     holding ``<value_set>/<method>/``, default notebook 02's or 05's output)."""
     check_method(method)
     cuda = models.cuda_available() if cuda is None else cuda
-    quant = resolve_quantization(params.get("quantization", "auto"), params.get("strict", False), cuda)
+    rehearsal = bool(params.get("cpu_rehearsal", False))
+    quant = resolve_quantization(params.get("quantization", "auto"), params.get("strict", False), cuda,
+                                 cpu_rehearsal=rehearsal)
     optim = params.get("train_optim", "auto")
     if optim == "auto":
         optim = "paged_adamw_8bit" if cuda else "adamw_torch"
-    elif optim.startswith("paged_") and not cuda:
+    elif optim.startswith("paged_") and not cuda and not rehearsal:  # rehearsal: bitsandbytes' CPU optimiser
         if params.get("strict", False):
             raise TrainingError(f"train_optim={optim!r} needs CUDA (strict=True)")
         warnings.warn(f"train_optim={optim!r} needs CUDA: using adamw_torch on CPU", UserWarning, stacklevel=2)
