@@ -471,3 +471,62 @@ def test_shuffled_control_value_set_is_added_with_its_source_members_or_refused(
     groups = pd.DataFrame({"group": ["United States"], "n_items": [12], "respondents": [1.0], "has_n": [True]})
     assert [v.value_set for v in ds.parse_value_sets(["united-states", "united-states-shuffled"], groups)] == [
         "united-states"]
+
+
+# ----------------------------------------------------------------------------- rehearsal of the GPU profiles
+
+@pytest.mark.parametrize("profile", ["thesis-7b", "thesis-13b"])
+def test_rehearsal_substitutes_only_the_listed_parameters(profile: str) -> None:
+    from valuealign import config, paths, rehearsal
+
+    path = paths.CONFIGS / f"{profile}.yaml"
+    original = config.load_profile(path)
+    params, table = rehearsal.rehearsal_parameters(path)
+    changed = {r["parameter"] for r in table}
+    assert changed <= {s.key for s in rehearsal.SUBSTITUTIONS} | {"value_sets"}
+    assert {"model_profile", "max_steps", "dataset_max_items", "cpu_rehearsal"} <= changed
+    for key in ("quantization", "train_optim", "train_gradient_checkpointing", "lora_target", "max_length",
+                "train_lr_scheduler", "eval_quantization", "n_paraphrases", "strict", "sft_learning_rate"):
+        assert params[key] == original[key], key
+    assert params["value_sets"] == original["value_sets"][:1] and params["model_profile"] == "smollm2-135m"
+    text = rehearsal.substitutions_markdown(path, table)
+    assert all(f"`{k}`" in text for k in changed) and "bitsandbytes" in text
+
+
+def test_rehearsal_refuses_non_strict_and_capped_profiles(tmp_path) -> None:
+    from valuealign import config, paths, rehearsal
+
+    with pytest.raises(rehearsal.RehearsalError, match="strict"):
+        rehearsal.rehearsal_parameters(paths.CONFIGS / "smoke.yaml")
+    capped = tmp_path / "capped.yaml"
+    capped.write_text((paths.CONFIGS / "thesis-7b.yaml").read_text().replace("dataset_max_items: 0",
+                                                                               "dataset_max_items: 60"))
+    with pytest.raises(config.ConfigError, match="dataset_max_items = 60"):
+        rehearsal.rehearsal_parameters(capped)  # the strict smoke-cap check still applies to the profile
+
+
+def test_cpu_rehearsal_keeps_4bit_and_the_paged_optimiser_without_cuda() -> None:
+    from valuealign import config, paths, training
+
+    params = config.parameters_for("03_finetune", paths.CONFIGS / "thesis-7b.yaml")
+    with pytest.raises(training.TrainingError, match="needs a CUDA GPU"):
+        training.params_for_run(params, "sft", "united-states", cuda=False)
+    p = training.params_for_run({**params, "cpu_rehearsal": True}, "sft", "united-states", cuda=False)
+    assert (p.quantization, p.optim, p.gradient_checkpointing) == ("4bit", "paged_adamw_8bit", True)
+
+
+def test_qlora_step_on_cpu_with_paged_8bit_adamw(tmp_path) -> None:
+    """The rehearsal's training path end to end on a tiny random Llama: NF4 double-quantised base,
+    k-bit preparation by trl, gradient checkpointing, paged 8-bit AdamW (bitsandbytes on CPU)."""
+    from valuealign import training
+
+    tiny = str(models.save_tiny_random_llama(tmp_path / "tiny-llama", hidden_size=64, intermediate_size=128))
+    p = training.TrainParams(model_profile="smollm2-135m", model_path=tiny, method="dpo", value_set="toy",
+                             quantization="4bit", optim="paged_adamw_8bit", gradient_checkpointing=True,
+                             max_steps=2, train_batch_size=2, grad_accum=2, max_length=128, save_steps=2,
+                             beta=0.1, learning_rate=1e-3, lr_scheduler="cosine", warmup_ratio=0.1, lora_r=8)
+    res = training.train(p, training.synthetic_alignment_data("dpo", n_items=6), runs_root=tmp_path / "runs",
+                         progress=False)
+    assert res.global_step == 2 and (res.run_dir / "DONE").exists()
+    assert models.is_4bit(res.model)
+    assert res.log["loss"].notna().all()
