@@ -530,3 +530,22 @@ def test_qlora_step_on_cpu_with_paged_8bit_adamw(tmp_path) -> None:
     assert res.global_step == 2 and (res.run_dir / "DONE").exists()
     assert models.is_4bit(res.model)
     assert res.log["loss"].notna().all()
+
+
+def test_dpo_precompute_ref_reaches_trl_and_keeps_earlier_run_ids(tmp_path) -> None:
+    from valuealign import training
+
+    base = dict(model_profile="smollm2-135m", method="dpo", value_set="toy", beta=0.1, max_steps=1)
+    off, on = training.TrainParams(**base), training.TrainParams(**base, dpo_precompute_ref=True)
+    assert off.hash != on.hash
+    # the run id of a run made before the option existed: its parameters without the new key
+    legacy = {k: v for k, v in off.to_dict().items() if k not in ("save_steps", "dpo_precompute_ref")}
+    import hashlib
+    import json
+    expected = hashlib.sha256(json.dumps(legacy, sort_keys=True, separators=(",", ":"), default=str)
+                              .encode()).hexdigest()[:8]
+    assert off.hash == expected
+    assert training.training_args(on, tmp_path, "cpu", 8).precompute_ref_log_probs is True
+    assert training.training_args(off, tmp_path, "cpu", 8).precompute_ref_log_probs is False
+    p = training.params_for_run({"dpo_precompute_ref": True}, "sft", "toy", cuda=False, data_root=tmp_path)
+    assert p.dpo_precompute_ref is False  # a DPO option: other methods' run ids do not depend on it

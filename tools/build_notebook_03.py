@@ -67,6 +67,7 @@ train_batch_size = 2  # rows per device and step (KTO needs at least 2) [1, 1024
 grad_accum = 1  # gradient accumulation steps (effective batch: train_batch_size x grad_accum) [1, 1024]
 max_length = 256  # token limit of prompt + answer; longer rows are truncated [32, 32768]
 dpo_beta = 0.1  # DPO temperature beta (trl default; zephyr: 0.01) [0.001, 10.0]
+dpo_precompute_ref = False  # DPO reference log-probabilities computed once before training (trl precompute_ref_log_probs) instead of an adapter-off forward per step
 kto_desirable_weight = 0.0  # KTO weight of desirable rows (0: balanced from the data) [0.0, 100.0]
 kto_undesirable_weight = 0.0  # KTO weight of undesirable rows (0: balanced from the data) [0.0, 100.0]
 train_max_rows = 64  # training rows per run, a seeded subsample (0: all) [0, 100000000]

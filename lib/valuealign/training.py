@@ -211,8 +211,11 @@ class TrainParams:
     gradient_checkpointing: bool = False  # resolved
     save_steps: int = 50
     data_fingerprint: str = ""  # DataFingerprint.combined of the training data ("" = none on disk)
+    dpo_precompute_ref: bool = False  # DPO: reference log-probs computed once before training (trl)
 
     NOT_HASHED = ("save_steps",)
+    # options added after runs existed: hashed only when switched on, so earlier run ids stay valid
+    HASHED_IF_SET = {"dpo_precompute_ref": False}
 
     def __post_init__(self) -> None:
         check_profile(self.model_profile)
@@ -234,7 +237,8 @@ class TrainParams:
 
     @property
     def hash(self) -> str:
-        d = {k: v for k, v in self.to_dict().items() if k not in self.NOT_HASHED}
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in self.NOT_HASHED and not (k in self.HASHED_IF_SET and v == self.HASHED_IF_SET[k])}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
@@ -292,6 +296,7 @@ def params_for_run(params: Mapping[str, Any], method: str, value_set: str,
         optim=optim,
         gradient_checkpointing=gc_on,
         save_steps=int(params.get("train_save_steps", 50)),
+        dpo_precompute_ref=bool(params.get("dpo_precompute_ref", False)) if method == "dpo" else False,
         data_fingerprint=data_fingerprint(value_set, method, params.get("data_source", "survey"),
                                           data_root).combined,
     )
@@ -572,7 +577,9 @@ def training_args(p: TrainParams, output_dir: Path, device: str, train_rows: int
         return SFTConfig(**common, packing=False, dataset_kwargs={"skip_prepare_dataset": True},
                          remove_unused_columns=False)
     if p.method == "dpo":
-        return DPOConfig(**common, beta=p.beta)
+        # precompute_ref_log_probs: one adapter-off pass over the data before training instead of
+        # an adapter-off forward per step (benchmarks/bench_dpo_reference.py compares the two)
+        return DPOConfig(**common, beta=p.beta, precompute_ref_log_probs=p.dpo_precompute_ref)
     desirable, undesirable = kto_w or (1.0, 1.0)
     return KTOConfig(**common, beta=p.beta, desirable_weight=desirable, undesirable_weight=undesirable)
 
