@@ -549,3 +549,23 @@ def test_dpo_precompute_ref_reaches_trl_and_keeps_earlier_run_ids(tmp_path) -> N
     assert training.training_args(off, tmp_path, "cpu", 8).precompute_ref_log_probs is False
     p = training.params_for_run({"dpo_precompute_ref": True}, "sft", "toy", cuda=False, data_root=tmp_path)
     assert p.dpo_precompute_ref is False  # a DPO option: other methods' run ids do not depend on it
+
+
+@pytest.mark.pipeline
+def test_notebook_04_wrote_control_verdicts_for_its_runs():
+    """After notebook 04 (any profile): figures/eval-controls.json holds one verdict per control that
+    its runs allow, the far populations are the farthest by value_set_jsd.parquet, and the
+    verdicts follow the rules from the estimates and CIs written next to them."""
+    from valuealign import paths, provenance
+
+    out = provenance.read_json(paths.FIGURES / "eval-controls.json")
+    verdicts = pd.DataFrame(out["verdicts"])
+    assert out["rules"] == ev.CONTROL_RULES and len(verdicts)
+    jsd = pd.read_parquet(paths.ALIGNMENT / "value_set_jsd.parquet")
+    targets = set(pd.read_parquet(paths.ALIGNMENT / "value_set_distributions.parquet")["value_set"])
+    assert out["far_populations"] == ev.farthest_populations(jsd, sorted(out["far_populations"]), targets)
+    for v in verdicts.itertuples():
+        if v.passes is None:
+            continue
+        above = v.ci_low > 0
+        assert v.passes == (above if v.control == ev.CONTROL_POSITIVE else not above), v
