@@ -45,7 +45,7 @@ class Substitution:
 
 SUBSTITUTIONS: tuple[Substitution, ...] = (
     Substitution("model_profile", "smollm2-135m", "the bundled model (the profile's 7-13B weights are not on "
-                 "a CI machine and would not fit its time); same architecture family, chat template, LoRA targets"),
+                 "a CI machine and would not fit its time); a Llama-architecture model with the same LoRA targets"),
     Substitution("model_path", "", "the bundled model's folder"),
     Substitution("max_steps", 1, "one optimizer step per run instead of `epochs` (step count)"),
     Substitution("train_batch_size", 2, "rows per step: 2 x accumulation 2 (batching and accumulation both "
