@@ -58,6 +58,9 @@ SUBSTITUTIONS: tuple[Substitution, ...] = (
     Substitution("max_eval_items", 2, "held-out items per split in notebook 04 (item cap)"),
     Substitution("eval_max_options", 4, "only items with up to 4 options in notebook 04 (item cap)"),
     Substitution("eval_n_dilemmas", 2, "DailyDilemmas scored per model (item cap)"),
+    Substitution("train_examples", 1, "held-out items answered before and after training per run (item cap)"),
+    Substitution("eval_drift_tokens", 8, "greedy tokens per general prompt in the capability-drift check "
+                 "(a cap on generated tokens; generation on 4-bit CPU weights is slow)"),
     Substitution("cpu_rehearsal", True, "4-bit NF4 and the paged optimiser run on CPU (bitsandbytes) instead "
                  "of being refused by strict"),
 )
