@@ -205,7 +205,7 @@ if far:
     display(Markdown("Far populations (largest mean JS distance in `value_set_jsd.parquet`): "
                      + ", ".join(f"{a} -> {b}" for a, b in sorted(far.items())) + "."))
 controls_view = verdicts.drop(columns="rule").assign(
-    passes=verdicts["passes"].map({True: "pass", False: "FAIL", None: "n/a"}),
+    passes=verdicts["passes"].map(lambda v: "n/a" if v is None or pd.isna(v) else ("pass" if v else "FAIL")),
     ci=[ev.format_ci(lo, hi) for lo, hi in zip(verdicts["ci_low"], verdicts["ci_high"], strict=True)])
 controls_tex = controls_view[["control", "method", "value_set", "scored_against", "split", "n_seeds", "estimate",
                               "ci", "n_items", "passes"]]

@@ -2142,7 +2142,9 @@ def controls_markdown(verdicts: pd.DataFrame, evaluated_splits: Sequence[str]) -
     """The controls in a few lines for the top of notebook 04: each verdict with its numbers,
     and which control could not be judged and why."""
     def fmt(v: pd.Series) -> str:
-        word = {True: "**passes**", False: "**FAILS**", None: "no verdict (too few items)"}[v["passes"]]
+        p = v["passes"]
+        word = ("no verdict (too few items)" if p is None or (isinstance(p, float) and np.isnan(p))
+                else "**passes**" if p else "**FAILS**")
         return (f"{v['method']} on {v['value_set']} vs {v['scored_against']}: {v['estimate']:+.3f} "
                 f"{format_ci(v['ci_low'], v['ci_high'])} ({v['n_items']} items, {v['n_seeds']} seed(s)) {word}")
 
