@@ -558,7 +558,9 @@ def test_notebook_04_wrote_control_verdicts_for_its_runs():
     verdicts follow the rules from the estimates and CIs written next to them."""
     from valuealign import paths, provenance
 
-    out = provenance.read_json(paths.FIGURES / "eval-controls.json")
+    from conftest import require_artefact
+
+    out = provenance.read_json(require_artefact(paths.FIGURES / "eval-controls.json"))
     verdicts = pd.DataFrame(out["verdicts"])
     assert out["rules"] == ev.CONTROL_RULES and len(verdicts)
     jsd = pd.read_parquet(paths.ALIGNMENT / "value_set_jsd.parquet")
