@@ -571,3 +571,18 @@ def test_notebook_04_wrote_control_verdicts_for_its_runs():
             continue
         above = v.ci_low > 0
         assert v.passes == (above if v.control == ev.CONTROL_POSITIVE else not above), v
+
+
+def test_rehearsal_workspace_links_inputs_and_starts_empty(tmp_path) -> None:
+    from valuealign import paths, rehearsal
+
+    if not all(f.exists() for f in rehearsal.UPSTREAM):
+        pytest.skip("notebooks 00-01 not run yet (items, distributions, taxonomy)")
+    ws = tmp_path / "workspace"
+    (ws / "runs" / "old-run").mkdir(parents=True)
+    rehearsal.prepare_workspace(ws)
+    assert not (ws / "runs" / "old-run").exists() and not any((ws / "figures").iterdir())
+    assert (ws / "data" / "raw").resolve() == paths.RAW.resolve() and (ws / "notebooks").is_symlink()
+    for f in rehearsal.UPSTREAM:
+        copy = ws / "data" / "processed" / f.name
+        assert copy.is_file() and not copy.is_symlink() and copy.read_bytes() == f.read_bytes()
