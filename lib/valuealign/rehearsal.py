@@ -47,7 +47,8 @@ SUBSTITUTIONS: tuple[Substitution, ...] = (
     Substitution("model_profile", "smollm2-135m", "the bundled model (the profile's 7-13B weights are not on "
                  "a CI machine and would not fit its time); a Llama-architecture model with the same LoRA targets"),
     Substitution("model_path", "", "the bundled model's folder"),
-    Substitution("max_steps", 1, "one optimizer step per run instead of `epochs` (step count)"),
+    Substitution("max_steps", 2, "two optimizer steps per run instead of `epochs` (step count; the first is the "
+                 "warm-up step of the cosine schedule, at learning rate 0)"),
     Substitution("train_batch_size", 2, "rows per step: 2 x accumulation 2 (batching and accumulation both "
                  "run) instead of 4 x 4, so that four runs fit the CI's 5 minutes on 2 cores"),
     Substitution("grad_accum", 2, "see train_batch_size"),
