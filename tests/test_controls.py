@@ -335,3 +335,254 @@ def test_planted_evaluation_is_reproducible(item_table):
     b = ev.gains_table(item_table.sample(frac=1.0, random_state=0), n_boot=N_BOOT, seed=3,
                        references=("base", "uniform"))
     pd.testing.assert_frame_equal(a, b)
+
+
+# ----------------------------------------------------------------------------- trained-control verdicts
+# control_verdicts on planted models: a model that answers like its population must pass the
+# positive control and one that answers like the base model must fail it; a "shuffled" run that
+# still answers like the population must fail the shuffled control; a run that answers like a
+# far population must fail the other-population control.
+
+def control_table(items, targets, planted_preds, runs: Sequence[tuple[str, str, str]], split: str) -> pd.DataFrame:
+    """Base (answers like pop-base) and planted runs (run id, value set it claims, population it
+    answers like), scored on ``split`` through the real scoring path."""
+    it = items.assign(split=split)
+    parts = [scored(planted_preds[BASE_POPULATION], it, targets, ev.Condition(ev.BASELINES_RUN, "base"))]
+    for run, vs, answers_like in runs:
+        parts.append(scored(planted_preds[answers_like], it, targets, ev.Condition(run, "sft", vs, 0)))
+    return pd.concat(parts, ignore_index=True)
+
+
+def test_positive_control_passes_for_a_learned_population_and_fails_for_a_base_copy(items, targets,
+                                                                                    planted_preds):
+    learned = control_table(items, targets, planted_preds, [("r-a", "pop-a", "pop-a")], "train")
+    v = ev.control_verdicts(learned, far={}, n_boot=N_BOOT)
+    assert list(v["control"]) == [ev.CONTROL_POSITIVE]
+    assert v["passes"].tolist() == [True] and v["ci_low"].iloc[0] > 0
+    copy = control_table(items, targets, planted_preds, [("r-a", "pop-a", BASE_POPULATION)], "train")
+    v = ev.control_verdicts(copy, far={}, n_boot=N_BOOT)
+    assert v["passes"].tolist() == [False] and v["estimate"].iloc[0] == pytest.approx(0.0, abs=1e-9)
+    # held-out items do not count as the positive control
+    held_out = control_table(items, targets, planted_preds, [("r-a", "pop-a", "pop-a")], "test")
+    assert ev.CONTROL_POSITIVE not in set(ev.control_verdicts(held_out, far={}, n_boot=N_BOOT)["control"])
+
+
+def test_shuffled_control_fails_when_the_run_still_answers_like_the_population(items, targets, planted_preds):
+    honest = control_table(items, targets, planted_preds, [("r-shuf", "pop-a-shuffled", BASE_POPULATION)], "test")
+    v = ev.control_verdicts(honest, far={}, n_boot=N_BOOT)
+    assert list(v["control"]) == [ev.CONTROL_SHUFFLED] and v["scored_against"].iloc[0] == "pop-a"
+    assert v["passes"].tolist() == [True]
+    leaky = control_table(items, targets, planted_preds, [("r-shuf", "pop-a-shuffled", "pop-a")], "test")
+    v = ev.control_verdicts(leaky, far={}, n_boot=N_BOOT)
+    assert v["passes"].tolist() == [False] and v["ci_low"].iloc[0] > 0
+
+
+def test_other_population_control_fails_when_the_run_gains_more_on_the_far_population(items, targets,
+                                                                                      planted_preds):
+    own = control_table(items, targets, planted_preds, [("r-a", "pop-a", "pop-a")], "test")
+    v = ev.control_verdicts(own, far={"pop-a": "pop-b"}, n_boot=N_BOOT)
+    row = v[v["control"] == ev.CONTROL_OTHER_POPULATION].iloc[0]
+    assert row["scored_against"] == "pop-b" and bool(row["passes"]) is True and row["ci_high"] < 0
+    wrong = control_table(items, targets, planted_preds, [("r-a", "pop-a", "pop-b")], "test")
+    v = ev.control_verdicts(wrong, far={"pop-a": "pop-b"}, n_boot=N_BOOT)
+    row = v[v["control"] == ev.CONTROL_OTHER_POPULATION].iloc[0]
+    assert bool(row["passes"]) is False and row["ci_low"] > 0
+
+
+def test_control_verdicts_combine_seeds_and_say_what_was_not_evaluated(items, targets, planted_preds):
+    two = control_table(items, targets, planted_preds, [("r-a0", "pop-a", "pop-a"), ("r-a1", "pop-a", "pop-a")],
+                        "train")
+    v = ev.control_verdicts(two, far={}, n_boot=N_BOOT)
+    assert v["n_seeds"].iloc[0] == 2 and v["ci_unit"].iloc[0] == "seeds x items"
+    text = ev.controls_markdown(v, ["train"])
+    assert "1 of 1 pass" in text and "sft on pop-a vs pop-a" in text
+    assert "negative: shuffled targets**: not evaluated" in text
+    assert "add `train` to `eval_splits`" in ev.controls_markdown(v.iloc[0:0], ["test"])
+
+
+def test_farthest_population_skips_controls_and_itself():
+    jsd = pd.DataFrame([("a", "a", 0.0), ("a", "b", 0.2), ("a", "c", 0.5), ("a", "a-shuffled", 0.9),
+                        ("b", "a", 0.2), ("b", "c", 0.1)],
+                       columns=["value_set_a", "value_set_b", "mean_js_distance"])
+    assert ev.farthest_populations(jsd, ["a", "b", "a-shuffled"]) == {"a": "c", "b": "a"}
+    assert ev.farthest_populations(jsd, ["a"], candidates=["b"]) == {"a": "b"}
+    with pytest.raises(ev.EvaluationError, match="mean_js_distance"):
+        ev.farthest_populations(jsd.drop(columns="mean_js_distance"), ["a"])
+
+
+def test_best_run_is_never_a_shuffled_control():
+    summary = pd.DataFrame([
+        {"split": sp, "value_set": vs, "method": "sft", "mean": m, "seed_sd": np.nan, "n_seeds": 1}
+        for vs, m in (("pop-a", 0.6), ("pop-a-shuffled", 0.9)) for sp in ("validation", "test")])
+    assert ev.best_on_validation(summary)["value_set"] == "pop-a"
+
+
+def test_train_split_restricted_to_trained_items(items, targets):
+    inputs = {"items": items.drop(columns=["split", "stratum"]), "targets": targets,
+              "splits": items[["item_id"]].assign(split=["train", "test"] * (len(items) // 2), stratum="s")}
+    trained = {"q-00", "q-02"}
+    got = ev.select_items(inputs, ["pop-a"], ["train", "test"], 0, restrict={"train": trained})
+    assert set(got.loc[got["split"] == "train", "item_id"]) == trained
+    assert (got["split"] == "test").sum() == len(items) // 2
+
+
+# ----------------------------------------------------------------------------- shuffled-target control data
+
+def shuffle_inputs() -> tuple[pd.DataFrame, dict[str, str], pd.DataFrame]:
+    rng = np.random.default_rng(0)
+    k = {f"i{j:02d}": 3 + (j % 2) for j in range(12)}
+    k["lone"] = 5  # the only 5-option item: nothing to borrow from
+    split_of = {i: ("train" if j < 8 else "test") for j, i in enumerate(sorted(k))}
+    mix = pd.DataFrame([{"value_set": "us", "item_id": i, "shares": rng.dirichlet(np.ones(n)).tolist(),
+                         "n_members": 1} for i, n in sorted(k.items())])
+    items = pd.DataFrame({"item_id": list(k), "options": [[f"o{x}" for x in range(n)] for n in k.values()]})
+    return mix, split_of, items
+
+
+def test_shuffled_targets_come_from_another_item_of_the_same_split_and_option_count():
+    from valuealign import datasets as ds
+
+    mix, split_of, items = shuffle_inputs()
+    n_opt = dict(zip(items["item_id"], items["options"].map(len), strict=True))
+    out = ds.shuffled_mixture(mix, "us", split_of, n_opt, seed=0)
+    assert set(out["value_set"]) == {"us-shuffled"} and "lone" not in set(out["item_id"])
+    own = dict(zip(mix["item_id"], mix["shares"], strict=True))
+    for r in out.itertuples():
+        assert r.shares_from != r.item_id and r.shares == own[r.shares_from]
+        assert split_of[r.shares_from] == split_of[r.item_id] and n_opt[r.shares_from] == n_opt[r.item_id]
+    assert sorted(out["shares_from"]) == sorted(out["item_id"])  # a permutation: every donor used once
+    again = ds.shuffled_mixture(mix, "us", split_of, n_opt, seed=0)
+    pd.testing.assert_frame_equal(out, again)
+    assert list(ds.shuffled_mixture(mix, "us", split_of, n_opt, seed=1)["shares_from"]) != list(out["shares_from"])
+
+
+def test_shuffled_control_value_set_is_added_with_its_source_members_or_refused():
+    from valuealign import datasets as ds
+
+    mix, split_of, items = shuffle_inputs()
+    vsets = [ds.ValueSet("us", ("United States",), (1.0,))]
+    out_vs, out_mix = ds.add_shuffled_controls(vsets, mix, ["us"], split_of, items, seed=0)
+    ctl = out_vs[-1]
+    assert (ctl.value_set, ctl.members, ctl.origin) == ("us-shuffled", ("United States",), ds.SHUFFLED_ORIGIN)
+    assert set(out_mix["value_set"]) == {"us", "us-shuffled"} and "shares_from" not in out_mix.columns
+    assert ds.control_source("us-shuffled") == "us" and ds.control_source("us") is None
+    with pytest.raises(ds.DatasetBuildError, match="'germany-shuffled' is the shuffled control of 'germany'"):
+        ds.add_shuffled_controls(vsets, mix, ["germany"], split_of, items, seed=0)
+    groups = pd.DataFrame({"group": ["United States"], "n_items": [12], "respondents": [1.0], "has_n": [True]})
+    assert [v.value_set for v in ds.parse_value_sets(["united-states", "united-states-shuffled"], groups)] == [
+        "united-states"]
+
+
+# ----------------------------------------------------------------------------- rehearsal of the GPU profiles
+
+@pytest.mark.parametrize("profile", ["thesis-7b", "thesis-13b"])
+def test_rehearsal_substitutes_only_the_listed_parameters(profile: str) -> None:
+    from valuealign import config, paths, rehearsal
+
+    path = paths.CONFIGS / f"{profile}.yaml"
+    original = config.load_profile(path)
+    params, table = rehearsal.rehearsal_parameters(path)
+    changed = {r["parameter"] for r in table}
+    assert changed <= {s.key for s in rehearsal.SUBSTITUTIONS} | {"value_sets"}
+    assert {"model_profile", "max_steps", "dataset_max_items", "cpu_rehearsal"} <= changed
+    for key in ("quantization", "train_optim", "train_gradient_checkpointing", "lora_target", "max_length",
+                "train_lr_scheduler", "eval_quantization", "n_paraphrases", "strict", "sft_learning_rate"):
+        assert params[key] == original[key], key
+    assert params["value_sets"] == original["value_sets"][:1] and params["model_profile"] == "smollm2-135m"
+    text = rehearsal.substitutions_markdown(path, table)
+    assert all(f"`{k}`" in text for k in changed) and "bitsandbytes" in text
+
+
+def test_rehearsal_refuses_non_strict_and_capped_profiles(tmp_path) -> None:
+    from valuealign import config, paths, rehearsal
+
+    with pytest.raises(rehearsal.RehearsalError, match="strict"):
+        rehearsal.rehearsal_parameters(paths.CONFIGS / "smoke.yaml")
+    capped = tmp_path / "capped.yaml"
+    capped.write_text((paths.CONFIGS / "thesis-7b.yaml").read_text().replace("dataset_max_items: 0",
+                                                                               "dataset_max_items: 60"))
+    with pytest.raises(config.ConfigError, match="dataset_max_items = 60"):
+        rehearsal.rehearsal_parameters(capped)  # the strict smoke-cap check still applies to the profile
+
+
+def test_cpu_rehearsal_keeps_4bit_and_the_paged_optimiser_without_cuda() -> None:
+    from valuealign import config, paths, training
+
+    params = config.parameters_for("03_finetune", paths.CONFIGS / "thesis-7b.yaml")
+    with pytest.raises(training.TrainingError, match="needs a CUDA GPU"):
+        training.params_for_run(params, "sft", "united-states", cuda=False)
+    p = training.params_for_run({**params, "cpu_rehearsal": True}, "sft", "united-states", cuda=False)
+    assert (p.quantization, p.optim, p.gradient_checkpointing) == ("4bit", "paged_adamw_8bit", True)
+
+
+def test_qlora_step_on_cpu_with_paged_8bit_adamw(tmp_path) -> None:
+    """The rehearsal's training path end to end on a tiny random Llama: NF4 double-quantised base,
+    k-bit preparation by trl, gradient checkpointing, paged 8-bit AdamW (bitsandbytes on CPU)."""
+    from valuealign import training
+
+    tiny = str(models.save_tiny_random_llama(tmp_path / "tiny-llama", hidden_size=64, intermediate_size=128))
+    p = training.TrainParams(model_profile="smollm2-135m", model_path=tiny, method="dpo", value_set="toy",
+                             quantization="4bit", optim="paged_adamw_8bit", gradient_checkpointing=True,
+                             max_steps=2, train_batch_size=2, grad_accum=2, max_length=128, save_steps=2,
+                             beta=0.1, learning_rate=1e-3, lr_scheduler="cosine", warmup_ratio=0.1, lora_r=8)
+    res = training.train(p, training.synthetic_alignment_data("dpo", n_items=6), runs_root=tmp_path / "runs",
+                         progress=False)
+    assert res.global_step == 2 and (res.run_dir / "DONE").exists()
+    assert models.is_4bit(res.model)
+    assert res.log["loss"].notna().all()
+
+
+def test_dpo_precompute_ref_reaches_trl_and_keeps_earlier_run_ids(tmp_path) -> None:
+    from valuealign import training
+
+    base = dict(model_profile="smollm2-135m", method="dpo", value_set="toy", beta=0.1, max_steps=1)
+    off, on = training.TrainParams(**base), training.TrainParams(**base, dpo_precompute_ref=True)
+    assert off.hash != on.hash
+    # the run id of a run made before the option existed: its parameters without the new key
+    legacy = {k: v for k, v in off.to_dict().items() if k not in ("save_steps", "dpo_precompute_ref")}
+    import hashlib
+    import json
+    expected = hashlib.sha256(json.dumps(legacy, sort_keys=True, separators=(",", ":"), default=str)
+                              .encode()).hexdigest()[:8]
+    assert off.hash == expected
+    assert training.training_args(on, tmp_path, "cpu", 8).precompute_ref_log_probs is True
+    assert training.training_args(off, tmp_path, "cpu", 8).precompute_ref_log_probs is False
+    p = training.params_for_run({"dpo_precompute_ref": True}, "sft", "toy", cuda=False, data_root=tmp_path)
+    assert p.dpo_precompute_ref is False  # a DPO option: other methods' run ids do not depend on it
+
+
+@pytest.mark.pipeline
+def test_notebook_04_wrote_control_verdicts_for_its_runs():
+    """After notebook 04 (any profile): figures/eval-controls.json holds one verdict per control that
+    its runs allow, the far populations are the farthest by value_set_jsd.parquet, and the
+    verdicts follow the rules from the estimates and CIs written next to them."""
+    from valuealign import paths, provenance
+
+    from conftest import require_artefact
+
+    out = provenance.read_json(require_artefact(paths.FIGURES / "eval-controls.json"))
+    verdicts = pd.DataFrame(out["verdicts"])
+    assert out["rules"] == ev.CONTROL_RULES and len(verdicts)
+    jsd = pd.read_parquet(paths.ALIGNMENT / "value_set_jsd.parquet")
+    targets = set(pd.read_parquet(paths.ALIGNMENT / "value_set_distributions.parquet")["value_set"])
+    assert out["far_populations"] == ev.farthest_populations(jsd, sorted(out["far_populations"]), targets)
+    for v in verdicts.itertuples():
+        if v.passes is None:
+            continue
+        above = v.ci_low > 0
+        assert v.passes == (above if v.control == ev.CONTROL_POSITIVE else not above), v
+
+
+def test_rehearsal_workspace_links_inputs_and_starts_empty(tmp_path) -> None:
+    from valuealign import paths, rehearsal
+
+    if not all(f.exists() for f in rehearsal.UPSTREAM):
+        pytest.skip("notebooks 00-01 not run yet (items, distributions, taxonomy)")
+    ws = tmp_path / "workspace"
+    (ws / "runs" / "old-run").mkdir(parents=True)
+    rehearsal.prepare_workspace(ws)
+    assert not (ws / "runs" / "old-run").exists() and not any((ws / "figures").iterdir())
+    assert (ws / "data" / "raw").resolve() == paths.RAW.resolve() and (ws / "notebooks").is_symlink()
+    for f in rehearsal.UPSTREAM:
+        copy = ws / "data" / "processed" / f.name
+        assert copy.is_file() and not copy.is_symlink() and copy.read_bytes() == f.read_bytes()

@@ -25,6 +25,11 @@ distribution per item is the weighted mixture of its members' distributions. Ite
 split into train / validation / test and a held-out *cluster* split of whole topics, identically for
 every value set and method, so results compare.
 
+A value set `<id>-shuffled` (e.g. `united-states-shuffled`) is a *negative control*, not a population:
+the members of `<id>`, but each item carries the answer distribution of another item of the same split
+with as many options (a seeded random cycle; `valuealign.datasets.shuffled_mixture`). A model trained
+on it must not come closer to `<id>` on held-out items (notebook 04 checks it).
+
 **Inputs:** `data/processed/items.parquet`, `distributions.parquet` (notebook 00),
 `taxonomy.parquet` when present (notebook 01: strata for the split).
 
@@ -38,7 +43,7 @@ Licence of all derived data: CC BY-NC-SA 4.0 (GlobalOpinionQA).
 """),
     ("params", """
 seed = 0  # random seed for splits, clustering, answer sampling and prompt variants [0, 2147483647]
-value_sets = ["united-states", "germany"]  # value sets: group names or ids; "A+B" mixes groups; "cluster-<k>" picks a derived one
+value_sets = ["united-states", "germany"]  # value sets: group names or ids; "A+B" mixes groups; "cluster-<k>" picks a derived one; "<id>-shuffled" adds the shuffled-target negative control of <id>
 group_type = "country"  # which groups value sets are made of (group_type in distributions.parquet)
 mixture_weighting = "equal"  # member weights in a mixture {equal, respondents}
 mixture_missing = "renormalize"  # an item a member lacks: mix the members that have it, or drop the item {renormalize, drop}

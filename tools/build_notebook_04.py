@@ -34,6 +34,15 @@ seeds of a method are combined by a two-level bootstrap (seeds, then items or st
 reported as the seed sd (n/a with one seed). Every table of tests has Holm-adjusted p-values next to the
 raw ones. Anything called "best" is chosen on the `validation` split and reported on `test`.
 
+**Controls first.** The first result below says whether this evaluation can see an effect at all and
+only where there is one (computed from the scores, `valuealign.evaluation.control_verdicts`): a
+*positive control* (each run scored on the items it was trained on, the `train` split when it is in
+`eval_splits`, must beat the base model with a CI above 0) and two *negative controls* (a run trained
+on shuffled targets, value set `<id>-shuffled` of notebook 02, must not beat the base model on the
+real population's held-out items beyond noise; a run scored against the population farthest from its
+own must not gain more there than on its own). The `train` split serves only this control: nothing is
+chosen on it.
+
 **Inputs.** `data/processed/items.parquet`, `distributions.parquet` (00); `data/processed/alignment/`
 `splits.parquet`, `value_sets.parquet`, `value_set_distributions.parquet` (02); finished runs
 `runs/<run_id>/` (03: `adapter/`, `manifest.json`, `DONE`); `data/raw/daily_dilemmas/`;
@@ -47,7 +56,7 @@ for uniform/base/prompted/oracle; the combined `runs/eval_summary.parquet` keyed
     ("params", r"""
 runs = ["*"]  # fine-tuned runs to evaluate: run ids or globs under runs/ (default: every finished run)
 value_sets = ["united-states", "germany"]  # value sets (ids made by notebook 02, or its group names) to evaluate against ([]: all)
-eval_splits = ["validation", "test", "test_cluster"]  # held-out splits to evaluate; the best method is chosen on validation {test, test_cluster, validation}
+eval_splits = ["validation", "test", "test_cluster"]  # splits to evaluate; best is chosen on validation; train only as the positive control (the runs' own train items) {test, test_cluster, validation, train}
 n_paraphrases = 1  # prompt paraphrases averaged per item (thesis: 4) [1, 4]
 permutations = "cyclic"  # option orders per item: all cyclic shifts, or as many seeded random orders {cyclic, random}
 eval_batch_size = 8  # prompts per forward pass [1, 512]
@@ -110,6 +119,13 @@ try:
     vsets = ev.resolve_value_sets(value_sets, inputs["value_sets"])
     found, skipped = ev.discover_runs(runs, strict=strict)
     quantization = ev.scoring_quantization(eval_quantization, found)
+    # controls: the positive one scores the runs' own train items; the cross-population one scores
+    # each run also against the population farthest from its own (notebook 02's value_set_jsd)
+    trained_only = ({ev.POSITIVE_SPLIT: ev.trained_item_ids(found)} if ev.POSITIVE_SPLIT in eval_splits else None)
+    jsd_file = paths.ALIGNMENT / "value_set_jsd.parquet"
+    far = (ev.farthest_populations(pd.read_parquet(jsd_file), sorted({r.value_set for r in found}),
+                                   candidates=set(inputs["targets"]["value_set"]))
+           if jsd_file.exists() else {})
 except ev.EvaluationError as err:
     fail(err)
 settings = ev.EvalSettings(n_paraphrases=n_paraphrases, permutations=permutations,
@@ -144,7 +160,7 @@ try:
     res = ev.run_evaluation(runs=found, value_sets=vsets, eval_splits=eval_splits, settings=settings,
                             model_profile=model_profile, model_path=model_path or None,
                             batch_size=eval_batch_size, n_boot=bootstrap_samples, inputs=inputs,
-                            skipped=skipped)
+                            skipped=skipped, extra_targets=sorted(set(far.values())), restrict_items=trained_only)
 except ev.EvaluationError as err:
     fail(err)
 res.item_table = ev.entropy_columns(res.item_table, res.predictions, inputs["targets"])
@@ -173,6 +189,40 @@ manifest.extra = {"eval_hash": res.eval_hash, "timings": res.timings, "skipped_r
                   "dilemmas": res.dilemma_set.describe() if res.dilemma_set is not None else None}
 manifest.write(ev.eval_folder(ev.BASELINES_RUN, res.eval_hash) / "manifest.json")
 display(Markdown(f"Saved {len(written)} files; combined table `{paths.relative(paths.RUNS / ev.SUMMARY_NAME)}`."))
+"""),
+    ("md", r"""
+## Controls: can this evaluation see an effect, and only where there is one?
+
+Computed from the item scores above (rules in `valuealign.evaluation.CONTROL_RULES`; 95% CIs from the
+two-level bootstrap, seeds then items). Written to `figures/eval-controls.tex` and `figures/eval-controls.json`.
+"""),
+    ("code", r"""
+held_out = next((s for s in ("test", "validation", "test_cluster") if s in eval_splits), None)
+verdicts = ev.control_verdicts(res.item_table, far, held_out_split=held_out or "test",
+                               n_boot=bootstrap_samples, seed=seed)
+display(Markdown(ev.controls_markdown(verdicts, sorted(set(res.items["split"])))))
+if far:
+    display(Markdown("Far populations (largest mean JS distance in `value_set_jsd.parquet`): "
+                     + ", ".join(f"{a} -> {b}" for a, b in sorted(far.items())) + "."))
+controls_view = verdicts.drop(columns="rule").assign(
+    passes=verdicts["passes"].map(lambda v: "n/a" if v is None or pd.isna(v) else ("pass" if v else "FAIL")),
+    ci=[ev.format_ci(lo, hi) for lo, hi in zip(verdicts["ci_low"], verdicts["ci_high"], strict=True)])
+controls_tex = controls_view[["control", "method", "value_set", "scored_against", "split", "n_seeds", "estimate",
+                              "ci", "n_items", "passes"]]
+controls_tex.columns = ["Control", "Method", "Trained on", "Scored against", "Split", "Seeds", "Gain", "95% CI",
+                        "Items", "Verdict"]
+display(controls_tex)
+plotting.save_table(controls_tex, "eval-controls", notebook=NB, inputs=[paths.RUNS / ev.SUMMARY_NAME],
+                    caption="Controls of the evaluation. Positive: gain over the base model on the items a run "
+                            "was trained on (must have a 95% CI above 0). Negative: a run trained on shuffled "
+                            "targets scored against the real population, and a run's gain against the farthest "
+                            "other population minus its gain against its own, on held-out items (neither may "
+                            "have a CI above 0).")
+controls_json = provenance.write_json({"eval_hash": res.eval_hash, "rules": ev.CONTROL_RULES, "far_populations": far,
+                                       "verdicts": verdicts.astype(object).where(verdicts.notna(), None).to_dict("records")},
+                                      paths.FIGURES / "eval-controls.json")
+plotting.record_artefact("eval-controls-json", [controls_json], NB, [paths.RUNS / ev.SUMMARY_NAME], None,
+                         extra={"kind": "data", "rows": len(verdicts)})
 """),
     ("md", r"""
 ## Alignment by method and value set

@@ -188,7 +188,8 @@ def parse_value_sets(specs: Sequence[str], groups: pd.DataFrame,
 
     A member may be written as its group name (``"United States"``) or as its id
     (``"united-states"``), so one profile list serves notebooks 02, 03 and 04. Entries
-    ``cluster-<k>`` name derived value sets and are resolved by :func:`build_stage`.
+    ``cluster-<k>`` name derived value sets and ``<id>-shuffled`` the shuffled-target negative
+    control of value set ``<id>`` (:func:`shuffled_mixture`); both are resolved by :func:`build_stage`.
     ``weighting``: ``equal`` (each member counts the same) or ``respondents`` (members weighted
     by their total respondents, which needs ``n`` for every member's rows).
     """
@@ -200,8 +201,8 @@ def parse_value_sets(specs: Sequence[str], groups: pd.DataFrame,
     out: list[ValueSet] = []
     seen: set[str] = set()
     for spec in specs:
-        if CLUSTER_ID.match(str(spec).strip()):
-            continue
+        if CLUSTER_ID.match(str(spec).strip()) or control_source(str(spec).strip()):
+            continue  # derived (cluster-<k>) and control (<id>-shuffled) value sets: build_stage
         raw = tuple(m.strip() for m in str(spec).split("+") if m.strip())
         if not raw:
             raise DatasetBuildError(f"parameter value_sets: empty entry {spec!r}")
@@ -270,6 +271,58 @@ def mixture_distributions(value_sets: Sequence[ValueSet], dists: pd.DataFrame, g
                          "shares": [round(float(x), 10) for x in mix], "n_members": int(len(g))})
     out = pd.DataFrame(rows, columns=["value_set", "item_id", "shares", "n_members"])
     return out.sort_values(["value_set", "item_id"], kind="stable").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ negative control: shuffled targets
+SHUFFLED_SUFFIX = "-shuffled"
+SHUFFLED_ORIGIN = "shuffled-control"
+
+
+def shuffled_control_id(source: str) -> str:
+    """The id of the shuffled-target control of value set ``source`` (its slug says what it is)."""
+    return f"{source}{SHUFFLED_SUFFIX}"
+
+
+def control_source(value_set: str) -> str | None:
+    """The value set a shuffled-target control was made from, or None for a real population."""
+    return value_set[: -len(SHUFFLED_SUFFIX)] if str(value_set).endswith(SHUFFLED_SUFFIX) else None
+
+
+def shuffled_mixture(mix: pd.DataFrame, source: str, split_of: Mapping[str, str],
+                     n_options: Mapping[str, int], seed: int) -> pd.DataFrame:
+    """Value set ``<source>-shuffled``: each item gets the answer distribution of another item.
+
+    Why: a negative control. A model trained on these targets sees the same prompts, option
+    orders and amount of data as one trained on ``source``, but the answers no longer belong
+    to their questions, so it must not come closer to ``source`` on held-out items beyond noise.
+    Items are shuffled only among items of the same split (no held-out answers reach the
+    training data) and the same number of options (shares must fit the options): a seeded
+    random cycle through each such group, so no item keeps its own shares. An item alone in its
+    group has no other item to borrow from and is left out of the control.
+    """
+    own = mix[mix["value_set"] == source].sort_values("item_id", kind="stable")
+    if own.empty:
+        raise DatasetBuildError(f"parameter value_sets: value set {source!r} has no items to shuffle "
+                                f"(value sets built: {', '.join(sorted(mix['value_set'].unique()))})")
+    rng = rng_for(seed, "shuffled-control", source)
+    shares = dict(zip(own["item_id"], own["shares"], strict=True))
+    members = dict(zip(own["item_id"], own["n_members"], strict=True))
+    groups: dict[tuple[str, int], list[str]] = {}
+    for item_id in own["item_id"]:
+        groups.setdefault((split_of[item_id], int(n_options[item_id])), []).append(item_id)
+    rows = []
+    for key in sorted(groups):
+        ids = groups[key]
+        if len(ids) < 2:
+            continue
+        cycle = [ids[i] for i in rng.permutation(len(ids))]
+        for i, item_id in enumerate(cycle):
+            donor = cycle[(i + 1) % len(cycle)]
+            rows.append({"value_set": shuffled_control_id(source), "item_id": item_id,
+                         "shares": list(shares[donor]), "n_members": int(members[item_id]),
+                         "shares_from": donor})
+    out = pd.DataFrame(rows, columns=["value_set", "item_id", "shares", "n_members", "shares_from"])
+    return out.sort_values("item_id", kind="stable").reset_index(drop=True)
 
 
 # ------------------------------------------------------------------ clustering groups
@@ -1171,6 +1224,37 @@ def mean_jsd(mix: pd.DataFrame, value_sets: Sequence[str], min_shared: int = 1) 
     return pd.DataFrame(rows)
 
 
+def add_shuffled_controls(vsets: list[ValueSet], mix: pd.DataFrame, sources: Sequence[str],
+                          split_of: Mapping[str, str], items: pd.DataFrame,
+                          seed: int) -> tuple[list[ValueSet], pd.DataFrame]:
+    """Append a shuffled-target control value set per ``<source>-shuffled`` entry of ``value_sets``.
+
+    The control has the source's members (the prompted persona stays theirs) and origin
+    :data:`SHUFFLED_ORIGIN`; its mixture rows come from :func:`shuffled_mixture`."""
+    if not sources:
+        return vsets, mix
+    by_id = {v.value_set: v for v in vsets}
+    n_options = dict(zip(items["item_id"], items["options"].map(len), strict=True))
+    extra_vs, extra_mix = [], []
+    for spec in sources:
+        source = str(spec).strip()
+        if source not in by_id or by_id[source].origin == SHUFFLED_ORIGIN:
+            raise DatasetBuildError(
+                f"parameter value_sets: {shuffled_control_id(source)!r} is the shuffled control of "
+                f"{source!r}, which is not a value set built here (ids: {', '.join(sorted(by_id))}); "
+                f"add {source!r} to value_sets")
+        if shuffled_control_id(source) in by_id:
+            raise DatasetBuildError(f"parameter value_sets: {shuffled_control_id(source)!r} is given twice")
+        v = by_id[source]
+        ctl = ValueSet(shuffled_control_id(source), v.members, v.weights, SHUFFLED_ORIGIN)
+        by_id[ctl.value_set] = ctl
+        extra_vs.append(ctl)
+        extra_mix.append(shuffled_mixture(mix, source, split_of, n_options, seed).drop(columns="shares_from"))
+    mix = (pd.concat([mix, *extra_mix], ignore_index=True)
+           .sort_values(["value_set", "item_id"], kind="stable").reset_index(drop=True))
+    return vsets + extra_vs, mix
+
+
 def build_stage(items: pd.DataFrame, dists: pd.DataFrame, params: Mapping[str, Any],
                 out_dir: Path | None = None, emb: np.ndarray | None = None,
                 write: bool = True) -> StageResult:
@@ -1226,10 +1310,11 @@ def build_stage(items: pd.DataFrame, dists: pd.DataFrame, params: Mapping[str, A
                                 "valueset_clustering is false")
     if not vsets:
         raise DatasetBuildError("parameter value_sets is empty and clustering found no value set")
-    members = pd.concat([v.frame() for v in vsets], ignore_index=True)
     mix = mixture_distributions(vsets, dists, p["group_type"], p["mixture_missing"])
-
     split_of = dict(zip(splits["item_id"], splits["split"], strict=True))
+    controls = [control_source(str(v).strip()) for v in p["value_sets"] if control_source(str(v).strip())]
+    vsets, mix = add_shuffled_controls(vsets, mix, controls, split_of, items, seed)
+    members = pd.concat([v.frame() for v in vsets], ignore_index=True)
 
     all_rows: dict[str, dict[str, dict[str, list[dict]]]] = {}
     counts = []

@@ -43,6 +43,7 @@ import numpy as np
 import pandas as pd
 
 from valuealign import models, paths, prompts, provenance
+from valuealign.datasets import control_source
 
 BASELINES_RUN = "_baselines"
 SUMMARY_NAME = "eval_summary.parquet"
@@ -623,14 +624,17 @@ def input_hashes(alignment_dir: Path | None = None) -> dict[str, str]:
 
 
 def select_items(inputs: Mapping[str, pd.DataFrame], value_sets: Sequence[str], splits: Sequence[str],
-                 max_items: int, seed: int = 0, max_options: int = 0) -> pd.DataFrame:
+                 max_items: int, seed: int = 0, max_options: int = 0,
+                 restrict: Mapping[str, Iterable[str]] | None = None) -> pd.DataFrame:
     """Held-out items per split that have a target for at least one evaluated value set.
 
     At most ``max_items`` per split (0 = all): items with targets for the most value sets first
     (so the steerability matrix is paired), then a seeded hash order. The same items are used
     for every model, so all comparisons are paired by item. ``max_options`` > 0 keeps only items
     with at most that many options: a CPU cost cap (an item costs K orders x K-line prompts),
-    recorded in the settings hash; 0 (thesis profiles) keeps all.
+    recorded in the settings hash; 0 (thesis profiles) keeps all. ``restrict`` maps a split to
+    the only item ids it may use (the ``train`` split of the positive control: the items the
+    runs were trained on, see :func:`trained_item_ids`).
     """
     targets = inputs["targets"]
     known = sorted(targets["value_set"].unique())
@@ -646,6 +650,9 @@ def select_items(inputs: Mapping[str, pd.DataFrame], value_sets: Sequence[str], 
     t = targets[targets["value_set"].isin(value_sets)]
     n_vs = t.groupby("item_id")["value_set"].nunique().rename("n_value_sets")
     sp = inputs["splits"][inputs["splits"]["split"].isin(splits)].merge(n_vs, on="item_id")
+    for split_name, allowed in (restrict or {}).items():
+        allowed = set(allowed)
+        sp = sp[(sp["split"] != split_name) | sp["item_id"].isin(allowed)]
     if max_options > 0:
         k = inputs["items"].set_index("item_id")["options"].map(len)
         sp = sp[sp["item_id"].map(k).fillna(0).le(max_options)]
@@ -1461,8 +1468,14 @@ def run_evaluation(
     settings: EvalSettings, model_profile: str, model_path: str | None = None,
     batch_size: int = 8, n_boot: int = 1000, inputs: Mapping[str, pd.DataFrame] | None = None,
     skipped: pd.DataFrame | None = None, progress: bool = True,
+    extra_targets: Sequence[str] = (), restrict_items: Mapping[str, Iterable[str]] | None = None,
 ) -> Results:
-    """Evaluate uniform, oracle, base, prompted-base and every run on the same items."""
+    """Evaluate uniform, oracle, base, prompted-base and every run on the same items.
+
+    ``extra_targets``: value sets every model is also scored against without a prompted or
+    oracle baseline of their own (the cross-population control's far populations).
+    ``restrict_items``: per split, the only items it may use (:func:`select_items`). Shuffled
+    controls in ``value_sets`` get no prompted or oracle baseline: no population answers so."""
     import time
 
     import torch
@@ -1473,9 +1486,11 @@ def run_evaluation(
     t_all = time.time()
     inputs = inputs or read_inputs()
     targets_known = set(inputs["targets"]["value_set"])
-    target_sets = sorted(set(value_sets) | {r.value_set for r in runs if r.value_set in targets_known})
+    target_sets = sorted(set(value_sets) | {r.value_set for r in runs if r.value_set in targets_known}
+                         | {v for v in extra_targets if v in targets_known})
     items = select_items(inputs, target_sets, eval_splits, settings.max_eval_items, settings.seed,
-                         settings.max_options)
+                         settings.max_options, restrict=restrict_items)
+    populations = [vs for vs in value_sets if control_source(vs) is None]  # prompted and oracle
     ehash = settings.key({**input_hashes(), **(dilemma_input_hashes() if settings.n_dilemmas > 0 else {})},
                          target_sets, [f"{sp}:{i}" for sp, i in zip(items["split"], items["item_id"], strict=True)])
     timings: dict[str, float] = {}
@@ -1488,7 +1503,7 @@ def run_evaluation(
 
     add(Condition(BASELINES_RUN, "uniform"), uniform_predictions(items))
     oracle_rows = []
-    for vs in value_sets:
+    for vs in populations:
         p, info = oracle_predictions(inputs, vs, items)
         add(Condition(BASELINES_RUN, "oracle", vs), p)
         oracle_rows.append(info)
@@ -1496,7 +1511,7 @@ def run_evaluation(
     dilemmas = load_dilemmas(settings.n_dilemmas, settings.seed) if settings.n_dilemmas > 0 else None
     general = read_general_prompts() if settings.drift_new_tokens > 0 else []
     dil_rows, drift_rows = [], []
-    pbar = tqdm(total=1 + len(value_sets) + len(runs), desc="models", disable=not progress)
+    pbar = tqdm(total=1 + len(populations) + len(runs), desc="models", disable=not progress)
 
     tok = models.load_tokenizer(model_profile, model_path or None)
     base = models.load_causal_lm(model_profile, model_path or None, **load_kwargs(settings.quantization))
@@ -1511,7 +1526,7 @@ def run_evaluation(
     gen_texts = [chat_text(tok, [{"role": "user", "content": g}]) for g in general]
     answers = greedy_answers(base, tok, gen_texts, settings.drift_new_tokens, batch_size) if general else []
     base_lp = answer_logprobs(base, tok, gen_texts, answers, batch_size) if general else []
-    for vs in value_sets:
+    for vs in populations:
         persona = persona_for(vs, inputs["value_sets"])
         cond = Condition(BASELINES_RUN, "prompted", vs, persona=persona)
         add(cond, predict_items(items, tok, scorer, settings, persona=persona).assign(persona=persona))
@@ -1598,6 +1613,8 @@ def compare_to_baselines(item_table: pd.DataFrame, n_boot: int, seed: int = 0) -
             b = {"run": BASELINES_RUN, "method": ref, "split": split, "target_value_set": vs}
             if ref == "prompted":
                 b["value_set"] = vs
+            if select_rows(item_table, b).empty:  # no prompted baseline for a shuffled control
+                continue
             for metric in ("js_alignment", "w1_alignment"):
                 d = paired_difference(item_table, {"run": run, "method": method, "value_set": vs,
                                                    "split": split, "target_value_set": vs}, b, metric, n_boot, seed)
@@ -1729,7 +1746,8 @@ def best_on_validation(summary: pd.DataFrame, report_split: str = "test",
     number an honest estimate. None when no fine-tuned method was evaluated on both splits.
     ``summary`` is :func:`method_summary`'s table.
     """
-    tuned = summary[~summary["method"].isin(BASELINE_METHODS)]
+    tuned = summary[~summary["method"].isin(BASELINE_METHODS)
+                    & summary["value_set"].map(lambda v: control_source(v) is None)]  # never a control
     if choose_split not in set(summary["split"]):
         raise EvaluationError(f"choosing the best run needs the {choose_split!r} split in eval_splits "
                               f"(evaluated: {sorted(set(summary['split']))})")
@@ -1980,3 +1998,173 @@ def plot_strata(item_table: pd.DataFrame, metric: str = "js_alignment") -> Any:
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.legend(frameon=False, fontsize=6, ncol=4)
     return fig
+
+
+# ----------------------------------------------------------------------------- controls
+# Can the pipeline detect alignment at all, and does it refuse to see alignment where there is
+# none? A positive control (a run scored on the items it was trained on must beat the base
+# model) and two negative controls (a run trained on shuffled targets; a run scored against a
+# very different population) with verdicts computed from the item table, so notebook 04 states
+# them from the numbers and tests can plant inputs where each must pass or fail.
+
+CONTROL_POSITIVE = "positive: trained items"
+CONTROL_SHUFFLED = "negative: shuffled targets"
+CONTROL_OTHER_POPULATION = "negative: other population"
+POSITIVE_SPLIT = "train"  # scored only as the positive control, never to choose a "best" run
+CONTROL_RULES = {
+    CONTROL_POSITIVE: "gain over base on the run's own train items, scored against its population: "
+                      "passes if the 95% CI excludes 0 (lower bound > 0)",
+    CONTROL_SHUFFLED: "gain over base of the run trained on shuffled targets, scored against the real "
+                      "population on held-out items: passes unless the 95% CI lies above 0",
+    CONTROL_OTHER_POPULATION: "gain over base against the farthest other population minus the gain "
+                              "against the run's own, paired by held-out item: passes unless the 95% CI "
+                              "lies above 0",
+}
+VERDICT_COLUMNS = ["control", "method", "value_set", "scored_against", "split", "n_seeds", "estimate",
+                   "ci_low", "ci_high", "ci_unit", "n_items", "passes", "rule"]
+
+
+def trained_item_ids(runs: Sequence[RunInfo], data_root: Path | None = None) -> set[str]:
+    """Item ids in the train split of the datasets the runs were trained on.
+
+    Why: the positive control scores a run on items it saw; notebook 02 caps the train items
+    written as datasets (``dataset_max_items``), so the train split of ``splits.parquet`` holds
+    many items no run saw. Read from the Hugging Face datasets on disk (the ``item_id`` column)."""
+    from datasets import load_from_disk
+
+    root = Path(data_root or paths.ALIGNMENT)
+    out: set[str] = set()
+    for r in runs:
+        folder = paths.safe_child(paths.safe_child(root, r.value_set, "value_set"), r.method, "method")
+        if not folder.exists():
+            raise EvaluationError(f"run {r.run_id}: its training data {paths.relative(folder)} is missing "
+                                  "(positive control on train items); run notebook 02 again")
+        dd = load_from_disk(str(folder))
+        if "train" not in dd or "item_id" not in dd["train"].column_names:
+            raise EvaluationError(f"{paths.relative(folder)}: no train split with an item_id column")
+        out |= {str(i) for i in dd["train"]["item_id"]}
+    return out
+
+
+def farthest_populations(jsd: pd.DataFrame, sources: Iterable[str],
+                         candidates: Iterable[str] | None = None) -> dict[str, str]:
+    """Per value set in ``sources``, the other real population farthest from it (mean JS
+    distance of ``value_set_jsd.parquet``), for the cross-population negative control.
+
+    Controls (``*-shuffled``) are never a far population; ``candidates`` limits the choice."""
+    need = {"value_set_a", "value_set_b", "mean_js_distance"}
+    if not need <= set(jsd.columns):
+        raise EvaluationError(f"value_set_jsd.parquet: missing column(s) {sorted(need - set(jsd.columns))}")
+    allowed = None if candidates is None else set(candidates)
+    out = {}
+    for a in sources:
+        if control_source(a) is not None:
+            continue
+        d = jsd[(jsd["value_set_a"] == a) & (jsd["value_set_b"] != a) & jsd["mean_js_distance"].notna()]
+        d = d[d["value_set_b"].map(lambda v: control_source(v) is None)]
+        if allowed is not None:
+            d = d[d["value_set_b"].isin(allowed)]
+        if len(d):
+            out[a] = str(d.sort_values(["mean_js_distance", "value_set_b"], ascending=[False, True])
+                          .iloc[0]["value_set_b"])
+    return out
+
+
+def _gain_matrix(item_table: pd.DataFrame, method: str, trained_on: str, target: str, split: str,
+                 metric: str) -> pd.DataFrame:
+    """(runs x items) gains over the base model: the runs of ``method`` trained on ``trained_on``,
+    scored against ``target`` on ``split``, minus the base model against ``target`` per item."""
+    t = item_table
+    runs = t[(t["method"] == method) & (t["value_set"] == trained_on) & (t["target_value_set"] == target)
+             & (t["split"] == split)]
+    base = t[(t["method"] == "base") & (t["target_value_set"] == target) & (t["split"] == split)]
+    if runs.empty or base.empty:
+        return pd.DataFrame()
+    w = runs.pivot_table(index="run", columns="item_id", values=metric, aggfunc="mean")
+    b = base.groupby("item_id")[metric].mean()
+    items = sorted(set(w.columns) & set(b.index))
+    return w[items] - b.reindex(items).to_numpy(dtype=float)[None, :]
+
+
+def _verdict(control: str, method: str, value_set: str, target: str, split: str, gains: pd.DataFrame,
+             item_table: pd.DataFrame, n_boot: int, seed: int) -> dict[str, Any]:
+    items = list(gains.columns)
+    cl = None
+    if split in CLUSTER_SPLITS:
+        cl = _strata(item_table[item_table["split"] == split], items)
+    r = two_level_bootstrap_ci(gains.to_numpy(dtype=float), n_boot, seed, clusters=cl)
+    if control == CONTROL_POSITIVE:
+        passes = bool(np.isfinite(r["ci_low"]) and r["ci_low"] > 0)
+    else:
+        passes = not bool(np.isfinite(r["ci_low"]) and r["ci_low"] > 0)
+    if not np.isfinite(r["ci_low"]):
+        passes = None  # too few items or strata for an interval: no verdict
+    return {"control": control, "method": method, "value_set": value_set, "scored_against": target,
+            "split": split, "n_seeds": int(gains.shape[0]), "estimate": r["mean"], "ci_low": r["ci_low"],
+            "ci_high": r["ci_high"], "ci_unit": ("seeds x " if gains.shape[0] > 1 else "") + r["ci_unit"],
+            "n_items": r["n_items"], "passes": passes, "rule": CONTROL_RULES[control]}
+
+
+def control_verdicts(item_table: pd.DataFrame, far: Mapping[str, str], held_out_split: str = "test",
+                     metric: str = "js_alignment", n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per (control, method, value set): estimate, 95% CI and whether the control passes.
+
+    * positive (:data:`CONTROL_POSITIVE`): each run on a real population, on the ``train``
+      split (the items it was trained on): its gain over the base model must have a CI above 0;
+    * shuffled (:data:`CONTROL_SHUFFLED`): each run on ``<A>-shuffled``, scored against ``A`` on
+      ``held_out_split``: its gain over the base model must not have a CI above 0;
+    * other population (:data:`CONTROL_OTHER_POPULATION`): each run on ``A``, its gain against
+      ``far[A]`` minus its gain against ``A`` on the same held-out items must not have a CI above 0.
+
+    Seeds of a (method, value set) are replicates of a two-level bootstrap (seeds, then items;
+    strata on held-out-cluster splits). ``passes`` is None where no interval can be formed
+    (fewer than two items); a control whose split or population was not evaluated has no row.
+    """
+    rows: list[dict[str, Any]] = []
+    t = item_table[item_table["value_set"].notna() & ~item_table["method"].isin(BASELINE_METHODS)]
+    for (method, vs), _ in t.groupby(["method", "value_set"], sort=True):
+        source = control_source(vs)
+        if source is None:
+            g = _gain_matrix(item_table, method, vs, vs, POSITIVE_SPLIT, metric)
+            if g.shape[1]:
+                rows.append(_verdict(CONTROL_POSITIVE, method, vs, vs, POSITIVE_SPLIT, g, item_table, n_boot, seed))
+            if vs in far:
+                own = _gain_matrix(item_table, method, vs, vs, held_out_split, metric)
+                other = _gain_matrix(item_table, method, vs, far[vs], held_out_split, metric)
+                items = sorted(set(own.columns) & set(other.columns))
+                if items:
+                    d = other[items] - own[items]
+                    rows.append(_verdict(CONTROL_OTHER_POPULATION, method, vs, far[vs], held_out_split, d,
+                                         item_table, n_boot, seed))
+        else:
+            g = _gain_matrix(item_table, method, vs, source, held_out_split, metric)
+            if g.shape[1]:
+                rows.append(_verdict(CONTROL_SHUFFLED, method, vs, source, held_out_split, g, item_table,
+                                     n_boot, seed))
+    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
+def controls_markdown(verdicts: pd.DataFrame, evaluated_splits: Sequence[str]) -> str:
+    """The controls in a few lines for the top of notebook 04: each verdict with its numbers,
+    and which control could not be judged and why."""
+    def fmt(v: pd.Series) -> str:
+        p = v["passes"]
+        word = ("no verdict (too few items)" if p is None or (isinstance(p, float) and np.isnan(p))
+                else "**passes**" if p else "**FAILS**")
+        return (f"{v['method']} on {v['value_set']} vs {v['scored_against']}: {v['estimate']:+.3f} "
+                f"{format_ci(v['ci_low'], v['ci_high'])} ({v['n_items']} items, {v['n_seeds']} seed(s)) {word}")
+
+    lines = []
+    for control, rule in CONTROL_RULES.items():
+        v = verdicts[verdicts["control"] == control] if len(verdicts) else verdicts
+        if len(v) == 0:
+            why = {CONTROL_POSITIVE: f"add `{POSITIVE_SPLIT}` to `eval_splits` and evaluate a run"
+                   if POSITIVE_SPLIT not in evaluated_splits else "no run on a real population",
+                   CONTROL_SHUFFLED: "no run on a shuffled control (`<value set>-shuffled`, notebooks 02-03)",
+                   CONTROL_OTHER_POPULATION: "no run with a far population scored on the held-out split"}[control]
+            lines.append(f"- **{control}**: not evaluated ({why}).")
+            continue
+        n_pass = int((v["passes"] == True).sum())  # noqa: E712 (None is no verdict)
+        lines.append(f"- **{control}** ({rule}): {n_pass} of {len(v)} pass. "
+                     + "; ".join(fmt(r) for _, r in v.iterrows()) + ".")
+    return "\n".join(lines)

@@ -115,18 +115,23 @@ def training_device() -> str:
     return "cuda" if models.cuda_available() else "cpu"
 
 
-def resolve_quantization(requested: str, strict: bool = False, cuda: bool | None = None) -> str:
+def resolve_quantization(requested: str, strict: bool = False, cuda: bool | None = None,
+                         cpu_rehearsal: bool = False) -> str:
     """``auto`` -> ``4bit`` on CUDA, ``none`` on CPU; ``4bit`` without CUDA warns and falls back.
 
     Why fall back rather than run 4-bit on CPU: bitsandbytes does run NF4 on CPU, but only
     with float32 compute, and it visibly hurts a 135M model (measured on the bundled model); QLoRA exists to
     fit 7-13B models on one GPU. With ``strict`` the fallback is an error instead.
+    ``cpu_rehearsal`` (``make rehearse``): keep 4-bit on CPU, so that a GPU profile's QLoRA code
+    path (bitsandbytes NF4, double quantisation, k-bit preparation) runs before it reaches a GPU.
     """
     if requested not in QUANTIZATIONS:
         raise TrainingError(f"unknown quantization {requested!r}; valid: {', '.join(QUANTIZATIONS)}")
     cuda = models.cuda_available() if cuda is None else cuda
     if requested == "auto":
         return "4bit" if cuda else "none"
+    if requested == "4bit" and not cuda and cpu_rehearsal:
+        return "4bit"
     if requested == "4bit" and not cuda:
         msg = ("quantization='4bit' needs a CUDA GPU and none is available: "
                "training the unquantised model (quantization='none') on CPU instead")
@@ -213,8 +218,11 @@ class TrainParams:
     gradient_checkpointing: bool = False  # resolved
     save_steps: int = 50
     data_fingerprint: str = ""  # DataFingerprint.combined of the training data ("" = none on disk)
+    dpo_precompute_ref: bool = False  # DPO: reference log-probs computed once before training (trl)
 
     NOT_HASHED = ("save_steps",)
+    # options added after runs existed: hashed only when switched on, so earlier run ids stay valid
+    HASHED_IF_SET = {"dpo_precompute_ref": False}
 
     def __post_init__(self) -> None:
         check_profile(self.model_profile)
@@ -236,7 +244,8 @@ class TrainParams:
 
     @property
     def hash(self) -> str:
-        d = {k: v for k, v in self.to_dict().items() if k not in self.NOT_HASHED}
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in self.NOT_HASHED and not (k in self.HASHED_IF_SET and v == self.HASHED_IF_SET[k])}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:8]
 
@@ -253,11 +262,13 @@ def params_for_run(params: Mapping[str, Any], method: str, value_set: str,
     holding ``<value_set>/<method>/``, default notebook 02's or 05's output)."""
     check_method(method)
     cuda = models.cuda_available() if cuda is None else cuda
-    quant = resolve_quantization(params.get("quantization", "auto"), params.get("strict", False), cuda)
+    rehearsal = bool(params.get("cpu_rehearsal", False))
+    quant = resolve_quantization(params.get("quantization", "auto"), params.get("strict", False), cuda,
+                                 cpu_rehearsal=rehearsal)
     optim = params.get("train_optim", "auto")
     if optim == "auto":
         optim = "paged_adamw_8bit" if cuda else "adamw_torch"
-    elif optim.startswith("paged_") and not cuda:
+    elif optim.startswith("paged_") and not cuda and not rehearsal:  # rehearsal: bitsandbytes' CPU optimiser
         if params.get("strict", False):
             raise TrainingError(f"train_optim={optim!r} needs CUDA (strict=True)")
         warnings.warn(f"train_optim={optim!r} needs CUDA: using adamw_torch on CPU", UserWarning, stacklevel=2)
@@ -292,6 +303,7 @@ def params_for_run(params: Mapping[str, Any], method: str, value_set: str,
         optim=optim,
         gradient_checkpointing=gc_on,
         save_steps=int(params.get("train_save_steps", 50)),
+        dpo_precompute_ref=bool(params.get("dpo_precompute_ref", False)) if method == "dpo" else False,
         data_fingerprint=data_fingerprint(value_set, method, params.get("data_source", "survey"),
                                           data_root).combined,
     )
@@ -594,7 +606,9 @@ def training_args(p: TrainParams, output_dir: Path, device: str, train_rows: int
         return SFTConfig(**common, packing=False, dataset_kwargs={"skip_prepare_dataset": True},
                          remove_unused_columns=False)
     if p.method == "dpo":
-        return DPOConfig(**common, beta=p.beta)
+        # precompute_ref_log_probs: one adapter-off pass over the data before training instead of
+        # an adapter-off forward per step (benchmarks/bench_dpo_reference.py compares the two)
+        return DPOConfig(**common, beta=p.beta, precompute_ref_log_probs=p.dpo_precompute_ref)
     desirable, undesirable = kto_w or (1.0, 1.0)
     return KTOConfig(**common, beta=p.beta, desirable_weight=desirable, undesirable_weight=undesirable)
 
