@@ -56,6 +56,7 @@ MAKE_PLANS: dict[str, list[str]] = {
     "sweep": ["-m valuealign.sweep {GRID} --executor {EXECUTOR} {SWEEP_ARGS}"],
     "bench-gpu-quick": ["benchmarks/gpu_qlora.py --quick"],
     "release": ["-m valuealign.release"],
+    "rehearse": ["-m valuealign.rehearsal configs/{PROFILE}.yaml"],
     "verify": [*(_run_nb(nb) for nb in NOTEBOOKS), "-m valuealign.verify check --profile {PROFILE}"],
     "verify-update": [*(_run_nb(nb) for nb in NOTEBOOKS), "-m valuealign.verify update --profile {PROFILE}"],
     "pin-taxonomy": ["01_value_taxonomy -p taxonomy_mode recompute", "-m valuealign.pinning promote"],
