@@ -329,3 +329,25 @@ def test_run_ids_of_the_finetune_notebook_follow_training(tmp_path: Path) -> Non
     for name in training.ADAPTER_FILES:
         (tmp_path / "runs" / rid / "adapter" / name).write_text("{}")
     assert sweep._expected_runs(nb, params, layout) == [rid]
+
+
+FIGURE_PARAMS = '''tag = "a"  # the cell's tag
+'''
+FIGURE_BODY = '''from valuealign import paths
+paths.FIGURES.mkdir(parents=True, exist_ok=True)
+(paths.FIGURES / "results-macros.json").write_text(tag)
+'''
+
+
+def test_a_sweep_cell_cannot_replace_the_thesis_figures(root: Path) -> None:
+    """A cell re-running an evaluation notebook once overwrote figures/ (the thesis's macros)
+    with its own results; its figures now go into the cell's folder."""
+    _notebook(root / "notebooks" / "03_figure.ipynb", FIGURE_PARAMS, FIGURE_BODY)
+    thesis_macros = root / "figures" / "results-macros.json"
+    thesis_macros.parent.mkdir()
+    thesis_macros.write_text("the thesis's")
+    layout = sweep.Layout(root)
+    path = _grid(root, notebooks=["03_figure"], axes={"tag": ["a"]}, set={})
+    assert sweep.sweep(path, layout=layout) == 0
+    assert thesis_macros.read_text() == "the thesis's"
+    assert (root / "executed" / "g" / "a" / "figures" / "results-macros.json").read_text() == "a"

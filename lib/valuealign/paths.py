@@ -45,7 +45,10 @@ CONSULTATION = PROCESSED / "consultation"
 NOTEBOOKS = ROOT / "notebooks"
 CONFIGS = ROOT / "configs"
 EXECUTED = ROOT / "executed"
-FIGURES = ROOT / "figures"
+# What the thesis includes. A sweep cell sets VALUEALIGN_FIGURES to a folder of its own, so that
+# re-running notebook 04 for one cell cannot replace the thesis's figures and macros.
+FIGURES_ENV = "VALUEALIGN_FIGURES"
+FIGURES = Path(os.environ[FIGURES_ENV]).resolve() if os.environ.get(FIGURES_ENV) else ROOT / "figures"
 THESIS = ROOT / "thesis"
 RUNS = ROOT / "runs"
 MODELS = ROOT / "models"

@@ -626,17 +626,26 @@ def _short_error(err: BaseException, notebook: str) -> str:
 
 
 @contextlib.contextmanager
-def _root_env(layout: Layout) -> Iterator[None]:
-    """Point the notebooks' kernels (which inherit the environment) at the layout's tree."""
-    old = os.environ.get("VALUEALIGN_ROOT")
-    os.environ["VALUEALIGN_ROOT"] = str(layout.root)
+def _root_env(layout: Layout, figures_dir: Path | None = None) -> Iterator[None]:
+    """Point the notebooks' kernels (which inherit the environment) at the layout's tree.
+
+    ``figures_dir`` (a cell's own folder) redirects what the notebooks save as figures, tables
+    and thesis macros away from ``figures/``: a sweep cell re-running notebook 04 used to
+    overwrite the thesis's evaluation figures and macros with that cell's results.
+    """
+    env = {"VALUEALIGN_ROOT": str(layout.root)}
+    if figures_dir is not None:
+        env[paths.FIGURES_ENV] = str(figures_dir)
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("VALUEALIGN_ROOT", None)
-        else:
-            os.environ["VALUEALIGN_ROOT"] = old
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def run_cell(cell: Cell, layout: Layout | None = None, job_id: str | None = None) -> dict[str, Any]:
@@ -699,7 +708,7 @@ def _run_cell_locked(cell: Cell, layout: Layout, out_dir: Path, job_id: str | No
                 raise ConfigError(f"{nb}: {{run_id}} needs exactly one run, found {run_ids}")
             target = out_dir / f"{nb}.ipynb"
             try:
-                with _root_env(layout):
+                with _root_env(layout, figures_dir=out_dir / "figures"):
                     nbrun.execute(layout.notebooks / f"{nb}.ipynb", out_dir, params, html=True)
             finally:
                 if target.exists():
