@@ -249,6 +249,7 @@ def _run(root, name, adapter=True, manifest=True, done=True, params=None):
     if adapter:
         (d / "adapter").mkdir()
         (d / "adapter" / "adapter_config.json").write_text("{}")
+        (d / "adapter" / "adapter_model.safetensors").write_bytes(b"")
     if manifest:
         p = params or {"method": "sft", "value_set": "germany", "seed": 0, "model_profile": "smollm2-135m"}
         (d / "manifest.json").write_text(json.dumps({"parameters": p}))
@@ -272,7 +273,6 @@ def test_discover_runs_reports_and_skips_bad_folders(tmp_path):
     _run(tmp_path, "smollm2-135m__sft__germany__s0__aaaa",
          params={"method": "sft", "value_set": "germany", "seed": 0, "model_profile": "smollm2-135m",
                  "data_fingerprint": fp})
-    _run(tmp_path, "no-adapter", adapter=False)
     _run(tmp_path, "no-manifest", manifest=False)
     _run(tmp_path, "unfinished", done=False)
     _run(tmp_path, "bad-manifest", params={"method": "sft"})
@@ -281,12 +281,17 @@ def test_discover_runs_reports_and_skips_bad_folders(tmp_path):
     assert [r.run_id for r in runs] == ["smollm2-135m__sft__germany__s0__aaaa"]
     assert runs[0].method == "sft" and runs[0].value_set == "germany"
     reasons = dict(zip(skipped["run"], skipped["reason"], strict=True))
-    assert set(reasons) == {"no-adapter", "no-manifest", "unfinished", "bad-manifest"}
-    assert "adapter" in reasons["no-adapter"] and "DONE" in reasons["unfinished"]
+    assert set(reasons) == {"no-manifest", "unfinished", "bad-manifest"}
+    assert "manifest" in reasons["no-manifest"] and "DONE" in reasons["unfinished"]
     _, skipped = ev.discover_runs(["does-not-exist"], tmp_path)
     assert skipped["run"].tolist() == ["does-not-exist"]
-    with pytest.raises(ev.EvaluationError, match="no-adapter"):
+    with pytest.raises(ev.EvaluationError, match="no-manifest"):
         ev.discover_runs(["*"], tmp_path, strict=True, data_root=data)
+    # a run marked done without its adapter is damage (issue 19.1): never skipped quietly
+    _run(tmp_path, "no-adapter", adapter=False)
+    for strict in (False, True):
+        with pytest.raises(ev.EvaluationError, match="no-adapter"):
+            ev.discover_runs(["*"], tmp_path, strict=strict, data_root=data)
 
 
 def test_summary_is_keyed_and_never_mixed(tmp_path):
