@@ -146,22 +146,27 @@ def test_preference_methods_log_rewards_and_save_adapters(tiny: str, tmp_path: P
     assert len(examples) == 2 and examples["after"].map(type).eq(str).all()
 
 
+def _oom_after_step(step: int):
+    """A trainer callback that fails like a CUDA out-of-memory error once ``step`` has finished."""
+    from transformers import TrainerCallback
+
+    class OOMAfterStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.global_step == step:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    return OOMAfterStep()
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_optimizer_step_count(tiny: str, tmp_path: Path) -> None:
     """Kill after step 3 (checkpoint at step 2) with a CUDA OOM; re-run resumes; 4 steps total."""
-    from transformers import TrainerCallback
-
-    class Kill(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 3:
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-
     data = training.synthetic_alignment_data("sft", n_items=4)
     p = _params(tiny, "sft", max_steps=4)
     full = training.train(p, data, runs_root=tmp_path / "a", progress=False)
 
     with pytest.raises(training.TrainingOOMError, match=r"lower train_batch_size.*raise grad_accum.*max_length") as err:
-        training.train(p, data, runs_root=tmp_path / "b", callbacks=[Kill()], progress=False)
+        training.train(p, data, runs_root=tmp_path / "b", callbacks=[_oom_after_step(3)], progress=False)
     assert "resumes from checkpoint-2" in str(err.value)
     run_dir = tmp_path / "b" / p.run_id
     assert training.run_status(run_dir) == "unfinished"
@@ -221,18 +226,11 @@ def test_dist_loss_is_the_cross_entropy_of_the_evaluations_letter_probabilities(
 
 
 def test_dist_run_trains_resumes_and_is_skipped_like_the_others(tiny: str, tmp_path: Path) -> None:
-    from transformers import TrainerCallback
-
-    class Kill(TrainerCallback):
-        def on_step_end(self, args, state, control, **kw):
-            if state.global_step == 3:
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-
     data = training.synthetic_alignment_data("dist", n_items=8)
     p = _params(tiny, "dist", max_steps=4)
     assert "__dist__toy__s0__" in p.run_id
     with pytest.raises(training.TrainingOOMError):
-        training.train(p, data, runs_root=tmp_path, callbacks=[Kill()], progress=False)
+        training.train(p, data, runs_root=tmp_path, callbacks=[_oom_after_step(3)], progress=False)
     res = training.train(p, data, runs_root=tmp_path, eval_rows=4, examples=2, progress=False)
     assert res.status == "resumed" and res.resumed_from == "checkpoint-2"
     assert res.global_step == 4 and res.optimizer_steps == 4
