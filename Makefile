@@ -35,6 +35,18 @@ export MPLBACKEND := Agg
 export NUMBA_CPU_NAME := generic
 # the profile, for notebook 06: the thesis reports the evaluation this profile names (runs/evaluations/)
 export VALUEALIGN_PROFILE := $(PROFILE)
+# Profiles that run in a workspace of their own (valuealign.workspace: links to the inputs, its own
+# data/processed, runs and figures), so that they never replace the embedded default's datasets or
+# the thesis's figures/: the demo profile (configs/demo.yaml).
+ISOLATED_PROFILES := demo
+ifneq ($(filter $(PROFILE),$(ISOLATED_PROFILES)),)
+WORKSPACE := $(CURDIR)/executed/$(PROFILE)/workspace
+export VALUEALIGN_ROOT := $(WORKSPACE)
+WORKSPACE_READY := $(WORKSPACE)/.ready
+$(WORKSPACE_READY): | $(STAMPS)/venv
+	$(PY) -m valuealign.workspace $(WORKSPACE)
+	@touch $@
+endif
 
 .PHONY: help setup all test lint clean distclean notebooks sweep figures thesis thesis-deps bench
 
@@ -90,7 +102,7 @@ $(foreach s,$(NOTEBOOK_STAMPS),$(eval $(call NB_TARGET,$(s))))
 nb-%: ## nb-NN: notebook NN and what it needs (make nb-02 PROFILE=thesis-7b)
 	+@echo "make nb-$*: no notebook notebooks/$*_*.ipynb (have: $(patsubst $(NBSTAMP)/%.done,%,$(NOTEBOOK_STAMPS)))" >&2; exit 2
 
-$(NBSTAMP)/%.done: notebooks/%.ipynb $(CONFIG) $(COMMON) $(STAMPS)/setup-done
+$(NBSTAMP)/%.done: notebooks/%.ipynb $(CONFIG) $(COMMON) $(STAMPS)/setup-done | $(WORKSPACE_READY)
 	$(RUN_NB) $* --stamp $@
 
 $(STAMPS)/setup-done: $(STAMPS)/venv $(STAMPS)/kernel $(STAMPS)/model
@@ -105,7 +117,7 @@ $(NB_04): $(NB_02) $(NB_03) $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts
 $(NB_05): $(LIB)/consultation.py $(RAWDATA)
 $(NB_06): $(filter-out $(NB_06),$(NOTEBOOK_STAMPS)) $(wildcard $(LIB)/*.py)
 # notebook 04 under `make` names its evaluation as the profile's: the one the thesis reports
-$(NB_04): notebooks/04_evaluate.ipynb $(CONFIG) $(COMMON) $(STAMPS)/setup-done
+$(NB_04): notebooks/04_evaluate.ipynb $(CONFIG) $(COMMON) $(STAMPS)/setup-done | $(WORKSPACE_READY)
 	$(RUN_NB) 04_evaluate --stamp $@.running
 	$(PY) -m valuealign.thesis name-evaluation --profile $(PROFILE)
 	@mv $@.running $@

@@ -552,6 +552,41 @@ def test_dpo_precompute_ref_reaches_trl_and_keeps_earlier_run_ids(tmp_path) -> N
 
 
 @pytest.mark.pipeline
+def test_controls_headline_names_what_passes_and_what_fails(items, targets, planted_preds):
+    """The first lines of notebook 04: per control, which (method, value set) pass and which fail."""
+    learned = control_table(items, targets, planted_preds, [("r-a", "pop-a", "pop-a")], "train")
+    copy = control_table(items, targets, planted_preds, [("r-b", "pop-b", BASE_POPULATION)], "train")
+    v = ev.control_verdicts(pd.concat([learned, copy], ignore_index=True), far={}, n_boot=N_BOOT)
+    text = ev.controls_headline(v)
+    line = next(x for x in text.splitlines() if x.startswith(f"- {ev.CONTROL_POSITIVE}"))
+    passes, fails = line.split("**fails** for")
+    assert "sft (pop-a +" in passes and "pop-b" not in passes and "sft (pop-b +0.000)" in fails
+    assert f"- {ev.CONTROL_SHUFFLED}: not evaluated." in text
+    assert "nothing below shows" in ev.controls_headline(v.iloc[0:0])
+
+
+def test_notebook_04_states_the_control_verdicts_in_its_first_lines():
+    """The first code cell (right after the title) shows a placeholder that the Controls section
+    replaces with :func:`controls_headline` (IPython display update, kept by papermill/nbclient);
+    after `make all` the executed notebook's first output is the verdicts themselves."""
+    import nbformat
+
+    from valuealign import paths
+
+    nb = nbformat.read(paths.NOTEBOOKS / "04_evaluate.ipynb", as_version=4)
+    first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    assert first_code == 1 and "display_id=True" in nb.cells[first_code].source
+    assert sum("controls_box.update(Markdown(ev.controls_headline(verdicts)))" in c.source for c in nb.cells) == 1
+    executed = paths.EXECUTED / "smoke" / "04_evaluate.ipynb"
+    if executed.exists() and (paths.FIGURES / "eval-controls.json").exists():
+        out = nbformat.read(executed, as_version=4)
+        code = [c for c in out.cells if c.cell_type == "code"]
+        if code[0].source != nb.cells[first_code].source:
+            pytest.skip(f"{paths.relative(executed)} was executed from an older notebook 04 (run make all)")
+        text = "".join(o.get("data", {}).get("text/markdown", "") for o in code[0].outputs)
+        assert text.startswith("**Controls** (rules and numbers") and ev.CONTROL_POSITIVE in text, text
+
+
 def test_notebook_04_wrote_control_verdicts_for_its_runs():
     """After notebook 04 (any profile): figures/eval-controls.json holds one verdict per control that
     its runs allow, the far populations are the farthest by value_set_jsd.parquet, and the
@@ -586,3 +621,40 @@ def test_rehearsal_workspace_links_inputs_and_starts_empty(tmp_path) -> None:
     for f in rehearsal.UPSTREAM:
         copy = ws / "data" / "processed" / f.name
         assert copy.is_file() and not copy.is_symlink() and copy.read_bytes() == f.read_bytes()
+
+
+def test_workspace_links_inputs_keeps_its_own_outputs_and_refuses_the_root(tmp_path) -> None:
+    from valuealign import paths, workspace
+
+    ws = workspace.prepare(tmp_path / "ws")
+    assert (ws / "data" / "raw").resolve() == paths.RAW.resolve() and (ws / "models").is_symlink()
+    for rel in workspace.OWN:
+        assert (ws / rel).is_dir() and not (ws / rel).is_symlink()
+    (ws / "runs" / "finished-run").mkdir()
+    workspace.prepare(ws)  # again, as an incremental make does: what is there stays
+    assert (ws / "runs" / "finished-run").is_dir()
+    workspace.prepare(ws, fresh=True)
+    assert not (ws / "runs" / "finished-run").exists()
+    with pytest.raises(ValueError, match="repository root"):
+        workspace.prepare(paths.ROOT)
+
+
+def test_demo_profile_runs_in_its_own_workspace() -> None:
+    """`make all PROFILE=demo` must not replace the embedded default's datasets, runs or the
+    thesis's figures/ (it used to write them in place): every notebook of the demo runs with
+    VALUEALIGN_ROOT = executed/demo/workspace, the default profile in the repository itself."""
+    import subprocess
+
+    from valuealign import paths
+
+    def plan(*args: str) -> str:
+        return subprocess.run(["make", "-n", "-B", "all", *args], cwd=paths.ROOT, capture_output=True,
+                              text=True, check=True).stdout
+
+    demo = plan("PROFILE=demo")
+    assert "valuealign.workspace" in demo and "executed/demo/workspace" in demo
+    env = subprocess.run(["make", "-s", "--no-print-directory", "-f", "Makefile", "-f", "-", "print-root",
+                          "PROFILE=demo"], cwd=paths.ROOT, input="print-root:\n\t@echo $$VALUEALIGN_ROOT\n",
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert env == str(paths.ROOT / "executed" / "demo" / "workspace")
+    assert "valuealign.workspace" not in plan()

@@ -17,7 +17,15 @@ answer options closer to its target population's than the base model's, the base
 answer as a member of that population, and the uniform distribution? Does the effect stay on its own
 population (steerability), carry over to held-out *clusters* of items and to everyday dilemmas, and
 does it cost general ability?
+"""),
+    ("code", r"""
+from IPython.display import Markdown, display
 
+# the verdicts of the controls replace this line once they are computed (section "Controls")
+controls_box = display(Markdown("**Controls:** not computed yet: this line is replaced by their verdicts when "
+                                "the notebook reaches the section *Controls*."), display_id=True)
+"""),
+    ("md", r"""
 **How.** For every item, the probability of each option letter as the next token after the chat-formatted
 prompt (`valuealign.prompts`), renormalised over the valid letters, averaged over prompt paraphrases and
 over option orders (cyclic shifts put every option at every position once, so position bias cancels).
@@ -34,7 +42,7 @@ seeds of a method are combined by a two-level bootstrap (seeds, then items or st
 reported as the seed sd (n/a with one seed). Every table of tests has Holm-adjusted p-values next to the
 raw ones. Anything called "best" is chosen on the `validation` split and reported on `test`.
 
-**Controls first.** The first result below says whether this evaluation can see an effect at all and
+**Controls first.** The **Controls** lines at the top (filled in when the notebook has run) say whether this evaluation can see an effect at all and
 only where there is one (computed from the scores, `valuealign.evaluation.control_verdicts`): a
 *positive control* (each run scored on the items it was trained on, the `train` split when it is in
 `eval_splits`, must beat the base model with a CI above 0) and two *negative controls* (a run trained
@@ -201,6 +209,7 @@ held_out = next((s for s in ("test", "validation", "test_cluster") if s in eval_
 verdicts = ev.control_verdicts(res.item_table, far, held_out_split=held_out or "test",
                                n_boot=bootstrap_samples, seed=seed)
 display(Markdown(ev.controls_markdown(verdicts, sorted(set(res.items["split"])))))
+controls_box.update(Markdown(ev.controls_headline(verdicts)))  # the notebook's first lines
 if far:
     display(Markdown("Far populations (largest mean JS distance in `value_set_jsd.parquet`): "
                      + ", ".join(f"{a} -> {b}" for a, b in sorted(far.items())) + "."))

@@ -2168,3 +2168,35 @@ def controls_markdown(verdicts: pd.DataFrame, evaluated_splits: Sequence[str]) -
         lines.append(f"- **{control}** ({rule}): {n_pass} of {len(v)} pass. "
                      + "; ".join(fmt(r) for _, r in v.iterrows()) + ".")
     return "\n".join(lines)
+
+
+def _verdict_names(v: pd.DataFrame) -> str:
+    return ", ".join(f"{m} ({s} {e:+.3f})" for m, s, e in
+                     zip(v["method"], v["value_set"], v["estimate"], strict=True)) or "none"
+
+
+def controls_headline(verdicts: pd.DataFrame) -> str:
+    """One line per control for the very top of notebook 04: which (method, value set) pass.
+
+    Why a separate, shorter text than :func:`controls_markdown`: a reader (the supervisor)
+    should see before any other result whether the evaluation can detect an effect at all
+    (positive control) and only where there is one (negative controls); the numbers follow
+    in the notebook's Controls section.
+    """
+    if len(verdicts) == 0:
+        return ("**Controls:** none could be judged (no run on a real population with the `train` split, "
+                "no shuffled-target run, no far population): nothing below shows that this evaluation "
+                "can detect an effect.")
+    lines = ["**Controls** (rules and numbers in the section *Controls* below):"]
+    for control in CONTROL_RULES:
+        v = verdicts[verdicts["control"] == control]
+        if len(v) == 0:
+            lines.append(f"- {control}: not evaluated.")
+            continue
+        passed = v["passes"].map(lambda p: p is True or p is np.True_)
+        failed = v["passes"].map(lambda p: p is False or p is np.False_)
+        lines.append(f"- {control}: **passes** for {_verdict_names(v[passed])}; **fails** for "
+                     f"{_verdict_names(v[failed])}"
+                     + (f"; no verdict for {_verdict_names(v[~passed & ~failed])}" if (~passed & ~failed).any()
+                        else "") + ".")
+    return "\n".join(lines)

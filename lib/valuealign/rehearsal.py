@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from collections.abc import Mapping
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from valuealign import config, paths, provenance
+from valuealign import workspace as workspace_module
 
 NOTEBOOKS = ("02_alignment_datasets", "03_finetune", "04_evaluate")
 UPSTREAM = (paths.ITEMS, paths.DISTRIBUTIONS, paths.TAXONOMY)  # notebooks 00-01, embedded default
@@ -130,23 +130,12 @@ def substitutions_markdown(profile_path: Path, table: list[dict[str, Any]]) -> s
 
 
 def prepare_workspace(workspace: Path) -> None:
-    """A fresh root for the rehearsal: links to the read-only inputs, copies of notebooks 00-01's
-    outputs, empty processed/runs/figures (so each rehearsal trains and evaluates anew)."""
+    """A fresh workspace (:mod:`valuealign.workspace`) with copies of notebooks 00-01's outputs
+    (so each rehearsal trains and evaluates anew on the embedded default's items and taxonomy)."""
     missing = [paths.relative(p) for p in UPSTREAM if not p.exists()]
     if missing:
         raise RehearsalError(f"missing {', '.join(missing)}: run notebooks 00-01 first (make nb-01)")
-    if workspace.exists():
-        shutil.rmtree(workspace)
-    (workspace / "data" / "processed").mkdir(parents=True)
-    for rel in ("data/raw", "data/reference", "data/cache", "notebooks", "configs", "models"):
-        src = paths.ROOT / rel
-        if src.exists():
-            (workspace / rel).parent.mkdir(parents=True, exist_ok=True)
-            os.symlink(src.resolve(), workspace / rel)
-    for f in UPSTREAM:
-        shutil.copy2(f, workspace / "data" / "processed" / f.name)
-    for d in ("runs", "figures", "executed"):
-        (workspace / d).mkdir()
+    workspace_module.prepare(workspace, fresh=True, copy=UPSTREAM)
 
 
 def rehearse(profile_path: Path, out_dir: Path | None = None) -> Path:
