@@ -44,7 +44,7 @@ WORKSPACE := $(CURDIR)/executed/$(PROFILE)/workspace
 export VALUEALIGN_ROOT := $(WORKSPACE)
 WORKSPACE_READY := $(WORKSPACE)/.ready
 $(WORKSPACE_READY): | $(STAMPS)/venv
-	$(PY) -m valuealign.workspace $(WORKSPACE)
+	VALUEALIGN_ROOT= $(PY) -m valuealign.workspace $(WORKSPACE)  # paths of this checkout, not of the workspace
 	@touch $@
 endif
 

@@ -658,3 +658,17 @@ def test_demo_profile_runs_in_its_own_workspace() -> None:
                          capture_output=True, text=True, check=True).stdout.strip()
     assert env == str(paths.ROOT / "executed" / "demo" / "workspace")
     assert "valuealign.workspace" not in plan()
+
+
+def test_make_creates_the_demo_workspace_from_the_checkout(tmp_path) -> None:
+    """The Makefile's workspace recipe runs with VALUEALIGN_ROOT exported to the workspace itself;
+    it must still link this checkout's inputs (it once refused: "is the repository root itself")."""
+    import subprocess
+
+    from valuealign import paths
+
+    ws = tmp_path / "ws"
+    subprocess.run(["make", f"{ws}/.ready", "PROFILE=demo", f"WORKSPACE={ws}"], cwd=paths.ROOT,
+                   capture_output=True, text=True, check=True)
+    assert (ws / ".ready").exists() and (ws / "data" / "raw").resolve() == paths.RAW.resolve()
+    assert (ws / "runs").is_dir() and not (ws / "runs").is_symlink()

@@ -337,7 +337,28 @@ def test_option_orders_are_balanced():
         text = r["prompt"][0]["content"]
         for p, j in enumerate(r["option_order"]):
             assert f"{prompts.LETTERS[p]}. o{j}" in text
-    assert len({r["paraphrase_id"] for r in rows}) == len(prompts.PARAPHRASES)
+    assert [r["paraphrase_id"] for r in rows] == [0, 0, 0, 0, 1, 1, 1, 1]  # all shifts, then the next wording
+    rows = D.sft_rows(it, "vs", 4 * len(prompts.PARAPHRASES), True, seed=3)
+    assert len({(tuple(r["option_order"]), r["paraphrase_id"]) for r in rows}) == 4 * len(prompts.PARAPHRASES)
+
+
+def test_training_rows_show_an_item_in_the_layouts_notebook_04_scores():
+    """The positive control (a run scored on its own train items) needs the training rows to be
+    prompts the evaluation renders: its cyclic shifts of the survey's order, paraphrase 0 first.
+    Rows used to show rotations of a seeded random permutation, layouts the evaluation never shows."""
+    from valuealign import evaluation as ev
+
+    for n in (2, 3, 4, 5):
+        it = D.Item("goqa-x", "Q?", tuple(f"o{i}" for i in range(n)), tuple([1 / n] * n))
+        settings = ev.EvalSettings(n_paraphrases=2)
+        scored = [(tuple(order), pid) for order in ev.option_orders(n, settings.permutations)
+                  for pid in range(settings.n_paraphrases)]
+        rows = D.dist_rows(it, "vs", 2 * n, seed=7)
+        trained = [(tuple(r["option_order"]), r["paraphrase_id"]) for r in rows]
+        assert sorted(trained) == sorted(scored)
+        # the first n rows: every layout of the evaluation's first paraphrase, rendered identically
+        scored_first = {str(prompts.render_messages("Q?", list(it.options), o, 0)) for o in ev.option_orders(n, "cyclic")}
+        assert {str(r["prompt"]) for r in rows[:n]} == scored_first
 
 
 def test_answer_letters_balanced_over_a_dataset(stage):

@@ -45,8 +45,9 @@ Documented rules (the notebook and the dataset cards repeat them):
 * **Training targets**: :func:`implied_distribution` reads back, per item, the answer
   distribution a method's rows reward; :func:`training_target_distances` compares it with the
   population's (mean JS distance over train items): the target each method actually sees.
-* **Prompts**: every row of an item gets the next paraphrase and the next rotation of a
-  seeded base option order, so each option cycles through all positions (no position cue).
+* **Prompts**: row k of an item shows the next cyclic shift of the survey's option order (from a
+  seeded first shift) with paraphrase k // n (:func:`valuealign.prompts.training_variant`): each option cycles through all
+  positions (no position cue), in the layouts notebook 04 scores.
 """
 
 from __future__ import annotations
@@ -776,21 +777,9 @@ class Item:
     shares: tuple[float, ...]
 
 
-def prompt_variant(item_id: str, n_options: int, k: int, seed: int) -> tuple[list[int], int]:
-    """The k-th (option order, paraphrase id) of an item.
-
-    A seeded base permutation rotated by k: over n consecutive rows each option appears once
-    at every position, so no letter is a cue. Paraphrases cycle from a seeded start.
-    """
-    rng = rng_for(seed, "order", item_id)
-    base = [int(x) for x in rng.permutation(n_options)]
-    start = int(rng.integers(len(prompts.PARAPHRASES)))
-    order = [base[(i + k) % n_options] for i in range(n_options)]
-    return order, (start + k) % len(prompts.PARAPHRASES)
-
-
 def _common(item: Item, k: int, seed: int, value_set: str) -> dict[str, Any]:
-    order, pid = prompt_variant(item.item_id, len(item.options), k, seed)
+    start = int(rng_for(seed, "order", item.item_id).integers(len(item.options)))  # the first row's shift
+    order, pid = prompts.training_variant(len(item.options), k, start)
     return {"prompt": prompts.render_messages(item.question, list(item.options), order, pid),
             "item_id": item.item_id, "paraphrase_id": pid, "option_order": order,
             "value_set": value_set}
@@ -1158,7 +1147,7 @@ def dataset_card(value_set: ValueSet, method: str, counts: Mapping[str, int], it
         "",
         "## Construction rule",
         rules,
-        "Prompts: `valuealign.prompts` paraphrases and rotated option orders (recorded per row in "
+        "Prompts: `valuealign.prompts` paraphrases and cyclic shifts of the option order, as the evaluation shows them (recorded per row in "
         "`paraphrase_id`, `option_order`). Items are split by item (not row), identically for every "
         "value set and method; see `../../splits.parquet`.",
         f"Seed: {params['seed']}.",

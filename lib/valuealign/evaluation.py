@@ -321,7 +321,7 @@ def option_orders(n_options: int, permutations: str, seed: int = 0, item_id: str
     if n_options < 2:
         raise EvaluationError(f"item {item_id!r}: needs at least 2 options, got {n_options}")
     if permutations == "cyclic":
-        return [[(s + i) % n_options for i in range(n_options)] for s in range(n_options)]
+        return [prompts.cyclic_order(n_options, s) for s in range(n_options)]
     if permutations == "random":
         h = int(hashlib.sha256(f"{seed}:{item_id}".encode()).hexdigest()[:8], 16)
         rng = np.random.default_rng(h)

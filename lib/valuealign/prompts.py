@@ -99,6 +99,35 @@ def render_messages(
     return [{"role": "user", "content": render_prompt(question, options, order, paraphrase_id, persona)}]
 
 
+def cyclic_order(n_options: int, shift: int) -> list[int]:
+    """Cyclic shift ``shift`` of the survey's own option order: ``[shift, shift+1, ...] mod n``.
+
+    The one definition of the layouts an item is shown in: notebook 04 scores every item in all
+    ``n`` shifts (each option once at every letter, so a pure letter bias cancels), and the
+    training rows of notebook 02 walk the same shifts (:func:`training_variant`).
+    """
+    if n_options < 1:
+        raise PromptError(f"an item needs at least one option, got {n_options}")
+    return [(int(shift) + i) % n_options for i in range(n_options)]
+
+
+def training_variant(n_options: int, k: int, start: int = 0) -> tuple[list[int], int]:
+    """The k-th training prompt of an item: (option order, paraphrase id).
+
+    Row k shows cyclic shift ``(start + k) mod n`` with paraphrase ``(k // n) mod P``: the rows
+    walk the evaluation's (shift, paraphrase) grid, all shifts of paraphrase 0 first. Why: over
+    any n consecutive rows each option appears once at every letter (no position cue), and a
+    model trained on an item has seen the very layouts notebook 04 scores it in. ``start`` (seeded
+    per item by the caller) decides which shift comes first, so that an item with fewer rows than
+    options does not always show its first options at the first letters (survey orders are not
+    random: the popular answer often comes first). The earlier rows (rotations of a seeded random
+    permutation: layouts the evaluation never shows) left the positive control (a run scored on
+    its own train items) at no gain after several epochs; with these layouts it gains (README,
+    "The demo profile").
+    """
+    return cyclic_order(n_options, (start + k) % n_options), (k // n_options) % len(PARAPHRASES)
+
+
 def label_for(order: Sequence[int], option_index: int) -> str:
     """The letter under which original option ``option_index`` is shown for this ``order``."""
     order = [int(i) for i in order]
