@@ -921,7 +921,9 @@ def discover_runs(patterns: Sequence[str] = ("*",), runs_dir: Path | None = None
             try:
                 manifest = provenance.read_json(d / "manifest.json")
                 params = manifest["parameters"]
-                info = RunInfo(name, d, str(params["method"]), str(params["value_set"]),
+                # a chained run is its lineage ("sft+dpo"), never pooled with a fresh run of its method
+                method = str((manifest.get("extra") or {}).get("lineage_method") or params["method"])
+                info = RunInfo(name, d, method, str(params["value_set"]),
                                params.get("seed", manifest.get("seed")), str(params["model_profile"]),
                                params.get("model_path") or None, manifest)
                 training.check_run_data(name, manifest, data_root)
