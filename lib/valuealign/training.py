@@ -262,6 +262,12 @@ class TrainParams:
         rid = f"{self.model_profile}__{self.method}__{self.value_set}__s{self.seed}__{self.hash}"
         return f"{rid}__from-{run_id_hash(self.init_from)}" if self.init_from else rid
 
+    @property
+    def label(self) -> str:
+        """The method as tables show it: ``dpo``, or ``sft+dpo`` when continuing an SFT run (its
+        parent's method read from the parent's run id)."""
+        return f"{self.init_from.split('__')[1]}+{self.method}" if self.init_from else self.method
+
 
 RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9.\-]+__[a-z]+__[A-Za-z0-9._\-]+__s\d+__[0-9a-f]+(__from-[0-9a-f]+)?")
 
@@ -1490,17 +1496,22 @@ def loss_figure(logs: Mapping[tuple[str, str], pd.DataFrame]) -> Any:
 
     from valuealign import plotting
 
-    methods = [m for m in METHODS if any(mm == m for _, mm in logs)]
+    methods = [m for m in METHODS if any(mm.rsplit("+", 1)[-1] == m for _, mm in logs)]
     if not methods:
         return None
     fig, axes = plt.subplots(1, len(methods), figsize=plotting.figsize(1.0, 0.3), squeeze=False)
     value_sets = sorted({vs for vs, _ in logs})
     for ax, method in zip(axes.flat, methods, strict=True):
         for (vs, m), df in sorted(logs.items()):
-            if m != method or "loss" not in df.columns:
+            # a chained run ("sft+dpo") shares its own method's panel (same loss), drawn open-marked
+            if m.rsplit("+", 1)[-1] != method or "loss" not in df.columns:
                 continue
-            ax.plot(df["step"], df["loss"], ["-", "--", ":", "-."][value_sets.index(vs) % 4], marker=".",
-                    color=plotting.METHOD_COLORS.get(method), lw=1, label=plotting.value_set_label(vs))
+            chained = "+" in m
+            label = plotting.value_set_label(vs) + (f" (from {plotting.method_label(m.rsplit('+', 1)[0])})"
+                                                     if chained else "")
+            ax.plot(df["step"], df["loss"], ["-", "--", ":", "-."][value_sets.index(vs) % 4],
+                    marker="o" if chained else ".", mfc="none" if chained else None,
+                    color=plotting.METHOD_COLORS.get(method), lw=1, label=label)
         ax.set_title(LOSS_PANELS[method][1])
         ax.set_xlabel("optimizer step")
         ax.legend(frameon=False, fontsize=6)
