@@ -205,3 +205,17 @@ def test_a_child_whose_parents_data_changed_is_stale(tmp_path: Path) -> None:
     (data_root / "toy" / "sft2").rename(data_root / "toy" / "sft")
     with pytest.raises(training.StaleRunError, match=r"run child continues run p, whose training data changed"):
         training.check_run_data("child", manifest, data_root)
+
+
+def test_notebook_04_globs_leave_consultation_runs_to_notebook_05(tiny: str, tmp_path: Path) -> None:
+    """A consultation-refined run in runs/ must not change notebook 04's tables (it is matched
+    only when named), so notebook 04's results do not depend on whether notebook 05 ran first."""
+    data_root = tmp_path / "consultation"
+    training.synthetic_alignment_data("kto", n_items=8).save_to_disk(str(data_root / "toy" / "kto"))
+    runs = tmp_path / "runs"
+    p = _params(tiny, "kto", data_source="consultation", max_steps=1)
+    res = training.train(p, runs_root=runs, data_root=data_root, progress=False, keep_model=False)
+    found, skipped = evaluation.discover_runs(["*"], runs_dir=runs, data_root=data_root, strict=True)
+    assert found == [] and skipped.empty
+    found, _ = evaluation.discover_runs([res.run_id], runs_dir=runs, data_root=data_root)
+    assert [r.run_id for r in found] == [res.run_id]
