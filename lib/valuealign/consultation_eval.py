@@ -375,3 +375,65 @@ def read_evaluation(out_dir: Path | None = None) -> dict[str, Any]:
                                     "base, survey and survey+consultation checkpoints)")
     data = provenance.read_json(f)
     return {**data, "summary": pd.DataFrame(data["summary"]), "differences": pd.DataFrame(data["differences"])}
+
+
+# ---------------------------------------------------------------- notebook 06: lineage and comparison
+
+
+def chained_lineage(runs_root: Path | None = None) -> pd.DataFrame:
+    """Every finished chained run in ``runs/`` (``init_from`` set) with its lineage, and its
+    parents: the lineage table of notebook 06 (base -> survey SFT -> DPO; -> consultation)."""
+    root = Path(runs_root or paths.RUNS)
+    chained = []
+    for f in sorted(root.glob("*__from-*/manifest.json")):
+        if training.run_status(f.parent) == "finished":
+            chained.append(f.parent.name)
+    if not chained:
+        return pd.DataFrame(columns=["run", "method", "value_set", "data_source", "init_from",
+                                     "parent_adapter_sha256", "steps", "lineage"])
+    return lineage_table(chained, root)
+
+
+CHECKPOINT_LABELS = {"base": "Base", "survey": "Survey (SFT)", "survey+consultation": "Survey + consultation"}
+MATERIAL_LABELS = {"consultation": "Held-out consultation statements", "survey": "Survey test items"}
+
+
+def comparison_table(summary: pd.DataFrame, diffs: pd.DataFrame) -> pd.DataFrame:
+    """The thesis table: per material and checkpoint, 1 - JS (mean over groups) with its CI, and
+    the paired difference to the survey-only checkpoint with its CI."""
+    s = summary[(summary["metric"] == "js_alignment") & (summary["group"] == "all groups")]
+    rows = []
+    for r in s.itertuples():
+        d = diffs[(diffs["material"] == r.material) & (diffs["a"] == r.checkpoint) & (diffs["b"] == "survey")]
+        rows.append({"Material": MATERIAL_LABELS.get(r.material, r.material),
+                     "Checkpoint": CHECKPOINT_LABELS.get(r.checkpoint, r.checkpoint),
+                     "1 - JS": r.mean, "95% CI": evaluation.format_ci(r.ci_low, r.ci_high),
+                     "vs survey": d["difference"].iloc[0] if len(d) else np.nan,
+                     "CI of difference": evaluation.format_ci(d["ci_low"].iloc[0], d["ci_high"].iloc[0]) if len(d) else "",
+                     "n": int(r.n_units)})
+    order = {v: i for i, v in enumerate(CHECKPOINT_LABELS.values())}
+    out = pd.DataFrame(rows)
+    if len(out):
+        out = out.assign(_o=out["Checkpoint"].map(order)).sort_values(["Material", "_o"]).drop(columns="_o")
+    return out.reset_index(drop=True)
+
+
+def plot_comparison(summary: pd.DataFrame, fraction: float = 1.0) -> Any:
+    """Two panels (held-out statements, survey test items): each checkpoint's 1 - JS with its 95% CI."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import plotting
+
+    s = summary[(summary["metric"] == "js_alignment") & (summary["group"] == "all groups")]
+    materials = [m for m in MATERIAL_LABELS if m in set(s["material"])]
+    fig, axes = plt.subplots(1, max(1, len(materials)), figsize=plotting.figsize(fraction, 0.35), squeeze=False)
+    for ax, mat in zip(axes.flat, materials, strict=False):
+        sub = s[s["material"] == mat].set_index("checkpoint").reindex([c for c in CHECKPOINTS])
+        x = np.arange(len(sub))
+        lo = (sub["mean"] - sub["ci_low"]).clip(lower=0).fillna(0)
+        hi = (sub["ci_high"] - sub["mean"]).clip(lower=0).fillna(0)
+        ax.errorbar(x, sub["mean"], yerr=[lo, hi], fmt="o", color="#0072B2", capsize=3, lw=1)
+        ax.set_xticks(x, [CHECKPOINT_LABELS[c] for c in sub.index], rotation=15, fontsize=7)
+        ax.set_title(MATERIAL_LABELS[mat], fontsize=8)
+        ax.set_ylabel("1 - JS distance")
+    return fig
