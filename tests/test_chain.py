@@ -76,10 +76,14 @@ def test_plan_puts_chained_runs_after_their_parents_with_the_parents_id(tmp_path
     assert [(r.method, bool(r.init_from)) for r in runs] == [("sft", False), ("dpo", False), ("dpo", True)]
     assert runs[2].init_from == runs[0].run_id and runs[2].run_id.endswith(f"__from-{runs[0].hash}")
     assert list(table["init_from"]) == ["", "", runs[0].run_id]
-    with pytest.raises(training.TrainingError, match=r"chains: 'dpo<-kto' starts from 'kto', which is not in methods"):
-        training.plan({**params, "chains": ["dpo<-kto"]}, cuda=False, runs_root=tmp_path, data_root=tmp_path)
+    # a sweep cell of one method trains only that method's run: the chain is left out, with a note
+    runs, _, notes = training.plan({**params, "methods": ["dpo"]}, cuda=False, runs_root=tmp_path, data_root=tmp_path)
+    assert [r.init_from for r in runs] == [""]
+    assert notes == ["chains: 'dpo<-sft' left out: sft not in methods (dpo)"]
     with pytest.raises(training.TrainingError, match=r"chains: 'dpo' is not '<method><-<parent method>'"):
         training.parse_chains(["dpo"], ["sft", "dpo"])
+    with pytest.raises(training.TrainingError, match=r"unknown method 'ppo'"):
+        training.parse_chains(["ppo<-sft"], ["sft", "dpo"])
 
 
 # ---------------------------------------------------------------- validation of the parent
@@ -146,6 +150,19 @@ def test_dpo_reference_is_the_parent_and_stays_it_while_the_child_trains(tiny: s
     assert torch.allclose(torch.cat([after_chosen, after_rejected]), from_parent, atol=1e-4)
     moved = (_sequence_logps(trainer.model, batch) - from_parent).abs().max().item()
     assert moved > 1e-4, "the child's own adapter trained"
+
+
+@pytest.mark.parametrize("method", ["kto", "sft"])
+def test_kto_and_sft_children_train_from_the_parent(tiny: str, parent: training.RunResult, method: str) -> None:
+    """Notebook 05's refinement (KTO by default) continues an SFT run through the same path."""
+    data = training.synthetic_alignment_data(method, n_items=8)
+    child = _params(tiny, method, init_from=parent.run_id, max_steps=1, value_set=f"toy-{method}")
+    res = training.train(child, data, runs_root=parent.run_dir.parent, progress=False, keep_model=True)
+    assert res.status == "trained" and res.optimizer_steps == 1
+    if method == "kto":  # trl's frozen copy of the parent is KTO's reference too
+        assert set(res.model.peft_config) == {"default", "ref"}
+    assert sorted(p.name for p in res.adapter_dir.iterdir()) == ["README.md", "adapter_config.json",
+                                                                 "adapter_model.safetensors"]
 
 
 def test_sft_child_starts_from_the_parents_weights(tiny: str, parent: training.RunResult) -> None:

@@ -338,25 +338,28 @@ def params_for_run(params: Mapping[str, Any], method: str, value_set: str,
     )
 
 
-def parse_chains(chains: Sequence[str], methods: Sequence[str]) -> list[tuple[str, str]]:
-    """``["dpo<-sft"]`` -> ``[("dpo", "sft")]``: (child method, parent method) pairs.
+def parse_chains(chains: Sequence[str], methods: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """``["dpo<-sft"]`` -> ``[("dpo", "sft")]``: (child method, parent method) pairs, and notes.
 
-    Why the parent must be one of ``methods``: the chained run of a value set starts from the
-    parent run of the *same* value set and parameters that this plan trains first."""
-    out = []
+    A chain applies when both its methods are in ``methods``: the chained run of a value set
+    starts from the parent run of the *same* value set and parameters that this plan trains
+    first. One whose methods are not both planned (a sweep cell of one method) is left out with
+    a note, so a cell trains, and its budget counts, only the runs its methods name."""
+    out, notes = [], []
     for spec in chains:
         child, sep, parent = str(spec).replace(" ", "").partition("<-")
         if not sep or not child or not parent:
             raise TrainingError(f"chains: {spec!r} is not '<method><-<parent method>' (e.g. 'dpo<-sft')")
         check_method(child)
         check_method(parent)
-        if parent not in methods:
-            raise TrainingError(f"chains: {spec!r} starts from {parent!r}, which is not in methods "
-                                f"({', '.join(methods)}); add it so the parent run is trained first")
         if child == parent:
             raise TrainingError(f"chains: {spec!r} continues a method with itself")
+        missing = [m for m in (parent, child) if m not in methods]
+        if missing:
+            notes.append(f"chains: {spec!r} left out: {' and '.join(missing)} not in methods ({', '.join(methods)})")
+            continue
         out.append((child, parent))
-    return out
+    return out, notes
 
 
 def plan(params: Mapping[str, Any], cuda: bool | None = None, runs_root: Path | None = None,
@@ -367,7 +370,7 @@ def plan(params: Mapping[str, Any], cuda: bool | None = None, runs_root: Path | 
     the notebook can state them; with ``strict`` they are errors instead.
     """
     runs: list[TrainParams] = []
-    chains = parse_chains(params.get("chains", []) or [], params.get("methods", []))
+    chains, chain_notes = parse_chains(params.get("chains", []) or [], params.get("methods", []))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for value_set in params.get("value_sets", []):
@@ -378,7 +381,7 @@ def plan(params: Mapping[str, Any], cuda: bool | None = None, runs_root: Path | 
             for child, parent in chains:  # after their parents: a chained run needs the parent's adapter
                 runs.append(params_for_run(params, child, value_set, cuda, data_root,
                                            init_from=planned[parent].run_id))
-    notes = sorted({str(w.message) for w in caught if issubclass(w.category, UserWarning)})
+    notes = sorted({str(w.message) for w in caught if issubclass(w.category, UserWarning)}) + chain_notes
     if not runs:
         raise TrainingError("nothing to train: `methods` and `value_sets` must each list at least one entry")
     root = Path(runs_root or paths.RUNS)
