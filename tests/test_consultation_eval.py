@@ -135,7 +135,8 @@ def test_a_model_voting_like_a_group_scores_one_for_that_group_and_paired_differ
 
     # the paired difference is the mean over statements of (mean over groups) a - b
     diffs = CE.paired_differences(table, n_boot=200).set_index("comparison")
-    per = table.groupby(["checkpoint", "unit"])["js_alignment"].mean().unstack("checkpoint")
+    groups_only = table[table["group"] != CE.EVERYONE]
+    per = groups_only.groupby(["checkpoint", "unit"])["js_alignment"].mean().unstack("checkpoint")
     expect = (per["survey+consultation"] - per["survey"]).mean()
     assert diffs.loc["survey+consultation - survey", "difference"] == pytest.approx(expect, abs=1e-12)
     assert diffs.loc["survey - base", "difference"] == pytest.approx(0.0, abs=1e-12)

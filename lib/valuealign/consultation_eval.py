@@ -268,8 +268,10 @@ def evaluate_checkpoints(checkpoints: Sequence[Checkpoint], statements: pd.DataF
 
 
 def _unit_means(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """One value per (checkpoint, material, unit): the mean over the unit's groups."""
-    return table.groupby(["material", "checkpoint", "unit", "cluster"], as_index=False)[metric].mean()
+    """One value per (checkpoint, material, unit): the mean over the unit's opinion groups
+    (``everyone``, the pooled shares, is not a group of its own and is left out)."""
+    groups = table[table["group"] != EVERYONE]
+    return groups.groupby(["material", "checkpoint", "unit", "cluster"], as_index=False)[metric].mean()
 
 
 def _clusters(frame: pd.DataFrame) -> np.ndarray | None:
