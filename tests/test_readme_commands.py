@@ -63,6 +63,8 @@ MAKE_PLANS: dict[str, list[str]] = {
     "release-verify": ["-m valuealign.release --verify release"],
     "clean": ["rm -rf executed data/processed data/interim data/cache runs"],
     "distclean": ["rm -rf executed data/processed", "rm -rf .venv models .stamps"],
+    # nb-05 (phase 3): the survey runs it refines (00-03), then 05; not 04
+    "nb-05": [_run_nb(n) for n in NOTEBOOKS if n[:2] in ("00", "01", "02", "03", "05")],
     # nb-NN: notebooks 00..NN (what NN reads), e.g. nb-02 runs 00, 01 and 02
     **{f"nb-{nb[:2]}": [_run_nb(n) for n in NOTEBOOKS[: i + 1] if n[:2] <= nb[:2]]
        for i, nb in enumerate(NOTEBOOKS) if nb[:2] in ("00", "01", "02")},

@@ -36,6 +36,12 @@ the base model (`model_profile`, bundled SmolLM2-135M-Instruct by default).
 one resumes from its last checkpoint. Figures `figures/finetune-loss.pdf`,
 `figures/finetune-preference.pdf`.
 
+**Chained runs** (`chains`, e.g. `dpo<-sft`): alignment-handbook's recipe, SFT first, then DPO
+*from the SFT adapter*. The DPO run loads the SFT run's adapter as its own (trainable) and trl keeps
+a frozen copy of it as the reference, so DPO's reference is the SFT model, not the base. Its run id
+ends in `__from-<parent hash>`, its manifest and model card name the parent run, the parent adapter's
+SHA-256 and the lineage (base → SFT → DPO); notebook 04 shows it as method `sft+dpo`.
+
 The embedded default trains each run for a few steps on CPU: enough to show that the whole path
 works and that the adapters change the model, not to align it. Thesis runs use
 `configs/thesis-7b.yaml` / `configs/thesis-13b.yaml` on one 80 GB GPU.
@@ -45,6 +51,7 @@ model_profile = "smollm2-135m"  # base model {smollm2-135m, llama-3.1-8b, mistra
 model_path = ""  # local folder with the base model's weights (empty: the profile's default, bundled folder or hub id)
 methods = ["sft", "dpo", "kto", "dist"]  # alignment methods to train {sft, dpo, kto, dist}
 value_sets = ["united-states", "germany"]  # value sets (slugs made by notebook 02) to align to
+chains = ["dpo<-sft"]  # chained runs per value set: <method><-<parent method> continues the parent run's adapter (DPO's reference is then the SFT model) {dpo<-sft, kto<-sft, dist<-sft, dpo<-dist, kto<-dist}
 data_source = "survey"  # training data: survey answers (notebook 02) or consultation votes (notebook 05) {survey, consultation}
 seed = 0  # random seed: LoRA init, data order, subsample [0, 2147483647]
 quantization = "auto"  # base weights (auto: 4bit on CUDA, none on CPU) {auto, 4bit, none}
@@ -115,8 +122,9 @@ def stop(err: Exception) -> None:
 """),
     ("md", """
 ## 1 · The runs
-One run per value set × method. Its id is derived from every training parameter, so the table says
-whether it is already **finished** (skipped), **unfinished** (resumes from its last checkpoint) or **new**.
+One run per value set × method, then the chained runs (`init_from`: the parent run they continue).
+Its id is derived from every training parameter (and the parent's id), so the table says whether it
+is already **finished** (skipped), **unfinished** (resumes from its last checkpoint) or **new**.
 """),
     ("code", """
 try:
@@ -140,7 +148,8 @@ used only for the before/after examples). The embedded default trains on a seede
 data = {}
 try:
     for r in runs:
-        data[(r.value_set, r.method)] = training.load_alignment_dataset(r.value_set, r.method, data_source)
+        if (r.value_set, r.method) not in data:
+            data[(r.value_set, r.method)] = training.load_alignment_dataset(r.value_set, r.method, data_source)
 except training.TrainingError as err:
     stop(err)
 counts = pd.DataFrame([{"value_set": vs, "method": m, **{s: len(d[s]) for s in d}}
@@ -162,7 +171,7 @@ for r in runs:
                              keep_model=False)
     except (training.TrainingError, training.TrainingOOMError) as err:
         stop(err)
-    results[(r.value_set, r.method)] = res
+    results[(r.value_set, r.label)] = res
     gc.collect()
 summary = pd.DataFrame([{
     "value_set": vs, "method": m, "status": res.status, "steps": res.global_step,

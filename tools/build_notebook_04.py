@@ -323,7 +323,7 @@ for method, matrix in res.steer_matrix.items():
     if matrix.shape[0] == 0:
         continue
     fig = ev.plot_steerability(matrix, plotting.method_label(method))
-    show(fig, f"eval-steerability-{method}")
+    show(fig, f"eval-steerability-{method.replace('+', '-then-')}")  # a chained run: sft+dpo -> sft-then-dpo
 display(res.steer_advantage)
 if len(res.steer_advantage):
     cols = ["method", "value_set", "diagonal", "off_diagonal", "advantage", "ci_low", "ci_high",

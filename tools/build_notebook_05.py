@@ -27,12 +27,15 @@ imported the same way (copy the export folder next to them and name it in
 **Outputs:** under `data/processed/consultation/`: `statements.parquet`, `group_statements.parquet`,
 `value_sets.parquet`, `DATASHEET.md`, and per value set `<value_set>/{kto,dpo,sft}/` (Hugging Face
 `DatasetDict`, splits train/validation, with a dataset card) plus `<value_set>/kto_weights.json`;
-a manifest. Figures: `figures/consultation-participant-map.pdf`,
+a manifest. Phase 3's final evaluation: a consultation-refined run in `runs/` (continuing notebook
+03's survey run) and `evaluation.parquet`, `evaluation_summary.parquet`,
+`evaluation_differences.parquet`, `evaluation.json` (+ manifest): base, survey-only and
+survey + consultation models on held-out statements and survey test items. Figures: `figures/consultation-participant-map.pdf`,
 `figures/consultation-consensus-division.pdf`, table `figures/consultation-groups.tex`.
 No participant id is written anywhere.
 """),
     ("params", """
-seed = 0  # random seed for UMAP and DPO pair sampling (the Polis groups are deterministic) [0, 1000000]
+seed = 0  # random seed: UMAP, DPO pair sampling, the held-out split, the refined run and the statements scored (the Polis groups are deterministic) [0, 1000000]
 consultation_conversations = ["scoop-hivemind.ubi", "scoop-hivemind.affordable-housing", "scoop-hivemind.biodiversity"]  # Polis conversations in data/raw/polis/ {scoop-hivemind.ubi, scoop-hivemind.affordable-housing, scoop-hivemind.biodiversity, american-assembly.bowling-green}
 consultation_unknown_comments = "error"  # votes on comment ids missing from comments.csv: stop, or drop and report {error, drop}
 consultation_min_votes_per_participant = 7  # participants with fewer votes are not grouped (Polis: 7) [1, 1000]
@@ -46,6 +49,22 @@ consultation_consensus_threshold = 0.5  # KTO row desirable if consensus (geomet
 consultation_dpo_margin = 0.1  # smallest consensus difference between chosen and rejected [0.0, 1.0]
 consultation_dpo_pairs_per_statement = 3  # rejected partners sampled per chosen statement [1, 50]
 consultation_validation_fraction = 0.2  # share of statements in the validation split [0.0, 0.5]
+consultation_test_fraction = 0.2  # share of each conversation's statements held out as the test split: never trained on, only for the final evaluation [0.0, 0.5]
+consultation_refine_from = "sft"  # method of notebook 03's survey run that the consultation run continues {sft, dpo, kto, dist}
+consultation_refine_value_set = "united-states"  # value set of that survey run (one of notebook 03's value_sets)
+consultation_refine_method = "kto"  # method of the consultation-refined run (KTO: desirable if the groups' consensus passes the threshold) {sft, dpo, kto}
+consultation_refine_data = "consultation-all-everyone"  # consultation value set the refined run trains on (exported above)
+consultation_refine_steps = 3  # optimizer steps of the refined run (-1: one epoch) [-1, 10000000]
+consultation_refine_learning_rate = 5e-05  # learning rate of the refined run [1e-08, 0.1]
+consultation_refine_batch_size = 2  # rows per step of the refined run (KTO needs at least 2) [1, 1024]
+consultation_refine_max_rows = 64  # training rows of the refined run, a seeded subsample (0: all) [0, 100000000]
+consultation_eval_max_statements = 4  # held-out statements scored per conversation, the same for every model (0: all) [0, 100000]
+n_paraphrases = 1  # prompt paraphrases averaged per item (thesis: 4) [1, 4]
+permutations = "cyclic"  # option orders per item: all cyclic shifts, or as many seeded random orders {cyclic, random}
+eval_batch_size = 8  # prompts per forward pass [1, 512]
+bootstrap_samples = 1000  # bootstrap resamples for the 95% CIs over items [0, 100000]
+max_eval_items = 5  # items per split, the same for every model (0: all) [0, 100000]
+eval_max_options = 4  # only items with at most this many options, a CPU cost cap (thesis: 0, all) [0, 26]
 """),
     ("code", """
 from valuealign import config
@@ -210,7 +229,7 @@ agree probability), `consultation-all-everyone`. Notebook 03 trains on any of th
 settings = consultation.ExportSettings(
     threshold=consultation_consensus_threshold, dpo_margin=consultation_dpo_margin,
     dpo_pairs_per_statement=consultation_dpo_pairs_per_statement,
-    validation_fraction=consultation_validation_fraction,
+    validation_fraction=consultation_validation_fraction, test_fraction=consultation_test_fraction,
     min_votes=consultation_min_votes_per_statement, seed=seed)
 sizes = consultation.export_alignment_data(conversations, tables, counts, settings,
                                            grouping=consultation_grouping)
@@ -220,9 +239,110 @@ dpo = datasets.load_from_disk(str(paths.CONSULTATION / f"consultation-{conversat
 display(Markdown(f"One KTO row and one DPO row (columns: {', '.join(kto['train'].column_names)}):"))
 display(pd.DataFrame([kto["train"][0]]).T.rename(columns={0: "kto row"}))
 display(pd.DataFrame([dpo["train"][0]]).T.rename(columns={0: "dpo row"}))
+held_out = pd.read_parquet(paths.CONSULTATION / "statements.parquet").query("eligible")
+display(Markdown("Statements per split (test: held out of every training set, for section 6 only):"))
+display(held_out.groupby(["conversation", "split"]).size().unstack(fill_value=0))
 """),
     ("md", """
-## 6 · Seeding the next round
+## 6 · Phase 3: refine the survey-aligned model with the consultation, and the final evaluation
+Three checkpoints, compared on the **same** material: the **base** model; the **survey** run (notebook
+03's `consultation_refine_from` run for `consultation_refine_value_set`); and **survey+consultation**,
+a run that *continues* the survey run's adapter (`init_from`) on the consultation data exported
+above (`consultation_refine_method` on `consultation_refine_data`; for KTO and DPO the reference
+model is then the survey run). Its run id ends in `__from-<survey run's hash>`; its manifest and
+model card record the parent run, the parent adapter's SHA-256 and the lineage.
+"""),
+    ("code", """
+from dataclasses import asdict
+
+from valuealign import consultation_eval as ce
+from valuealign import evaluation as ev
+from valuealign import models, training
+
+
+def stop(err: Exception) -> None:
+    display(Markdown(f"**Stopped:** {err}"))
+    raise SystemExit(f"stopped: {err}") from None
+
+
+try:
+    survey_run = ce.notebook03_run(consultation_refine_from, consultation_refine_value_set)
+    refine = ce.refine_params(survey_run, consultation_refine_method, consultation_refine_data,
+                              max_steps=consultation_refine_steps, learning_rate=consultation_refine_learning_rate,
+                              train_batch_size=consultation_refine_batch_size,
+                              max_rows=consultation_refine_max_rows, seed=seed)
+    refined = training.train(refine, progress=False, keep_model=False)
+except (ce.ConsultationEvalError, training.TrainingError, training.TrainingOOMError) as err:
+    stop(err)
+lineage = ce.lineage_table([survey_run, refined.run_id])
+display(Markdown(f"Refined run `{refined.run_id}` ({refined.status}, {refined.optimizer_steps} steps):"))
+display(lineage.style.hide(axis="index"))
+"""),
+    ("md", """
+**Scoring.** Each held-out statement (`split = test`: in no training set, never used to choose
+anything) is asked as a three-option item (agree / disagree / pass) through the same templates,
+cyclic option orders and next-token scoring as notebook 04. The model's distribution is compared
+with each opinion group's vote shares and with everyone's (1 − Jensen–Shannon distance); its
+P(agree) with the statement's **group-informed consensus** (geometric mean over groups of the
+smoothed agree probability). The three checkpoints are also scored on notebook 02's survey test
+items of the survey run's value set. CIs: bootstrap over statements (whole conversations resampled,
+there being more than one) or items; differences are paired on identical statements or items.
+"""),
+    ("code", """
+statements = pd.read_parquet(paths.CONSULTATION / "statements.parquet")
+group_counts = pd.read_parquet(paths.CONSULTATION / "group_statements.parquet")
+try:
+    held = ce.test_statements(statements, consultation_eval_max_statements, seed)
+    targets = ce.group_targets(group_counts, held, consultation_min_votes_per_statement)
+    consensus_obs = ce.observed_consensus(group_counts, held)
+    inputs = ev.read_inputs()
+    survey_items = ev.select_items(inputs, [consultation_refine_value_set], ["test"], max_eval_items, seed,
+                                   eval_max_options)
+except (ce.ConsultationEvalError, ev.EvaluationError) as err:
+    stop(err)
+eval_settings = ev.EvalSettings(n_paraphrases=n_paraphrases, permutations=permutations, max_eval_items=max_eval_items,
+                                max_options=eval_max_options, n_dilemmas=0, drift_new_tokens=0, seed=seed,
+                                quantization=refine.quantization)
+checkpoints = [ce.Checkpoint("base"),
+               ce.Checkpoint("survey", survey_run, paths.RUNS / survey_run / "adapter"),
+               ce.Checkpoint("survey+consultation", refined.run_id, refined.adapter_dir)]
+tokenizer = models.load_tokenizer(refine.model_profile, refine.model_path or None)
+eval_table = ce.evaluate_checkpoints(
+    checkpoints, held, targets, consensus_obs, survey_items, inputs["targets"], consultation_refine_value_set,
+    tokenizer, ce.model_scorers(refine.model_profile, refine.model_path or None, eval_batch_size, refine.quantization),
+    eval_settings)
+eval_summary = ce.summarise(eval_table, bootstrap_samples, seed)
+eval_diffs = ce.paired_differences(eval_table, n_boot=bootstrap_samples, seed=seed)
+consensus_rank = ce.consensus_rank_correlation(eval_table)
+written = ce.write_evaluation(
+    eval_table, eval_summary, eval_diffs,
+    {"parameters": params, "runs": {"survey": survey_run, "survey+consultation": refined.run_id},
+     "lineage": lineage.to_dict("records"), "settings": asdict(eval_settings),
+     "survey_value_set": consultation_refine_value_set, "n_statements": int(len(held)),
+     "n_conversations": int(held["conversation"].nunique()), "n_survey_items": int(len(survey_items)),
+     "consensus_rank": consensus_rank.to_dict("records")},
+    inputs=[paths.CONSULTATION / "statements.parquet", paths.CONSULTATION / "group_statements.parquet"])
+display(Markdown(f"{len(held)} held-out statements ({held['conversation'].nunique()} conversations) and "
+                 f"{len(survey_items)} survey test items, 3 checkpoints; written: "
+                 + ", ".join(f"`{paths.relative(p)}`" for p in written)))
+overall = eval_summary[eval_summary["group"].isin(["all groups", ce.EVERYONE]) | (eval_summary["material"] == "survey")]
+display(overall.pivot_table(index=["material", "metric", "group"], columns="checkpoint", values="mean")
+        .style.format(precision=3))
+display(Markdown("**Paired differences** (same statements / items; 1 − JS, mean over groups per statement):"))
+display(eval_diffs.style.format(precision=3).hide(axis="index"))
+display(Markdown("**Per opinion group** (1 − JS against the group's vote shares, held-out statements):"))
+display(eval_summary[(eval_summary["material"] == "consultation") & (eval_summary["metric"] == "js_alignment")]
+        .pivot_table(index="group", columns="checkpoint", values="mean").style.format(precision=3))
+display(Markdown("**Does the model rank consensus statements higher?** (Spearman, P(agree) vs observed consensus)"))
+display(consensus_rank.style.format(precision=3).hide(axis="index"))
+"""),
+    ("md", """
+**Reading these results.** On the embedded default (135M model, a few training steps on CPU) the
+differences show that the whole phase-3 path runs (chained training, held-out statements, paired
+comparison), not a finding; the thesis profiles change only the parameters.
+"""),
+    ("md", """
+## 7 · Seeding the next round
 The thesis's own consultation shows participants statements written by the fine-tuned models.
 `consultation.export_seed_comments` (CLI: `python -m valuealign.consultation seed --run runs/<run_id>
 --out seed.csv`, or `--texts responses.jsonl`) writes a Polis seed-comments CSV (header

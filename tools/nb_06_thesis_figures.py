@@ -22,7 +22,11 @@ that run cost? Nothing is re-trained here: this notebook reads what the stages s
 
 **Outputs** (in `figures/`, included by the thesis): `summary-pipeline-runtime` (figure) and
 `summary-pipeline` (table): the cost of each stage; `summary-cost-vs-alignment` (figure) and
-`summary-runs` (table): each fine-tune's cost against its alignment; `summary-artefacts` (table,
+`summary-runs` (table): each fine-tune's cost against its alignment; `phase3-lineage` (table): which
+run continues which (base → survey SFT → DPO; base → survey SFT → consultation); `phase3-comparison`
+(figure and table): base, survey-only and survey + consultation checkpoints on held-out consultation
+statements and survey test items (notebook 05's `data/processed/consultation/evaluation.json`);
+`summary-gpu-hours` (table): planned vs used GPU-hours of the sweeps, when any ran; `summary-artefacts` (table,
 appendix): which notebook made which figure; the macros of group `06_thesis_figures` in
 `figures/results-macros.tex`. Last, the checks: every figure the thesis includes exists, was made by a
 notebook, prints at its own size, and embeds its fonts.
@@ -102,6 +106,59 @@ elif runs.empty:
     display(Markdown("**No fine-tuned runs recorded** under `runs/`: run notebook 03 first."))
 """),
     ("md", """
+## Phase 3: lineage of the chained runs, and the final comparison
+Chained runs continue another run's adapter (`init_from`): notebook 03's DPO runs start from the SFT
+run of their value set (DPO's reference is then that SFT model), and notebook 05's consultation run
+starts from a survey SFT run. Then the thesis's final evaluation (notebook 05): the base model, the
+survey-only run and the survey + consultation run on the **same** held-out consultation statements
+(1 − JS against each opinion group's vote shares, mean over groups) and survey test items, with 95%
+bootstrap CIs and paired differences.
+"""),
+    ("code", """
+from valuealign import consultation_eval
+
+lineage = consultation_eval.chained_lineage()
+phase3 = None
+if lineage.empty:
+    display(Markdown("**No chained run** under `runs/`: notebook 03 (`chains`) and notebook 05 make them."))
+else:
+    lineage_show = plotting.with_display_names(lineage)[["method", "value_set", "data_source", "steps", "lineage"]]
+    lineage_show = lineage_show.assign(lineage=lineage_show["lineage"].str.replace("base:", "", regex=False))
+    lineage_show.columns = ["Method", "Value set", "Data", "Steps", "Lineage (base -> parent -> run)"]
+    display(lineage_show.style.hide(axis="index"))
+    _ = plotting.save_table(lineage_show, "phase3-lineage", notebook=NB,
+                            inputs=[paths.RUNS / r / "manifest.json" for r in lineage["run"]],
+                            caption="Chained runs: each continues its parent's adapter (base -> survey SFT -> DPO or -> consultation).")
+try:
+    phase3 = consultation_eval.read_evaluation()
+except consultation_eval.ConsultationEvalError as err:
+    display(Markdown(f"**No phase-3 evaluation:** {err}"))
+if phase3 is not None:
+    comparison = consultation_eval.comparison_table(phase3["summary"], phase3["differences"])
+    display(comparison.style.format(precision=3, na_rep="-").hide(axis="index"))
+    eval_inputs = [paths.CONSULTATION / "evaluation.json"]
+    fig = consultation_eval.plot_comparison(phase3["summary"], fraction=summary_scatter_fraction)
+    _ = plotting.save_figure(fig, "phase3-comparison", notebook=NB, inputs=eval_inputs)
+    _ = plotting.save_table(comparison, "phase3-comparison", notebook=NB, inputs=eval_inputs, float_format="{:.3f}",
+                            caption="Base, survey-only and survey + consultation models on held-out consultation "
+                                    "statements (1 - JS against each opinion group's vote shares, mean over groups) "
+                                    "and survey test items, with 95% bootstrap CIs and the paired difference to "
+                                    "the survey-only model.")
+"""),
+    ("code", """
+from valuealign import budget, sweep
+
+gpu_hours = budget.planned_vs_used(sweep.read_registry())
+if gpu_hours.empty:
+    display(Markdown("**No sweep recorded** (`make sweep`): no planned vs used GPU-hours yet."))
+else:
+    display(gpu_hours.style.format(precision=2, na_rep="-").hide(axis="index"))
+    _ = plotting.save_table(gpu_hours.rename(columns={
+        "grid": "Grid", "cells_done": "Cells done", "planned_gpu_hours": "Planned GPU-h", "used_gpu_hours": "Used GPU-h"}),
+        "summary-gpu-hours", notebook=NB, float_format="{:.2f}",
+        caption="GPU-hours of each sweep grid: planned (estimate at submission) and used (measured).")
+"""),
+    ("md", """
 ## Which notebook made which figure (appendix)
 From `figures/manifest.json`: each artefact's producer and the number of inputs whose checksums it
 recorded (the manifest itself has the checksums, the run and the time).
@@ -132,6 +189,21 @@ macros["SummaryValBestTestAlignment"] = best["alignment"] if best else "n/a"
 macros["SummaryValBestValidationAlignment"] = best["validation_alignment"] if best else "n/a"
 macros["SummaryValBestMethod"] = plotting.method_label(str(best["method"])) if best else "n/a"
 macros["SummaryValBestValueSet"] = plotting.value_set_label(str(best["value_set"])) if best else "n/a"
+macros["PhaseThreeChainedRuns"] = int(len(lineage))
+if phase3 is not None:
+    ph_sum, ph_diff = phase3["summary"], phase3["differences"]
+    macros["PhaseThreeStatements"] = int(phase3.get("n_statements", 0))
+    macros["PhaseThreeSurveyItems"] = int(phase3.get("n_survey_items", 0))
+    for material in ("consultation", "survey"):
+        for ck in consultation_eval.CHECKPOINTS:
+            r = ph_sum[(ph_sum["material"] == material) & (ph_sum["checkpoint"] == ck)
+                       & (ph_sum["group"] == "all groups") & (ph_sum["metric"] == "js_alignment")]
+            key = plotting.macro_name("phase three", material, ck.replace("+", " plus "), "align")
+            macros[key] = float(r["mean"].iloc[0]) if len(r) and pd.notna(r["mean"].iloc[0]) else "n/a"
+        d = ph_diff[(ph_diff["material"] == material) & (ph_diff["comparison"] == "survey+consultation - survey")]
+        key = plotting.macro_name("phase three", material, "refined minus survey")
+        macros[key] = float(d["difference"].iloc[0]) if len(d) and pd.notna(d["difference"].iloc[0]) else "n/a"
+        macros[key + "Ci"] = evaluation.format_ci(d["ci_low"].iloc[0], d["ci_high"].iloc[0]) if len(d) else "n/a"
 _ = plotting.save_macros(macros, NB, notebook=NB, digits=2)
 display(pd.Series(macros, name="value").to_frame())
 """),

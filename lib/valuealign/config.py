@@ -288,6 +288,12 @@ SMOKE_CAPS: tuple[SmokeCap, ...] = (
              "scores a sample of the DailyDilemmas (notebook 04)"),
     SmokeCap("n_paraphrases", lambda v, s: s.high is not None and v < s.high, "the range's maximum",
              "averages fewer prompt paraphrases than the protocol's (notebook 04)"),
+    SmokeCap("consultation_refine_steps", lambda v, s: v > 0, "-1",
+             "stops the consultation-refined run after a fixed number of steps (notebook 05)"),
+    SmokeCap("consultation_refine_max_rows", lambda v, s: v > 0, "0",
+             "trains the consultation-refined run on a subsample of its rows (notebook 05)"),
+    SmokeCap("consultation_eval_max_statements", lambda v, s: v > 0, "0",
+             "evaluates a sample of the held-out consultation statements (notebook 05)"),
 )
 
 

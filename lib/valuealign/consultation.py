@@ -932,18 +932,29 @@ def _hash01(*parts: Any) -> int:
     return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:15], 16)
 
 
-def assign_splits(table: pd.DataFrame, *, validation_fraction: float = 0.2, seed: int = 0) -> pd.Series:
-    """Statement-level split (train / validation), stable under re-runs and row order.
+def assign_splits(table: pd.DataFrame, *, validation_fraction: float = 0.2, seed: int = 0,
+                  test_fraction: float = 0.0) -> pd.Series:
+    """Statement-level split (train / validation / test), stable under re-runs and row order.
 
     Statements are ranked by a hash of (conversation, comment_id, seed) within each
-    conversation; the first ceil(fraction x n) eligible ones go to validation. Every value
-    set of a conversation uses the same split, and a DPO pair never crosses it.
+    conversation; the first ceil(test_fraction x n) eligible ones are held out as ``test``
+    (never exported for training, never used to choose anything: notebook 05 evaluates the
+    models on them), the next ceil(validation_fraction x n) go to validation. Every value set
+    of a conversation uses the same split, and a DPO pair never crosses it. At least one
+    statement of a conversation stays in train.
     """
+    for name, frac in (("validation_fraction", validation_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 <= frac < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {frac}")
     split = pd.Series("train", index=table.index, name="split")
     for _, sub in table[table["eligible"]].groupby("conversation"):
         h = sub.apply(lambda r: _hash01(r.conversation, r.comment_id, seed), axis=1)
+        ranked = h.sort_values(kind="mergesort").index
+        n_test = math.ceil(test_fraction * len(sub)) if len(sub) > 2 else 0
         n_val = math.ceil(validation_fraction * len(sub)) if len(sub) > 1 else 0
-        split.loc[h.sort_values(kind="mergesort").index[:n_val]] = "validation"
+        n_val = max(0, min(n_val, len(sub) - n_test - 1))
+        split.loc[ranked[:n_test]] = "test"
+        split.loc[ranked[n_test:n_test + n_val]] = "validation"
     split[~table["eligible"]] = "none"
     return split
 
@@ -956,13 +967,15 @@ class ExportSettings:
     validation_fraction: float = 0.2
     min_votes: int = 5
     seed: int = 0
+    test_fraction: float = 0.2  # statements held out of every training set (evaluated in notebook 05)
 
 
 def _value_set_frames(conv_table: pd.DataFrame, topic: str, value_set: str, score: pd.Series,
                       settings: ExportSettings) -> dict[str, pd.DataFrame]:
     """KTO, DPO and SFT rows of one value set from one conversation's eligible statements."""
     t = conv_table.assign(share=score.to_numpy()).dropna(subset=["share"])
-    t = t[t["eligible"]].sort_values("comment_id")
+    # held-out test statements never become training rows (not even as a DPO partner)
+    t = t[t["eligible"] & (t["split"] != "test")].sort_values("comment_id")
     conv = str(t["conversation"].iloc[0]) if len(t) else ""
     kto, dpo = [], []
     for r in t.itertuples():
@@ -1098,7 +1111,8 @@ def export_alignment_data(
     for conv in conversations:
         t = tables[conv.name].copy()
         t["split"] = assign_splits(t, validation_fraction=settings.validation_fraction,
-                                   seed=settings.seed)
+                                   seed=settings.seed, test_fraction=settings.test_fraction)
+        t["topic"] = conv.topic
         all_tables.append(t)
         counts = group_counts[conv.name]
         vs = f"consultation-{conv.slug}-everyone"
@@ -1193,7 +1207,11 @@ smaller one. Built by the `valuealign` research compendium (notebook 05, module
   within one conversation and split, chosen share - rejected share >= {settings.dpo_margin},
   at most {settings.dpo_pairs_per_statement} per chosen statement, sampled with seed
   {settings.seed}), `sft` (the desirable completions). Splits `train` / `validation`
-  by statement ({settings.validation_fraction:.0%} validation); a statement seen by fewer
+  by statement ({settings.validation_fraction:.0%} validation); a further
+  {settings.test_fraction:.0%} of each conversation's statements (seeded hash order, seed
+  {settings.seed}) is held out as `test`: in no training set, used for nothing but the final
+  evaluation of notebook 05 (its statements are marked `split = test` in
+  `statements.parquet`); a statement seen by fewer
   than {settings.min_votes} participants (of the group, for group value sets) is left out.
 - Left out: statements rejected or not yet accepted by moderators, and demographic
   self-descriptions seeded by the organisers ("I am under 30 years of age", "I live in a

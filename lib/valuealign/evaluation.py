@@ -877,6 +877,15 @@ class RunInfo:
     manifest: dict[str, Any]
 
 
+def _trained_on_consultation(run_dir: Path) -> bool:
+    """Whether a run folder's manifest says it was trained on consultation data (notebook 05's)."""
+    try:
+        params = provenance.read_json(run_dir / "manifest.json").get("parameters", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return str(params.get("data_source", "survey")) == "consultation"
+
+
 def discover_runs(patterns: Sequence[str] = ("*",), runs_dir: Path | None = None,
                   strict: bool = False, data_root: Path | None = None) -> tuple[list[RunInfo], pd.DataFrame]:
     """Finished fine-tuning runs matching ``patterns`` (run ids or globs).
@@ -888,6 +897,9 @@ def discover_runs(patterns: Sequence[str] = ("*",), runs_dir: Path | None = None
     (``training.check_run_data``: its test items may have been training items) is never
     evaluated: named explicitly or with ``strict`` it is an error, matched by a glob it is
     skipped with the reason (``data_root``: where its datasets are, default notebook 02's).
+    Runs trained on consultation data are notebook 05's (it scores them on held-out statements
+    and survey items): a glob does not match them, so this notebook's tables do not depend on
+    whether notebook 05 ran before; named explicitly they are evaluated like any run.
     """
     from valuealign import training
     runs_dir = runs_dir or paths.RUNS
@@ -909,6 +921,8 @@ def discover_runs(patterns: Sequence[str] = ("*",), runs_dir: Path | None = None
             "(it completes them from their last checkpoint), then evaluate")
     for name in sorted(matched):
         d = runs_dir / name
+        if name not in patterns and _trained_on_consultation(d):
+            continue  # notebook 05 evaluates it against the consultation; named, it is scored here too
         reasons = []
         if not (d / "adapter" / "adapter_config.json").exists():
             reasons.append("no adapter/adapter_config.json")
@@ -921,7 +935,9 @@ def discover_runs(patterns: Sequence[str] = ("*",), runs_dir: Path | None = None
             try:
                 manifest = provenance.read_json(d / "manifest.json")
                 params = manifest["parameters"]
-                info = RunInfo(name, d, str(params["method"]), str(params["value_set"]),
+                # a chained run is its lineage ("sft+dpo"), never pooled with a fresh run of its method
+                method = str((manifest.get("extra") or {}).get("lineage_method") or params["method"])
+                info = RunInfo(name, d, method, str(params["value_set"]),
                                params.get("seed", manifest.get("seed")), str(params["model_profile"]),
                                params.get("model_path") or None, manifest)
                 training.check_run_data(name, manifest, data_root)

@@ -64,7 +64,10 @@ _NUMBER = re.compile(r"^-?\d+(\.\d+)?([eE][-+]?\d+)?$")
 
 
 def method_label(method: str) -> str:
-    """Display name of a method id (``kto`` -> ``KTO``); unknown ids pass through."""
+    """Display name of a method id (``kto`` -> ``KTO``, a chained ``sft+dpo`` -> ``SFT+DPO``);
+    unknown ids pass through."""
+    if method not in METHOD_NAMES and "+" in str(method):
+        return "+".join(METHOD_NAMES.get(m, m) for m in str(method).split("+"))
     return METHOD_NAMES.get(method, method)
 
 

@@ -380,7 +380,8 @@ def runs_table(manifests: pd.DataFrame, runs: Path | None = None) -> pd.DataFram
         p, x = m.get("parameters") or {}, m.get("extra") or {}
         rows.append({
             "run": x.get("run_id") or p.get("run_id") or Path(rec).parent.name,
-            "method": p.get("method"), "value_set": p.get("value_set"), "seed": m.get("seed"),
+            "method": x.get("lineage_method") or p.get("method"),  # a chained run: "sft+dpo"
+            "value_set": p.get("value_set"), "seed": m.get("seed"),
             "train_rows": x.get("train_rows"), "steps": x.get("optimizer_steps"),
             "wall_time_s": m.get("wall_time_s"), "peak_memory_gb": x.get("peak_memory_gb"),
         })

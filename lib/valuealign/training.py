@@ -48,6 +48,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 import resource
 import shutil
 import time
@@ -219,10 +220,11 @@ class TrainParams:
     save_steps: int = 50
     data_fingerprint: str = ""  # DataFingerprint.combined of the training data ("" = none on disk)
     dpo_precompute_ref: bool = False  # DPO: reference log-probs computed once before training (trl)
+    init_from: str = ""  # parent run id: start from its adapter (chained training; "" = a fresh adapter)
 
     NOT_HASHED = ("save_steps",)
     # options added after runs existed: hashed only when switched on, so earlier run ids stay valid
-    HASHED_IF_SET = {"dpo_precompute_ref": False}
+    HASHED_IF_SET = {"dpo_precompute_ref": False, "init_from": ""}
 
     def __post_init__(self) -> None:
         check_profile(self.model_profile)
@@ -238,6 +240,9 @@ class TrainParams:
                                 f"from mismatched pairs within a batch), got {self.train_batch_size}")
         if self.max_steps == 0:
             raise TrainingError("max_steps = 0 trains nothing: use -1 (train for `epochs`) or a positive count")
+        if self.init_from and not RUN_ID_PATTERN.fullmatch(self.init_from):
+            raise TrainingError(f"init_from {self.init_from!r} is not a run id "
+                                "(<model_profile>__<method>__<value_set>__s<seed>__<hash>[__from-<hash>])")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -251,15 +256,38 @@ class TrainParams:
 
     @property
     def run_id(self) -> str:
-        return f"{self.model_profile}__{self.method}__{self.value_set}__s{self.seed}__{self.hash}"
+        """``<profile>__<method>__<value_set>__s<seed>__<hash>``, and for a chained run
+        ``__from-<parent's hash>``: the id shows that the run continues another one. The parent's
+        whole id (and so its parameters and training-data fingerprint) is in ``hash``."""
+        rid = f"{self.model_profile}__{self.method}__{self.value_set}__s{self.seed}__{self.hash}"
+        return f"{rid}__from-{run_id_hash(self.init_from)}" if self.init_from else rid
+
+    @property
+    def label(self) -> str:
+        """The method as tables show it: ``dpo``, or ``sft+dpo`` when continuing an SFT run (its
+        parent's method read from the parent's run id)."""
+        return f"{self.init_from.split('__')[1]}+{self.method}" if self.init_from else self.method
+
+
+RUN_ID_PATTERN = re.compile(r"[A-Za-z0-9.\-]+__[a-z]+__[A-Za-z0-9._\-]+__s\d+__[0-9a-f]+(__from-[0-9a-f]+)?")
+
+
+def run_id_hash(run_id: str) -> str:
+    """The parameter hash of a run id (its 5th ``__`` part), e.g. for the ``__from-`` suffix."""
+    parts = run_id.split("__")
+    if len(parts) < 5:
+        raise TrainingError(f"{run_id!r} is not a run id (<model_profile>__<method>__<value_set>__s<seed>__<hash>)")
+    return parts[4]
 
 
 def params_for_run(params: Mapping[str, Any], method: str, value_set: str,
-                   cuda: bool | None = None, data_root: Path | None = None) -> TrainParams:
+                   cuda: bool | None = None, data_root: Path | None = None,
+                   init_from: str = "") -> TrainParams:
     """Map notebook 03's parameters onto one run's :class:`TrainParams` (resolving ``auto``s).
 
     The run's data fingerprint is read from the dataset on disk (``data_root``: the folder
-    holding ``<value_set>/<method>/``, default notebook 02's or 05's output)."""
+    holding ``<value_set>/<method>/``, default notebook 02's or 05's output). ``init_from``:
+    the run id of a parent run whose adapter this run continues (chained training)."""
     check_method(method)
     cuda = models.cuda_available() if cuda is None else cuda
     rehearsal = bool(params.get("cpu_rehearsal", False))
@@ -306,7 +334,32 @@ def params_for_run(params: Mapping[str, Any], method: str, value_set: str,
         dpo_precompute_ref=bool(params.get("dpo_precompute_ref", False)) if method == "dpo" else False,
         data_fingerprint=data_fingerprint(value_set, method, params.get("data_source", "survey"),
                                           data_root).combined,
+        init_from=init_from,
     )
+
+
+def parse_chains(chains: Sequence[str], methods: Sequence[str]) -> tuple[list[tuple[str, str]], list[str]]:
+    """``["dpo<-sft"]`` -> ``[("dpo", "sft")]``: (child method, parent method) pairs, and notes.
+
+    A chain applies when both its methods are in ``methods``: the chained run of a value set
+    starts from the parent run of the *same* value set and parameters that this plan trains
+    first. One whose methods are not both planned (a sweep cell of one method) is left out with
+    a note, so a cell trains, and its budget counts, only the runs its methods name."""
+    out, notes = [], []
+    for spec in chains:
+        child, sep, parent = str(spec).replace(" ", "").partition("<-")
+        if not sep or not child or not parent:
+            raise TrainingError(f"chains: {spec!r} is not '<method><-<parent method>' (e.g. 'dpo<-sft')")
+        check_method(child)
+        check_method(parent)
+        if child == parent:
+            raise TrainingError(f"chains: {spec!r} continues a method with itself")
+        missing = [m for m in (parent, child) if m not in methods]
+        if missing:
+            notes.append(f"chains: {spec!r} left out: {' and '.join(missing)} not in methods ({', '.join(methods)})")
+            continue
+        out.append((child, parent))
+    return out, notes
 
 
 def plan(params: Mapping[str, Any], cuda: bool | None = None, runs_root: Path | None = None,
@@ -317,16 +370,23 @@ def plan(params: Mapping[str, Any], cuda: bool | None = None, runs_root: Path | 
     the notebook can state them; with ``strict`` they are errors instead.
     """
     runs: list[TrainParams] = []
+    chains, chain_notes = parse_chains(params.get("chains", []) or [], params.get("methods", []))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for value_set in params.get("value_sets", []):
+            planned = {}
             for method in params.get("methods", []):
-                runs.append(params_for_run(params, method, value_set, cuda, data_root))
-    notes = sorted({str(w.message) for w in caught if issubclass(w.category, UserWarning)})
+                planned[method] = params_for_run(params, method, value_set, cuda, data_root)
+                runs.append(planned[method])
+            for child, parent in chains:  # after their parents: a chained run needs the parent's adapter
+                runs.append(params_for_run(params, child, value_set, cuda, data_root,
+                                           init_from=planned[parent].run_id))
+    notes = sorted({str(w.message) for w in caught if issubclass(w.category, UserWarning)}) + chain_notes
     if not runs:
         raise TrainingError("nothing to train: `methods` and `value_sets` must each list at least one entry")
     root = Path(runs_root or paths.RUNS)
-    table = pd.DataFrame([{"value_set": r.value_set, "method": r.method, "run_id": r.run_id,
+    table = pd.DataFrame([{"value_set": r.value_set, "method": r.method, "init_from": r.init_from,
+                           "run_id": r.run_id,
                            "status": run_status(paths.safe_child(root, r.run_id, "run_id")), "quantization": r.quantization,
                            "learning_rate": r.learning_rate} for r in runs])
     return runs, table, notes
@@ -338,6 +398,87 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 def has_adapter(run_dir: Path) -> bool:
     """Whether ``run_dir/adapter/`` holds a complete saved adapter (config and weights)."""
     return all((run_dir / "adapter" / name).is_file() for name in ADAPTER_FILES)
+
+
+# the parameters a chained run must share with its parent: the base weights the parent's adapter
+# was trained on, and the LoRA shape the child continues (its adapter *is* the parent's, trained on)
+PARENT_MUST_MATCH = ("model_profile", "model_path", "quantization", "lora_r", "lora_alpha", "lora_target")
+
+
+@dataclass(frozen=True)
+class ParentRun:
+    """The run a chained run starts from, as found on disk and checked (:func:`resolve_parent`)."""
+
+    run_id: str
+    run_dir: Path
+    parameters: dict[str, Any]
+    adapter_sha256: str
+    lineage: list[str]  # base model, then each ancestor run id, ending with this parent
+    method_chain: str = ""  # the parent's own lineage method (``sft``, or ``sft+dpo`` for a chained parent)
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.run_dir / "adapter"
+
+    def record(self) -> dict[str, Any]:
+        """What the child's manifest keeps of its parent (its identity and training data)."""
+        keys = ("method", "value_set", "data_source", "data_fingerprint", "seed")
+        return {"run_id": self.run_id, "adapter_sha256": self.adapter_sha256,
+                "lineage_method": self.method_chain or self.parameters.get("method"),
+                **{k: self.parameters.get(k) for k in keys}}
+
+
+def adapter_sha256(adapter_dir: Path) -> str:
+    """SHA-256 of an adapter's weights file (what a chained run was initialised with)."""
+    return provenance.sha256_file(Path(adapter_dir) / "adapter_model.safetensors")
+
+
+def resolve_parent(p: TrainParams, runs_root: Path | None = None) -> ParentRun:
+    """Find and check the parent run of a chained run (``p.init_from``).
+
+    Refuses (naming the parent run id and what is wrong) a parent that is missing, not done,
+    or trained on another base model, quantisation or LoRA shape than ``p``: its adapter would
+    not fit, or would be continued on weights it never saw."""
+    if not p.init_from:
+        raise TrainingError(f"run {p.run_id} has no init_from: it starts from a fresh adapter")
+    root = Path(runs_root or paths.RUNS)
+    run_dir = paths.safe_child(root, p.init_from, "init_from")
+    where = f"init_from: parent run {p.init_from}"
+    if not run_dir.is_dir():
+        raise TrainingError(f"{where} not found (no folder {paths.relative(run_dir)}); train the parent first "
+                            "(notebook 03 plans parents before the runs that continue them)")
+    status = run_status(run_dir)
+    if status != "finished":
+        raise TrainingError(f"{where} is not done (status {status!r}: "
+                            f"{'no DONE file' if status == 'unfinished' else 'DONE without a complete adapter'}); "
+                            "finish it first (re-running notebook 03 resumes it)")
+    try:
+        manifest = provenance.read_json(run_dir / "manifest.json")
+        parent_params = dict(manifest["parameters"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise TrainingError(f"{where}: {paths.relative(run_dir / 'manifest.json')} unreadable or lacks "
+                            f"parameters ({type(err).__name__}: {err})") from None
+    mine = p.to_dict()
+    differ = [f"{k}={parent_params.get(k)!r} (this run: {mine[k]!r})" for k in PARENT_MUST_MATCH
+              if str(parent_params.get(k, "")) != str(mine[k])]
+    if differ:
+        raise TrainingError(f"{where} does not fit run {p.run_id}: the parent has " + ", ".join(differ)
+                            + "; a chained run continues the parent's adapter on the same base weights")
+    extra = manifest.get("extra") or {}
+    lineage = list(extra.get("lineage") or []) or [f"base:{parent_params.get('model_profile')}", p.init_from]
+    return ParentRun(p.init_from, run_dir, parent_params, adapter_sha256(run_dir / "adapter"), lineage,
+                     str(extra.get("lineage_method") or parent_params.get("method")))
+
+
+def lineage_method(parameters: Mapping[str, Any], parent: Mapping[str, Any] | None) -> str:
+    """A run's method as tables show it: ``dpo``, or ``sft+dpo`` for DPO continuing an SFT run.
+
+    Why: a chained run and a fresh run of the same method, value set and seed are different
+    models; keyed by method alone they would be pooled in notebook 04's tables."""
+    method = str(parameters.get("method"))
+    if not parameters.get("init_from") or not parent:
+        return method
+    return f"{parent.get('lineage_method') or parent.get('method')}+{method}"
 
 
 def run_status(run_dir: Path) -> str:
@@ -476,6 +617,7 @@ def check_run_data(run_id: str, manifest: Mapping[str, Any], data_root: Path | N
     now = data_fingerprint(str(params.get("value_set")), str(params.get("method")),
                            str(params.get("data_source", "survey")), data_root)
     if now.combined == recorded:
+        _check_parent_data(run_id, manifest, str(params.get("data_source", "survey")), data_root)
         return
     parts = manifest.get("extra", {}).get("data_fingerprint", {}) or {}
     names = {"dataset": f"the training dataset ({now.dataset_folder or 'now missing'})",
@@ -487,6 +629,26 @@ def check_run_data(run_id: str, manifest: Mapping[str, Any], data_root: Path | N
         f"differs (recorded {recorded}, now {now.combined or 'none'}); notebook 01 or 02 re-ran since, "
         f"so its test items may have been training items. Retrain it (notebook 03 gives it a new run "
         f"id) or remove runs/{run_id}")
+
+
+def _check_parent_data(run_id: str, manifest: Mapping[str, Any], data_source: str,
+                       data_root: Path | None) -> None:
+    """A chained run also learnt from its parent's data: refuse it when those changed too.
+
+    ``data_root`` is the child's; a parent on another data source (a consultation run continuing
+    a survey run) is checked against that source's default folder."""
+    parent = (manifest.get("extra") or {}).get("parent") or {}
+    recorded = str(parent.get("data_fingerprint") or "")
+    if not parent or not recorded:
+        return
+    source = str(parent.get("data_source") or "survey")
+    now = data_fingerprint(str(parent.get("value_set")), str(parent.get("method")), source,
+                           data_root if source == data_source else None)
+    if now.combined != recorded:
+        raise StaleRunError(
+            f"run {run_id} continues run {parent.get('run_id')}, whose training data changed since (its "
+            f"{source} data fingerprint: recorded {recorded}, now {now.combined or 'none'}); its test items may "
+            f"have been the parent's training items. Retrain both (notebook 03) or remove runs/{run_id}")
 
 
 def load_alignment_dataset(value_set: str, method: str, data_source: str = "survey",
@@ -613,10 +775,27 @@ def training_args(p: TrainParams, output_dir: Path, device: str, train_rows: int
     return KTOConfig(**common, beta=p.beta, desirable_weight=desirable, undesirable_weight=undesirable)
 
 
+def load_model_for_run(p: TrainParams, device: str, parent: ParentRun | None = None) -> Any:
+    """The model a run trains: the base (:func:`models.load_for_training`), and for a chained
+    run the parent's adapter loaded on it as the trainable ``default`` adapter.
+
+    Why no new adapter on top: alignment-handbook's recipe continues the SFT adapter with DPO,
+    and trl (1.16) then copies it into a frozen ``ref`` adapter for DPO's and KTO's reference,
+    so the reference is the parent model, not the base."""
+    model = models.load_for_training(p.model_profile, p.model_path or None,
+                                     quantization=p.quantization, device=device)
+    if parent is None:
+        return model
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(parent.adapter_dir), is_trainable=True)
+
+
 def make_trainer(p: TrainParams, model: Any, tokenizer: Any, train: Any, eval_ds: Any | None,
                  args: Any, callbacks: Sequence[Any] = ()) -> Any:
-    """trl trainer with a LoRA adapter; DPO/KTO get no ``ref_model`` (adapter-off reference);
-    dist gets :class:`DistTrainer` on rows tokenised by :func:`dist_features`."""
+    """trl trainer with a LoRA adapter; DPO/KTO get no ``ref_model`` (adapter-off reference, or
+    for a chained run the parent's adapter); dist gets :class:`DistTrainer` on rows tokenised by
+    :func:`dist_features`."""
     from transformers import PrinterCallback
     from trl import DPOTrainer, KTOTrainer, SFTTrainer
 
@@ -626,9 +805,14 @@ def make_trainer(p: TrainParams, model: Any, tokenizer: Any, train: Any, eval_ds
         eval_ds = dist_features(eval_ds, tokenizer) if eval_ds is not None else None
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         extra["data_collator"] = DistCollator(int(pad))
+    from peft import PeftModel
+
     cls = {"sft": SFTTrainer, "dpo": DPOTrainer, "kto": KTOTrainer, "dist": dist_trainer_class()}[p.method]
+    # a chained run's model already carries its parent's adapter (trainable): no new adapter; trl's
+    # DPO/KTO then copy it into a frozen "ref" adapter and use that as the reference (the parent)
+    peft_config = None if isinstance(model, PeftModel) else lora_config(p)
     trainer = cls(model=model, args=args, train_dataset=train, eval_dataset=eval_ds,
-                  processing_class=tokenizer, peft_config=lora_config(p), callbacks=list(callbacks), **extra)
+                  processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks), **extra)
     trainer.remove_callback(PrinterCallback)  # metrics go to train_log.csv, not the notebook
     return trainer
 
@@ -853,8 +1037,9 @@ def _final_metrics(log: pd.DataFrame, summary: Mapping[str, Any]) -> dict[str, f
 
 
 def model_card(p: TrainParams, run_id: str, metrics: Mapping[str, Any], data_folder: Path,
-               base_source: str) -> str:
-    """The adapter's README.md: what it is, from what data, with which knobs, how well it trained."""
+               base_source: str, parent: ParentRun | None = None) -> str:
+    """The adapter's README.md: what it is, from what data, with which knobs, how well it trained,
+    and for a chained run which run it continues (parent run id, adapter SHA-256, lineage)."""
     method_name = {"sft": "supervised fine-tuning (SFT)", "dpo": "direct preference optimisation (DPO)",
                    "kto": "Kahneman-Tversky optimisation (KTO)",
                    "dist": "distributional fine-tuning (dist: soft-label cross-entropy over the option letters)",
@@ -864,6 +1049,15 @@ def model_card(p: TrainParams, run_id: str, metrics: Mapping[str, Any], data_fol
     hp = "\n".join(f"| `{k}` | `{v}` |" for k, v in p.to_dict().items())
     mt = "\n".join(f"| `{k}` | {v:.4g} |" if isinstance(v, float) else f"| `{k}` | {v} |"
                    for k, v in sorted(metrics.items())) or "| (none) | |"
+    chain = ""
+    if parent is not None:
+        steps = " -> ".join(f"`{x}`" for x in [*parent.lineage, run_id])
+        chain = (f"\n## Lineage\nInitialised from the adapter of run `{parent.run_id}` "
+                 f"({parent.parameters.get('method')} on {parent.parameters.get('value_set')}, "
+                 f"{parent.parameters.get('data_source', 'survey')} data; adapter SHA-256 "
+                 f"`{parent.adapter_sha256}`), trained on as this run's adapter"
+                 + ("; the reference model of the preference loss is that parent adapter, frozen"
+                    if p.method in ("dpo", "kto") else "") + f".\n\nLineage: {steps}\n")
     return f"""---
 base_model: {base_source}
 library_name: peft
@@ -876,7 +1070,7 @@ distributions of the value set **{p.value_set}** ({p.data_source} data), seed {p
 base weights {'4-bit NF4 (QLoRA)' if p.quantization == '4bit' else 'unquantised'}.
 Made by `valuealign.training` (notebook 03_finetune). Training data and its card:
 `{data_link}`. Load it with `valuealign.models.load_with_adapter("{p.model_profile}", <this folder>, quantization="{p.quantization}")`.
-
+{chain}
 ## Hyperparameters
 | parameter | value |
 |---|---|
@@ -1036,6 +1230,7 @@ def _train_locked(p: TrainParams, dataset: Any | None, run_dir: Path, fingerprin
                       "and the run is completed again from its last checkpoint", UserWarning, stacklevel=3)
         (run_dir / DONE).unlink()
 
+    parent = resolve_parent(p, run_dir.parent) if p.init_from else None
     data_folder = dataset_dir(p.value_set, p.method, p.data_source, data_root)
     if dataset is None:
         dataset = load_alignment_dataset(p.value_set, p.method, p.data_source, data_root)
@@ -1071,8 +1266,7 @@ def _train_locked(p: TrainParams, dataset: Any | None, run_dir: Path, fingerprin
             set_seed(p.seed)
             if device.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
-            model = models.load_for_training(p.model_profile, p.model_path or None,
-                                             quantization=p.quantization, device=device)
+            model = load_model_for_run(p, device, parent)
             args = training_args(p, run_dir / "checkpoints", device, len(train_ds), kto_w)
             cbs = list(callbacks)
             if progress and not trained_out:
@@ -1106,10 +1300,11 @@ def _train_locked(p: TrainParams, dataset: Any | None, run_dir: Path, fingerprin
     with log_to_file(run_dir / "train.log"):
         adapter_tmp = run_dir / "adapter.tmp"
         shutil.rmtree(adapter_tmp, ignore_errors=True)
-        peft_model.save_pretrained(str(adapter_tmp), safe_serialization=True)
+        # the trained adapter only: a chained DPO/KTO run also holds trl's frozen "ref" copy
+        peft_model.save_pretrained(str(adapter_tmp), safe_serialization=True, selected_adapters=["default"])
     provenance.write_text(model_card(p, p.run_id, metrics, data_folder,
                                      paths.relative(Path(base_source)) if Path(base_source).exists()
-                                     else base_source), adapter_tmp / "README.md")
+                                     else base_source, parent), adapter_tmp / "README.md")
     shutil.rmtree(run_dir / "adapter", ignore_errors=True)
     adapter_tmp.rename(run_dir / "adapter")
     phase_hook("adapter_saved")
@@ -1123,6 +1318,8 @@ def _train_locked(p: TrainParams, dataset: Any | None, run_dir: Path, fingerprin
     phase_hook("examples_written")
     if data_folder.exists():
         manifest.add_inputs([data_folder])
+    if parent is not None:
+        manifest.add_inputs([parent.adapter_dir])
     manifest.add_outputs([run_dir / "adapter", run_dir / "train_log.csv"])
     manifest.extra = {
         "run_id": p.run_id, "device": device, "train_rows": len(train_ds),
@@ -1136,7 +1333,10 @@ def _train_locked(p: TrainParams, dataset: Any | None, run_dir: Path, fingerprin
         "peak_memory_kind": "cuda max allocated" if device.startswith("cuda") else "process max RSS",
         "wall_time_this_session_s": round(time.time() - t0, 2),
         "metrics": metrics,
+        "parent": parent.record() if parent is not None else None,
+        "lineage": [*parent.lineage, p.run_id] if parent is not None else [f"base:{p.model_profile}", p.run_id],
     }
+    manifest.extra["lineage_method"] = lineage_method(p.to_dict(), manifest.extra["parent"])
     manifest.write(run_dir / "manifest.json")
     phase_hook("manifest_written")
     if not has_adapter(run_dir):  # never mark a run done whose adapter is not on disk
@@ -1299,17 +1499,22 @@ def loss_figure(logs: Mapping[tuple[str, str], pd.DataFrame]) -> Any:
 
     from valuealign import plotting
 
-    methods = [m for m in METHODS if any(mm == m for _, mm in logs)]
+    methods = [m for m in METHODS if any(mm.rsplit("+", 1)[-1] == m for _, mm in logs)]
     if not methods:
         return None
     fig, axes = plt.subplots(1, len(methods), figsize=plotting.figsize(1.0, 0.3), squeeze=False)
     value_sets = sorted({vs for vs, _ in logs})
     for ax, method in zip(axes.flat, methods, strict=True):
         for (vs, m), df in sorted(logs.items()):
-            if m != method or "loss" not in df.columns:
+            # a chained run ("sft+dpo") shares its own method's panel (same loss), drawn open-marked
+            if m.rsplit("+", 1)[-1] != method or "loss" not in df.columns:
                 continue
-            ax.plot(df["step"], df["loss"], ["-", "--", ":", "-."][value_sets.index(vs) % 4], marker=".",
-                    color=plotting.METHOD_COLORS.get(method), lw=1, label=plotting.value_set_label(vs))
+            chained = "+" in m
+            label = plotting.value_set_label(vs) + (f" (from {plotting.method_label(m.rsplit('+', 1)[0])})"
+                                                     if chained else "")
+            ax.plot(df["step"], df["loss"], ["-", "--", ":", "-."][value_sets.index(vs) % 4],
+                    marker="o" if chained else ".", mfc="none" if chained else None,
+                    color=plotting.METHOD_COLORS.get(method), lw=1, label=label)
         ax.set_title(LOSS_PANELS[method][1])
         ax.set_xlabel("optimizer step")
         ax.legend(frameon=False, fontsize=6)
