@@ -33,7 +33,7 @@ export MPLBACKEND := Agg
 # x86-64 machine (host code changed the consensus taxonomy at ARI 0.98 on identical embeddings:
 # benchmarks/results/reproducibility.json). PyTorch's kernels cannot be made so: data/pinned/.
 export NUMBA_CPU_NAME := generic
-# the profile, for notebook 06: the thesis reports the evaluation this profile names (runs/evaluations/)
+# the profile, for notebook 06: the thesis reports the evaluation this profile names (runs/_evaluations/)
 export VALUEALIGN_PROFILE := $(PROFILE)
 # Profiles that run in a workspace of their own (valuealign.workspace: links to the inputs, its own
 # data/processed, runs and figures), so that they never replace the embedded default's datasets or

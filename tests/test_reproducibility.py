@@ -298,6 +298,17 @@ def test_an_evaluation_saved_later_does_not_change_what_the_thesis_reports(tmp_p
     assert verify.evaluation_check("smoke", _store(SummaryEvalHash="aaaa1111"), runs).holds
 
 
+def test_the_named_evaluation_is_not_taken_for_a_run_folder(tmp_path):
+    """`make` names the profile's evaluation after notebook 04; a second notebook 04 run (make verify
+    after make all) listed that folder (then runs/evaluations) as a skipped run without adapter."""
+    runs = tmp_path / "runs"
+    _save_evaluation(runs, "aaaa1111", "run-a")
+    pointer = thesis.name_evaluation("smoke", runs_dir=runs)
+    assert pointer.parent.parent == runs
+    found, skipped = evaluation.discover_runs(["*"], runs_dir=runs)
+    assert found == [] and pointer.parent.name not in set(skipped.get("run", pd.Series(dtype=str)))
+
+
 def test_verify_command_exits_nonzero_naming_the_drifted_macro(tmp_path):
     root = tmp_path / "root"
     (root / "figures").mkdir(parents=True)

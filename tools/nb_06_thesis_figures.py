@@ -13,7 +13,7 @@ CELLS = [
 # 06 · Thesis figures: rebuild the cross-stage summaries and check the thesis wiring
 
 **Question.** Does the thesis (`thesis/`) show the figures, tables and numbers of the evaluation its
-profile names (`runs/evaluations/<profile>.json`, written when `make` runs notebook 04), and what did
+profile names (`runs/_evaluations/<profile>.json`, written when `make` runs notebook 04), and what did
 that run cost? Nothing is re-trained here: this notebook reads what the stages saved.
 
 **Inputs.** The provenance records of every stage (`data/processed/NN_*.manifest.json`, one
@@ -32,7 +32,7 @@ appendix): which notebook made which figure; the macros of group `06_thesis_figu
 notebook, prints at its own size, and embeds its fonts.
 """),
     ("params", """
-eval_hash = ""  # which evaluation in runs/eval_summary.parquet to summarise ("": the one named for this profile in runs/evaluations/<profile>.json)
+eval_hash = ""  # which evaluation in runs/eval_summary.parquet to summarise ("": the one named for this profile in runs/_evaluations/<profile>.json)
 summary_runtime_fraction = 0.8  # width of the run-time figure, as a fraction of the text width [0.3, 1.0]
 summary_scatter_fraction = 0.6  # width of the cost-vs-alignment figure, fraction of the text width [0.3, 1.0]
 thesis_fail_on_error = False  # stop this notebook when the thesis check finds errors (make figures/thesis always do)

@@ -509,12 +509,12 @@ def figure_checks(manifest: dict[str, Any], textwidth_in: float | None = None) -
 
 
 # ------------------------------------------------------------------ the evaluation the thesis reports
-EVALUATIONS_DIR_NAME = "evaluations"
+EVALUATIONS_DIR_NAME = "_evaluations"  # "_": not a run folder (valuealign.evaluation.discover_runs)
 PROFILE_ENV = "VALUEALIGN_PROFILE"  # exported by the Makefile: the profile `make` runs under
 
 
 def evaluation_pointer(profile: str, runs_dir: Path | None = None) -> Path:
-    """``runs/evaluations/<profile>.json``: the evaluation the thesis of ``profile`` reports."""
+    """``runs/_evaluations/<profile>.json``: the evaluation the thesis of ``profile`` reports."""
     return paths.safe_child((runs_dir or paths.RUNS) / EVALUATIONS_DIR_NAME, f"{profile}.json", "profile")
 
 
