@@ -118,7 +118,8 @@ def test_a_model_voting_like_a_group_scores_one_for_that_group_and_paired_differ
     consensus = CE.observed_consensus(counts, items)
     group0 = targets[targets["group"] == "0"].set_index("item_id")["shares"].to_dict()
     planted = _planted_scorer(items, group0)
-    scorers = {"base": _uniform_scorer, "survey": _uniform_scorer, "survey+consultation": planted}
+    scorers = {"base": _uniform_scorer, "survey": _uniform_scorer, "survey+dpo": _uniform_scorer,
+               "survey+consultation": planted}
     settings = evaluation.EvalSettings(n_paraphrases=2, permutations="cyclic", seed=0)
     table = CE.evaluate_checkpoints([CE.Checkpoint(n) for n in CE.CHECKPOINTS], items, targets, consensus,
                                     None, None, "", tokenizer, lambda ck: scorers[ck.name], settings)
@@ -170,6 +171,29 @@ def test_missing_inputs_are_named(tmp_path: Path) -> None:
         CE.notebook03_run("sft", "germany", runs_root=tmp_path)
 
 
+def _finished_run(root: Path, run_id: str, **params) -> None:
+    d = root / run_id
+    (d / "adapter").mkdir(parents=True)
+    for f in training.ADAPTER_FILES:
+        (d / "adapter" / f).write_text("{}")
+    provenance.write_json({"parameters": {"data_source": "survey", "init_from": "", **params}}, d / "manifest.json")
+    (d / "DONE").write_text("")
+
+
+def test_the_chained_dpo_checkpoint_is_notebook_03s_child_of_the_survey_run(tmp_path: Path) -> None:
+    _finished_run(tmp_path, "sft-us", method="sft", value_set="united-states")
+    _finished_run(tmp_path, "dpo-us", method="dpo", value_set="united-states")
+    _finished_run(tmp_path, "dpo-us-from-sft", method="dpo", value_set="united-states", init_from="sft-us")
+    _finished_run(tmp_path, "kto-us-from-sft", method="kto", value_set="united-states", init_from="sft-us")
+    record = tmp_path / "03_finetune.manifest.json"
+    provenance.write_json({"extra": {"runs": ["sft-us", "dpo-us", "kto-us-from-sft"]}}, record)
+    assert CE.notebook03_child("sft-us", runs_root=tmp_path) is None  # no dpo<-sft chain this time
+    provenance.write_json({"extra": {"runs": ["sft-us", "dpo-us", "dpo-us-from-sft", "kto-us-from-sft"]}}, record)
+    assert CE.notebook03_child("sft-us", runs_root=tmp_path) == "dpo-us-from-sft"
+    assert CE.notebook03_child("sft-us", "kto", runs_root=tmp_path) == "kto-us-from-sft"
+    assert CE.notebook03_run("sft", "united-states", runs_root=tmp_path) == "sft-us"
+
+
 # ---------------------------------------------------------------- the embedded default (artefacts)
 
 
@@ -184,6 +208,9 @@ def test_embedded_default_has_the_three_checkpoints_evaluated_with_their_lineage
         got = set(summary.loc[(summary["material"] == material) & (summary["group"] == "all groups"), "checkpoint"])
         assert got == set(CE.CHECKPOINTS), (material, got)
     refined, parent = ev["runs"]["survey+consultation"], ev["runs"]["survey"]
+    # the DPO run notebook 03 chained from the same survey run is scored on the same statements
+    chained_dpo = provenance.read_json(paths.RUNS / ev["runs"]["survey+dpo"] / "manifest.json")["parameters"]
+    assert chained_dpo["init_from"] == parent and chained_dpo["method"] == "dpo"
     man = provenance.read_json(paths.RUNS / refined / "manifest.json")
     assert man["parameters"]["init_from"] == parent and man["parameters"]["data_source"] == "consultation"
     assert man["extra"]["lineage"][-2:] == [parent, refined]

@@ -245,8 +245,10 @@ display(held_out.groupby(["conversation", "split"]).size().unstack(fill_value=0)
 """),
     ("md", """
 ## 6 · Phase 3: refine the survey-aligned model with the consultation, and the final evaluation
-Three checkpoints, compared on the **same** material: the **base** model; the **survey** run (notebook
-03's `consultation_refine_from` run for `consultation_refine_value_set`); and **survey+consultation**,
+Up to four checkpoints, compared on the **same** material: the **base** model; the **survey** run (notebook
+03's `consultation_refine_from` run for `consultation_refine_value_set`); **survey+dpo**, the DPO run
+notebook 03 trained from that survey run on the same survey data (its `dpo<-sft` chain; left out when
+notebook 03 trained none); and **survey+consultation**,
 a run that *continues* the survey run's adapter (`init_from`) on the consultation data exported
 above (`consultation_refine_method` on `consultation_refine_data`; for KTO and DPO the reference
 model is then the survey run). Its run id ends in `__from-<survey run's hash>`; its manifest and
@@ -274,7 +276,7 @@ try:
     refined = training.train(refine, progress=False, keep_model=False)
 except (ce.ConsultationEvalError, training.TrainingError, training.TrainingOOMError) as err:
     stop(err)
-lineage = ce.lineage_table([survey_run, refined.run_id])
+lineage = ce.lineage_table([survey_run, *([c] if (c := ce.notebook03_child(survey_run)) else []), refined.run_id])
 display(Markdown(f"Refined run `{refined.run_id}` ({refined.status}, {refined.optimizer_steps} steps):"))
 display(lineage.style.hide(axis="index"))
 """),
@@ -284,7 +286,7 @@ anything) is asked as a three-option item (agree / disagree / pass) through the 
 cyclic option orders and next-token scoring as notebook 04. The model's distribution is compared
 with each opinion group's vote shares and with everyone's (1 − Jensen–Shannon distance); its
 P(agree) with the statement's **group-informed consensus** (geometric mean over groups of the
-smoothed agree probability). The three checkpoints are also scored on notebook 02's survey test
+smoothed agree probability). The checkpoints are also scored on notebook 02's survey test
 items of the survey run's value set. CIs: bootstrap over statements (whole conversations resampled,
 there being more than one) or items; differences are paired on identical statements or items.
 """),
@@ -303,8 +305,10 @@ except (ce.ConsultationEvalError, ev.EvaluationError) as err:
 eval_settings = ev.EvalSettings(n_paraphrases=n_paraphrases, permutations=permutations, max_eval_items=max_eval_items,
                                 max_options=eval_max_options, n_dilemmas=0, drift_new_tokens=0, seed=seed,
                                 quantization=refine.quantization)
+chained_run = ce.notebook03_child(survey_run)  # notebook 03's dpo<-sft run of the same value set, if any
 checkpoints = [ce.Checkpoint("base"),
                ce.Checkpoint("survey", survey_run, paths.RUNS / survey_run / "adapter"),
+               *([ce.Checkpoint("survey+dpo", chained_run, paths.RUNS / chained_run / "adapter")] if chained_run else []),
                ce.Checkpoint("survey+consultation", refined.run_id, refined.adapter_dir)]
 tokenizer = models.load_tokenizer(refine.model_profile, refine.model_path or None)
 eval_table = ce.evaluate_checkpoints(
@@ -316,14 +320,14 @@ eval_diffs = ce.paired_differences(eval_table, n_boot=bootstrap_samples, seed=se
 consensus_rank = ce.consensus_rank_correlation(eval_table)
 written = ce.write_evaluation(
     eval_table, eval_summary, eval_diffs,
-    {"parameters": params, "runs": {"survey": survey_run, "survey+consultation": refined.run_id},
+    {"parameters": params, "runs": {ck.name: ck.run_id for ck in checkpoints if ck.run_id},
      "lineage": lineage.to_dict("records"), "settings": asdict(eval_settings),
      "survey_value_set": consultation_refine_value_set, "n_statements": int(len(held)),
      "n_conversations": int(held["conversation"].nunique()), "n_survey_items": int(len(survey_items)),
      "consensus_rank": consensus_rank.to_dict("records")},
     inputs=[paths.CONSULTATION / "statements.parquet", paths.CONSULTATION / "group_statements.parquet"])
 display(Markdown(f"{len(held)} held-out statements ({held['conversation'].nunique()} conversations) and "
-                 f"{len(survey_items)} survey test items, 3 checkpoints; written: "
+                 f"{len(survey_items)} survey test items, {len(checkpoints)} checkpoints ({', '.join(ck.name for ck in checkpoints)}); written: "
                  + ", ".join(f"`{paths.relative(p)}`" for p in written)))
 overall = eval_summary[eval_summary["group"].isin(["all groups", ce.EVERYONE]) | (eval_summary["material"] == "survey")]
 display(overall.pivot_table(index=["material", "metric", "group"], columns="checkpoint", values="mean")

@@ -1,8 +1,9 @@
 """Phase 3's final evaluation: base, survey-aligned and consultation-refined models (notebook 05).
 
-The thesis compares three checkpoints on the *same* held-out material: the base model, the
-survey-only run (an SFT run of notebook 03) and a run that continues it on the consultation
-data (``init_from``, ``data_source = "consultation"``). Two kinds of material:
+The thesis compares the checkpoints on the *same* held-out material: the base model, the
+survey-only run (an SFT run of notebook 03), the DPO run notebook 03 trained from it on the same
+survey data (its ``dpo<-sft`` chain, when notebook 03 trained one) and a run that continues the
+survey run on the consultation data (``init_from``, ``data_source = "consultation"``). Two kinds of material:
 
 - **Held-out consultation statements** (``split == "test"`` in ``statements.parquet``: in no
   training set, see :func:`valuealign.consultation.assign_splits`). Each statement becomes a
@@ -43,7 +44,8 @@ STANCE_QUESTION = ('In a public consultation on "{topic}", participants voted on
                    '"{statement}"\nWhat is your view of the statement?')
 EVERYONE = "everyone"
 EVAL_NAME = "evaluation"  # data/processed/consultation/evaluation.parquet + evaluation.json
-CHECKPOINTS = ("base", "survey", "survey+consultation")
+CHECKPOINTS = ("base", "survey", "survey+dpo", "survey+consultation")
+SURVEY_CHILD_METHOD = "dpo"  # the survey run's chained child compared as "survey+dpo" (notebook 03's dpo<-sft)
 
 
 class ConsultationEvalError(ValueError):
@@ -89,6 +91,26 @@ def notebook03_run(method: str, value_set: str, runs_root: Path | None = None) -
             f"{paths.relative(record)} ({', '.join(listed) or 'none'}); the survey run to refine must be "
             "one of notebook 03's `methods` and `value_sets`")
     return found[0]
+
+
+def notebook03_child(parent_run_id: str, method: str = SURVEY_CHILD_METHOD, runs_root: Path | None = None) -> str | None:
+    """The finished run notebook 03 trained from ``parent_run_id`` with ``method`` on survey data
+    (its chain, e.g. ``dpo<-sft``); None when notebook 03 trained no such chain (``chains = []``)."""
+    root = Path(runs_root or paths.RUNS)
+    record = root / "03_finetune.manifest.json"
+    listed = (provenance.read_json(record).get("extra") or {}).get("runs") or [] if record.exists() else []
+    found = []
+    for run_id in listed:
+        manifest = root / run_id / "manifest.json"
+        if training.run_status(root / run_id) != "finished" or not manifest.exists():
+            continue
+        p = provenance.read_json(manifest).get("parameters", {})
+        if (p.get("method"), p.get("data_source", "survey"), p.get("init_from", "")) == (method, "survey", parent_run_id):
+            found.append(run_id)
+    if len(found) > 1:
+        raise ConsultationEvalError(f"{len(found)} finished {method} runs chained from {parent_run_id} among notebook "
+                                    f"03's runs in {paths.relative(record)}: {', '.join(found)}")
+    return found[0] if found else None
 
 
 def refine_params(parent_run_id: str, method: str, value_set: str, *, max_steps: int, learning_rate: float,
@@ -308,7 +330,8 @@ def summarise(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.Data
 
 
 def paired_differences(table: pd.DataFrame, pairs: Sequence[tuple[str, str]] = (
-        ("survey", "base"), ("survey+consultation", "base"), ("survey+consultation", "survey")),
+        ("survey", "base"), ("survey+dpo", "survey"), ("survey+consultation", "base"),
+        ("survey+consultation", "survey")),
         n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """``a - b`` of mean 1 - JS on identical statements (mean over groups) or items, per material,
     with a bootstrap CI of the paired differences and a Wilcoxon signed-rank p-value."""
@@ -396,7 +419,8 @@ def chained_lineage(runs_root: Path | None = None) -> pd.DataFrame:
     return lineage_table(chained, root)
 
 
-CHECKPOINT_LABELS = {"base": "Base", "survey": "Survey (SFT)", "survey+consultation": "Survey + consultation"}
+CHECKPOINT_LABELS = {"base": "Base", "survey": "Survey (SFT)", "survey+dpo": "Survey (SFT, then DPO)",
+                     "survey+consultation": "Survey + consultation"}
 MATERIAL_LABELS = {"consultation": "Held-out consultation statements", "survey": "Survey test items"}
 
 
