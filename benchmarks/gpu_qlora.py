@@ -6,16 +6,18 @@ compute, the QLoRA recipe), adds LoRA r=16 on all linear layers, and times one t
 
 - SFT: next-token loss on a batch of ``B`` sequences of length ``L``;
 - DPO: chosen + rejected (2B sequences) through the policy, plus a reference forward with the
-  adapter switched off (as trl does with peft; no second copy of the weights), sigmoid DPO loss,
+  adapter switched off (as trl does with peft; no second copy of the weights), sigmoid DPO loss;
+- KTO: B completions through the policy with gradient, B mismatched pairs (trl's KL reference
+  point) through the policy without gradient, both through the adapter-off reference,
 
 with gradient checkpointing (non-reentrant), SDPA attention (flash kernels on H100/A100) and paged
 8-bit AdamW, at L = 2048 and B in {1, 4, 8}. Reports peak GPU memory (max allocated and reserved)
-and training tokens/s (SFT: B*L per step; DPO: the 2*B*L policy tokens per step).
+and training tokens/s (SFT and KTO: B*L per step; DPO: the 2*B*L policy tokens per step).
 
 Standalone: needs only torch, transformers, peft and bitsandbytes (the pinned environment).
 
-    python benchmarks/gpu_qlora.py            # 7B and 13B, batch 1/4/8, SFT and DPO
-    python benchmarks/gpu_qlora.py --quick    # 7B, batch 1 and 4, SFT and DPO (< 4 min on an H100)
+    python benchmarks/gpu_qlora.py            # 7B and 13B, batch 1/4/8, SFT, DPO and KTO
+    python benchmarks/gpu_qlora.py --quick    # 7B, batch 1 and 4, SFT, DPO and KTO
 
 Writes ``$OUT/gpu_qlora.json`` when ``$OUT`` is set, else ``benchmarks/results/gpu_qlora.json``,
 and prints a compact JSON summary as its last line. On a machine without CUDA it stops with an
@@ -144,6 +146,31 @@ def dpo_step(model: Any, opt: Any, chosen: Any, rejected: Any, beta: float = 0.1
     return float(loss.detach())
 
 
+def kto_step(model: Any, opt: Any, completions: Any, mismatched: Any, beta: float = 0.1) -> float:
+    """trl's KTO step: the policy and (adapter off) reference score the batch's completions and a
+    batch of mismatched prompt-completion pairs (the KL reference point, no gradient); half the rows
+    desirable, half undesirable (weights 1)."""
+    import torch
+
+    n = completions.shape[0]
+    with torch.no_grad(), model.disable_adapter():
+        ref = _seq_logps(model(input_ids=completions).logits, completions)
+        ref_kl = _seq_logps(model(input_ids=mismatched).logits, mismatched)
+    with torch.no_grad():
+        kl = (_seq_logps(model(input_ids=mismatched).logits, mismatched) - ref_kl).mean().clamp(min=0)
+    ratio = _seq_logps(model(input_ids=completions).logits, completions) - ref
+    desirable = torch.arange(n, device=completions.device) % 2 == 0
+    loss = torch.where(desirable, 1 - torch.sigmoid(beta * (ratio - kl)), 1 - torch.sigmoid(beta * (kl - ratio))).mean()
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return float(loss.detach())
+
+
+STEPS = {"sft": lambda m, o, ids, other: sft_step(m, o, ids), "dpo": dpo_step, "kto": kto_step}
+TOKEN_FACTOR = {"sft": 1, "dpo": 2, "kto": 1}  # trained policy tokens per row of batch x seq
+
+
 def measure(model: Any, opt: Any, method: str, batch: int, seq: int, vocab: int, steps: int,
             device: str) -> dict[str, Any]:
     import torch
@@ -161,18 +188,18 @@ def measure(model: Any, opt: Any, method: str, batch: int, seq: int, vocab: int,
     times, losses = [], []
     for i in range(steps + 1):  # the first step is warm-up (kernels, paged optimizer state)
         ids = draw(batch)
-        rej = draw(batch) if method == "dpo" else None
+        other = draw(batch) if method in ("dpo", "kto") else None  # rejected / mismatched (KL) rows
         if cuda:
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        loss = sft_step(model, opt, ids) if method == "sft" else dpo_step(model, opt, ids, rej)
+        loss = STEPS[method](model, opt, ids, other)
         if cuda:
             torch.cuda.synchronize()
         if i > 0:
             times.append(time.perf_counter() - t0)
         losses.append(round(loss, 4))
     step_s = sum(times) / len(times)
-    tokens = batch * seq * (2 if method == "dpo" else 1)
+    tokens = batch * seq * TOKEN_FACTOR[method]
     out = {"method": method, "batch": batch, "seq_len": seq, "status": "ok",
            "step_s": round(step_s, 3), "tokens_per_step": tokens,
            "tokens_per_s": round(tokens / step_s, 1), "losses": losses}
@@ -227,10 +254,10 @@ def run(sizes: list[str], batches: list[int], methods: list[str], seq: int, step
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="7B only, batch 1 and 4, SFT and DPO")
+    ap.add_argument("--quick", action="store_true", help="7B only, batch 1 and 4, SFT, DPO and KTO")
     ap.add_argument("--sizes", nargs="+", default=None, choices=[s for s in SHAPES if s != "tiny"])
     ap.add_argument("--batches", nargs="+", type=int, default=None)
-    ap.add_argument("--methods", nargs="+", default=["sft", "dpo"], choices=["sft", "dpo"])
+    ap.add_argument("--methods", nargs="+", default=["sft", "dpo", "kto"], choices=sorted(STEPS))
     ap.add_argument("--seq", type=int, default=2048)
     ap.add_argument("--steps", type=int, default=None, help="timed steps after one warm-up step")
     ap.add_argument("--no-checkpointing", action="store_true")
@@ -267,8 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu (smoke test)",
         "gpu_memory_gb": round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1) if device == "cuda" else None,
         "mode": "cpu-smoke" if args.cpu_smoke else ("quick" if args.quick else "full"),
-        "tokens_definition": "SFT: batch*seq per step; DPO: 2*batch*seq policy tokens per step "
-                             "(plus an adapter-off reference forward over the same tokens)",
+        "tokens_definition": "SFT and KTO: batch*seq per step; DPO: 2*batch*seq policy tokens per step "
+                             "(plus adapter-off reference forwards; KTO also scores batch*seq mismatched "
+                             "tokens without gradient)",
         "rows": rows, "anchors": ANCHORS, "versions": versions,
         "platform": platform.platform(), "wall_s": round(time.time() - t0, 1),
         "made_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -672,3 +672,22 @@ def test_make_creates_the_demo_workspace_from_the_checkout(tmp_path) -> None:
                    capture_output=True, text=True, check=True)
     assert (ws / ".ready").exists() and (ws / "data" / "raw").resolve() == paths.RAW.resolve()
     assert (ws / "runs").is_dir() and not (ws / "runs").is_symlink()
+
+
+def test_gpu_benchmark_measures_kto_too(tmp_path) -> None:
+    """benchmarks/gpu_qlora.py (the GPU measurement) times SFT, DPO and KTO; --cpu-smoke checks the
+    script's KTO step (policy, mismatched KL pairs, adapter-off reference) on tiny shapes."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from valuealign import paths
+
+    run = subprocess.run([sys.executable, str(paths.BENCHMARKS / "gpu_qlora.py"), "--cpu-smoke", "--methods", "kto"],
+                         env={**os.environ, "OUT": str(tmp_path)}, capture_output=True, text=True, timeout=300,
+                         check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = json.loads((tmp_path / "gpu_qlora_cpu_smoke.json").read_text())["rows"]
+    assert {r["method"] for r in rows} == {"kto"} and all(r["status"] == "ok" for r in rows)
+    assert all(np.isfinite(r["losses"]).all() and r["tokens_per_s"] > 0 for r in rows)
