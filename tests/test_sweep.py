@@ -351,3 +351,19 @@ def test_a_sweep_cell_cannot_replace_the_thesis_figures(root: Path) -> None:
     assert sweep.sweep(path, layout=layout) == 0
     assert thesis_macros.read_text() == "the thesis's"
     assert (root / "executed" / "g" / "a" / "figures" / "results-macros.json").read_text() == "a"
+
+
+def test_registry_records_each_runs_lineage(tmp_path):
+    """Issue 17: the registry shows the lineage (base -> survey -> consultation) of a cell's runs."""
+    from valuealign import provenance
+    from valuealign import sweep as S
+
+    layout = S.Layout(tmp_path)
+    chain = ["base:smollm2-135m", "p__sft__us__s0__aaaa", "p__kto__consultation-all__s0__bbbb__from-aaaa"]
+    for i, rid in enumerate(chain[1:]):
+        provenance.write_json({"extra": {"lineage": chain[: i + 2]}}, layout.runs / rid / "manifest.json")
+    lineages = S.run_lineages(chain[1:] + ["never-trained"], layout)
+    assert lineages == {chain[1]: chain[:2], chain[2]: chain}
+    S.upsert_registry([{"grid": "g", "cell_id": "c1", "status": "done", "lineage": lineages}], layout)
+    back = S.read_registry(layout)
+    assert json.loads(back.loc[0, "lineage"])[chain[2]] == chain

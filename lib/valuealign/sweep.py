@@ -86,7 +86,7 @@ SLURM_KEYS = {"partition", "gpus_per_node", "cpus_per_task", "mem_gb", "time_min
 REGISTRY_COLUMNS = [
     "grid", "cell_id", "axes", "parameters", "fingerprint", "status", "started", "finished",
     "wall_s", "run_folder", "run_ids", "executed_dir", "notebooks", "metrics", "error",
-    "attempts", "host", "pid", "job_id", "gpus", "gpu_hours", "planned_gpu_hours",
+    "attempts", "host", "pid", "job_id", "gpus", "gpu_hours", "planned_gpu_hours", "lineage",
 ]
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _LATE = {"run_ids", "run_id"}  # known only after the cell's earlier notebooks ran
@@ -421,7 +421,7 @@ def read_registry(layout: Layout | None = None) -> pd.DataFrame:
 
 def _normalise(row: Mapping[str, Any]) -> dict[str, Any]:
     out = {c: row.get(c) for c in REGISTRY_COLUMNS}
-    for c in ("axes", "parameters", "run_ids", "notebooks", "metrics"):
+    for c in ("axes", "parameters", "run_ids", "notebooks", "metrics", "lineage"):
         if not isinstance(out[c], str) and out[c] is not None:
             out[c] = json.dumps(out[c], sort_keys=True, default=str)
     for c in ("pid", "attempts", "gpus"):
@@ -587,6 +587,18 @@ def _expected_runs(notebook: Path, params: Mapping[str, Any], layout: Layout) ->
     return ids
 
 
+def run_lineages(run_ids: Sequence[str], layout: Layout) -> dict[str, list[str]]:
+    """Per run of a cell, the chain it continues (run manifest ``extra.lineage``: base model, then
+    each parent run, then the run), so the registry shows base -> survey -> consultation."""
+    out: dict[str, list[str]] = {}
+    for rid in run_ids:
+        manifest = layout.runs / rid / "manifest.json"
+        if manifest.exists():
+            extra = provenance.read_json(manifest).get("extra") or {}
+            out[rid] = [str(x) for x in (extra.get("lineage") or [rid])]
+    return out
+
+
 def _metrics(run_ids: Sequence[str], layout: Layout) -> dict[str, Any]:
     """Small numeric summary of a cell's runs for the registry and the index.
 
@@ -729,6 +741,7 @@ def _run_cell_locked(cell: Cell, layout: Layout, out_dir: Path, job_id: str | No
             run_folder=layout.rel(layout.runs / run_ids[0]) if len(run_ids) == 1 else (
                 layout.rel(layout.runs) if run_ids else None),
             metrics=_metrics(run_ids, layout) if status == "done" else {},
+            lineage=run_lineages(run_ids, layout),
         )
         if status == "done":
             manifest.outputs = {layout.rel(p): provenance.sha256_file(p) for p in executed}
