@@ -17,7 +17,9 @@ from valuealign import config, evaluation, paths, sweep, training
 
 THESIS_PROFILES = ["thesis-7b", "thesis-13b"]
 CAPS = ["dataset_max_items", "train_max_rows", "max_steps", "max_eval_items", "eval_max_options",
-        "eval_n_dilemmas", "n_paraphrases"]
+        "eval_n_dilemmas", "n_paraphrases",
+        # notebook 05's refinement and consultation evaluation (issue 17)
+        "consultation_refine_steps", "consultation_refine_max_rows", "consultation_eval_max_statements"]
 
 
 # ---------------------------------------------------------------- point 3: smoke caps
