@@ -64,26 +64,35 @@ class Checkpoint:
     adapter_dir: Path | None = None
 
 
-def notebook03_run(method: str, value_set: str, runs_root: Path | None = None) -> str:
-    """The survey run notebook 03 last trained for (method, value set), not chained, finished.
+NOTEBOOK03_RECORD = "03_finetune.manifest.json"
+
+
+def _notebook03_finished(root: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Notebook 03's listed run ids, and the parameters of those that are finished.
 
     Why from notebook 03's record: ``runs/`` may hold older runs of the same method and value
-    set (other parameters or data); the one the pipeline made now is the one its manifest lists."""
+    set (other parameters or data); the ones the pipeline made now are the ones its manifest lists."""
+    record = root / NOTEBOOK03_RECORD
+    listed = (provenance.read_json(record).get("extra") or {}).get("runs") or [] if record.exists() else []
+    finished = {}
+    for run_id in listed:
+        manifest = root / run_id / "manifest.json"
+        if training.run_status(root / run_id) == "finished" and manifest.exists():
+            finished[run_id] = provenance.read_json(manifest).get("parameters", {})
+    return listed, finished
+
+
+def notebook03_run(method: str, value_set: str, runs_root: Path | None = None) -> str:
+    """The survey run notebook 03 last trained for (method, value set), not chained, finished."""
     root = Path(runs_root or paths.RUNS)
-    record = root / "03_finetune.manifest.json"
+    record = root / NOTEBOOK03_RECORD
     if not record.exists():
         raise ConsultationEvalError(f"{paths.relative(record)} is missing: run notebook 03 first "
                                     f"(it trains the survey run to refine)")
-    listed = (provenance.read_json(record).get("extra") or {}).get("runs") or []
-    found = []
-    for run_id in listed:
-        manifest = root / run_id / "manifest.json"
-        if training.run_status(root / run_id) != "finished" or not manifest.exists():
-            continue
-        p = provenance.read_json(manifest).get("parameters", {})
-        if (p.get("method"), p.get("value_set"), p.get("data_source", "survey"), p.get("init_from", "")) == \
-                (method, value_set, "survey", ""):
-            found.append(run_id)
+    listed, finished = _notebook03_finished(root)
+    found = [r for r, p in finished.items()
+             if (p.get("method"), p.get("value_set"), p.get("data_source", "survey"), p.get("init_from", ""))
+             == (method, value_set, "survey", "")]
     if len(found) != 1:
         what = "no finished" if not found else f"{len(found)} finished"
         raise ConsultationEvalError(
@@ -97,19 +106,12 @@ def notebook03_child(parent_run_id: str, method: str = SURVEY_CHILD_METHOD, runs
     """The finished run notebook 03 trained from ``parent_run_id`` with ``method`` on survey data
     (its chain, e.g. ``dpo<-sft``); None when notebook 03 trained no such chain (``chains = []``)."""
     root = Path(runs_root or paths.RUNS)
-    record = root / "03_finetune.manifest.json"
-    listed = (provenance.read_json(record).get("extra") or {}).get("runs") or [] if record.exists() else []
-    found = []
-    for run_id in listed:
-        manifest = root / run_id / "manifest.json"
-        if training.run_status(root / run_id) != "finished" or not manifest.exists():
-            continue
-        p = provenance.read_json(manifest).get("parameters", {})
-        if (p.get("method"), p.get("data_source", "survey"), p.get("init_from", "")) == (method, "survey", parent_run_id):
-            found.append(run_id)
+    _, finished = _notebook03_finished(root)
+    found = [r for r, p in finished.items()
+             if (p.get("method"), p.get("data_source", "survey"), p.get("init_from", "")) == (method, "survey", parent_run_id)]
     if len(found) > 1:
         raise ConsultationEvalError(f"{len(found)} finished {method} runs chained from {parent_run_id} among notebook "
-                                    f"03's runs in {paths.relative(record)}: {', '.join(found)}")
+                                    f"03's runs in {paths.relative(root / NOTEBOOK03_RECORD)}: {', '.join(found)}")
     return found[0] if found else None
 
 
