@@ -101,7 +101,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
 
 def test_notebook_runner_refuses_a_stage_another_process_runs(tmp_path: Path, capsys) -> None:
     out = tmp_path / "executed"
-    src = notebooks.config._notebook_path("00_survey_data")
+    src = notebooks.config.notebook_path("00_survey_data")
     stage_lock = notebooks.stage_locks(src, out)[0][0]
     release = tmp_path / "release"
     holder = _start(HOLD_LOCK, str(stage_lock), str(release))
@@ -116,7 +116,7 @@ def test_notebook_runner_refuses_a_stage_another_process_runs(tmp_path: Path, ca
         holder.communicate(timeout=30)
     # the shared stages also lock the stage itself (two profiles write one data/processed)
     assert [p.name for p, _ in notebooks.stage_locks(src, out)] == [".00_survey_data.lock", "00_survey_data.lock"]
-    assert len(notebooks.stage_locks(notebooks.config._notebook_path("03_finetune"), out)) == 1
+    assert len(notebooks.stage_locks(notebooks.config.notebook_path("03_finetune"), out)) == 1
 
 
 def test_sweep_cell_held_by_another_sweep_is_left_to_it(tmp_path: Path) -> None:

@@ -1,10 +1,13 @@
 """Parameter profiles and their validation.
 
-The single source of truth for a notebook's parameters is its ``parameters`` cell:
-each line ``name = default  # what it is [lo, hi]`` or ``# what it is {a, b, c}``.
-The default gives the type, the trailing ``[lo, hi]`` a closed range and ``{...}`` the
-allowed values (for a list parameter, each element). Profiles in ``configs/*.yaml`` are
-flat mappings of such names to values; a profile may set parameters of any notebook, and
+The names, defaults, ranges, choices and help of a numbered notebook's parameters are its
+schema in :mod:`valuealign.schemas` (one dataclass per notebook); the notebook's ``parameters``
+cell repeats them as ``name = default  # what it is [lo, hi]`` or ``# what it is {a, b, c}``
+lines, and ``tests/test_schemas.py`` checks that the cell and the schema agree. The default
+gives the type, ``[lo, hi]`` a closed range and ``{...}`` the allowed values (for a list
+parameter, each element). A notebook without a schema (a sweep's own notebook) is described by
+its parameters cell, read with :func:`parse_parameters_source`. Profiles in ``configs/*.yaml``
+are flat mappings of such names to values; a profile may set parameters of any notebook, and
 each notebook receives only its own.
 
 Why this strictness: papermill only *warns* on a misspelt parameter, so a full GPU run
@@ -34,35 +37,12 @@ from typing import Any
 
 import yaml
 
-from valuealign import paths
+from valuealign import paths, schemas
+from valuealign.schemas import ParamSpec  # noqa: F401 - re-exported: config.ParamSpec
 
 
 class ConfigError(ValueError):
     """A parameter profile or parameter value is invalid; the message names the key."""
-
-
-@dataclass(frozen=True)
-class ParamSpec:
-    name: str
-    default: Any
-    doc: str = ""
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[str, ...] | None = None
-
-    @property
-    def kind(self) -> str:
-        if self.default is None:
-            return "any"
-        return type(self.default).__name__
-
-    def describe(self) -> str:
-        extra = ""
-        if self.choices:
-            extra = f" one of {{{', '.join(self.choices)}}}"
-        elif self.low is not None or self.high is not None:
-            extra = f" in [{self.low}, {self.high}]"
-        return f"{self.name}: {self.kind}{extra} (default {self.default!r}) - {self.doc}"
 
 
 _RANGE = re.compile(r"\[\s*([^\],]+)\s*,\s*([^\]]+)\s*\]\s*$")
@@ -107,8 +87,17 @@ def parse_parameters_source(source: str, origin: str = "<parameters>") -> dict[s
 
 
 def notebook_parameters(notebook: Path | str) -> dict[str, ParamSpec]:
-    """Specs of the cell tagged ``parameters`` in a notebook file."""
-    path = _notebook_path(notebook)
+    """Specs of a notebook's parameters: its schema (:mod:`valuealign.schemas`), or for a
+    notebook without one (a sweep's own) its ``parameters`` cell."""
+    path = notebook_path(notebook)
+    schema = schemas.schema_for(path.stem)
+    return schemas.specs_of(schema) if schema is not None else parameters_cell_specs(path)
+
+
+def parameters_cell_specs(notebook: Path | str) -> dict[str, ParamSpec]:
+    """Specs as written in the cell tagged ``parameters`` of a notebook file (what the
+    researcher reads and edits; ``tests/test_schemas.py`` compares it with the schema)."""
+    path = notebook_path(notebook)
     nb = json.loads(path.read_text(encoding="utf-8"))
     for cell in nb["cells"]:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
@@ -117,7 +106,9 @@ def notebook_parameters(notebook: Path | str) -> dict[str, ParamSpec]:
     raise ConfigError(f"{path}: no cell tagged 'parameters'")
 
 
-def _notebook_path(notebook: Path | str) -> Path:
+def notebook_path(notebook: Path | str) -> Path:
+    """The file of a notebook given by name (``03_finetune``, looked up in ``notebooks/``) or
+    path; a missing notebook is a :class:`ConfigError` naming the path."""
     p = Path(notebook)
     if p.suffix != ".ipynb":
         p = paths.NOTEBOOKS / f"{notebook}.ipynb"
@@ -180,7 +171,9 @@ def load_profile(path: Path | str) -> dict[str, Any]:
     return read_yaml_mapping(path, "a profile")
 
 
-def _unknown(key: str, valid: list[str], where: str) -> ConfigError:
+def unknown_parameter_error(key: str, valid: list[str], where: str) -> ConfigError:
+    """The error for a parameter name no notebook (or section) declares: names ``where`` (the
+    profile file or grid section), the key, the closest valid names and all valid ones."""
     close = difflib.get_close_matches(key, valid, n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     return ConfigError(f"{where}: unknown parameter {key!r}{hint} (valid: {', '.join(sorted(valid))})")
@@ -254,7 +247,7 @@ def validate(values: Mapping[str, Any], specs: Mapping[str, ParamSpec], where: s
     out: dict[str, Any] = {}
     for key, value in values.items():
         if key not in specs:
-            raise _unknown(key, list(specs), where)
+            raise unknown_parameter_error(key, list(specs), where)
         out[key] = check_value(specs[key], value, where)
     return out
 
@@ -341,7 +334,7 @@ def parameters_for(notebook: Path | str, profile: Mapping[str, Any] | Path | str
     known = {k for specs in everything.values() for k in specs}
     for key in profile:
         if key not in known:
-            raise _unknown(key, sorted(known), where)
+            raise unknown_parameter_error(key, sorted(known), where)
     check_smoke_caps(profile, where)
     specs = notebook_parameters(notebook)
     subset = {k: v for k, v in profile.items() if k in specs}

@@ -67,7 +67,7 @@ def execute(
     """
     import papermill as pm
 
-    src = config._notebook_path(notebook)
+    src = config.notebook_path(notebook)
     params = dict(parameters or {})
     if profile is not None:
         params = {**config.parameters_for(src, profile), **params}

@@ -288,7 +288,7 @@ def load_grid(path: Path | str, layout: Layout | None = None) -> Grid:
             raise ConfigError(f"{where}: map.{nb} must be a mapping parameter -> template")
         for key in tpl:
             if key not in specs[nb]:
-                raise config._unknown(key, list(specs[nb]), f"{where}: map.{nb}")
+                raise config.unknown_parameter_error(key, list(specs[nb]), f"{where}: map.{nb}")
 
     # an axis reaches a notebook through its map, or by its own name when the map is silent
     used: dict[str, set[str]] = {nb: _placeholders(mapping.get(nb, {})) for nb in nb_names}
@@ -324,7 +324,7 @@ def load_grid(path: Path | str, layout: Layout | None = None) -> Grid:
         config.validate(profile, merged, where=str(ppath))
     for key in fixed:
         if not any(key in s for s in specs.values()):
-            raise config._unknown(key, sorted({k for s in specs.values() for k in s}), f"{where}: set")
+            raise config.unknown_parameter_error(key, sorted({k for s in specs.values() for k in s}), f"{where}: set")
     if profile:  # a strict (GPU) profile refuses smoke caps, also those the grid's `set` adds
         config.check_smoke_caps({**profile, **fixed}, f"{where} (profile {data['profile']})")
 
