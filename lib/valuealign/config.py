@@ -106,6 +106,42 @@ def parameters_cell_specs(notebook: Path | str) -> dict[str, ParamSpec]:
     raise ConfigError(f"{path}: no cell tagged 'parameters'")
 
 
+def _same_value(a: Any, b: Any) -> bool:
+    """Equal and of the same type, element by element for lists (``0`` is not ``0.0``: the
+    default's type is the parameter's type)."""
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same_value(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def schema_differences(notebook: str, cell: Mapping[str, ParamSpec]) -> list[str]:
+    """How a parameters cell (:func:`parameters_cell_specs`) differs from the notebook's schema:
+    one line per difference, naming the notebook and the parameter; empty when they agree."""
+    schema = schemas.schema_for(notebook)
+    if schema is None:
+        return [f"{notebook}: no schema in valuealign.schemas"]
+    declared = schemas.specs_of(schema)
+    out = [f"{notebook}: parameter {name!r} is in the parameters cell but not in schemas.{schema.__name__}"
+           for name in cell if name not in declared]
+    out += [f"{notebook}: parameter {name!r} of schemas.{schema.__name__} is missing from the parameters cell"
+            for name in declared if name not in cell]
+    for name in [n for n in declared if n in cell]:
+        mine, theirs = declared[name], cell[name]
+        if not _same_value(theirs.default, mine.default):
+            out.append(f"{notebook}: parameter {name!r} defaults to {theirs.default!r} in the parameters cell "
+                       f"but to {mine.default!r} in schemas.{schema.__name__}")
+        if (theirs.low, theirs.high) != (mine.low, mine.high):
+            out.append(f"{notebook}: parameter {name!r} has range [{theirs.low}, {theirs.high}] in the "
+                       f"parameters cell but [{mine.low}, {mine.high}] in schemas.{schema.__name__}")
+        if theirs.choices != mine.choices:
+            out.append(f"{notebook}: parameter {name!r} allows {theirs.choices} in the parameters cell "
+                       f"but {mine.choices} in schemas.{schema.__name__}")
+        if theirs.doc != mine.doc:
+            out.append(f"{notebook}: parameter {name!r} is described as {theirs.doc!r} in the parameters "
+                       f"cell but as {mine.doc!r} in schemas.{schema.__name__}")
+    return out
+
+
 def notebook_path(notebook: Path | str) -> Path:
     """The file of a notebook given by name (``03_finetune``, looked up in ``notebooks/``) or
     path; a missing notebook is a :class:`ConfigError` naming the path."""

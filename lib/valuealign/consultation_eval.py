@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuealign import consultation, evaluation, paths, provenance, training
+from valuealign import consultation, evaluation, paths, provenance, schemas, training
 
 STANCE_OPTIONS: tuple[str, ...] = ("Agree", "Disagree", "Pass (unsure)")
 STANCE_QUESTION = ('In a public consultation on "{topic}", participants voted on this statement:\n'
@@ -46,6 +46,18 @@ EVERYONE = "everyone"
 EVAL_NAME = "evaluation"  # data/processed/consultation/evaluation.parquet + evaluation.json
 CHECKPOINTS = ("base", "survey", "survey+dpo", "survey+consultation")
 SURVEY_CHILD_METHOD = "dpo"  # the survey run's chained child compared as "survey+dpo" (notebook 03's dpo<-sft)
+
+
+_NB03 = schemas.Finetune  # the survey run's notebook: defaults of knobs older parent runs lack
+_NB05 = schemas.PublicConsultation  # this stage's parameters: names, defaults, ranges
+
+
+def eval_settings(params: Mapping[str, Any], quantization: str) -> evaluation.EvalSettings:
+    """Notebook 05's scoring settings: its scoring knobs (the ones it shares with notebook 04,
+    :class:`valuealign.schemas.PublicConsultation`), without DailyDilemmas and the drift check
+    (notebook 04's business); ``quantization`` is the refined run's (resolved)."""
+    return evaluation.EvalSettings.from_parameters(
+        {**params, "eval_n_dilemmas": 0, "eval_drift_tokens": 0}, quantization)
 
 
 class ConsultationEvalError(ValueError):
@@ -129,11 +141,13 @@ def refine_params(parent_run_id: str, method: str, value_set: str, *, max_steps:
         raise ConsultationEvalError(f"parent run {parent_run_id}: no {paths.relative(manifest)}")
     pp = provenance.read_json(manifest)["parameters"]
     knobs = {
-        "model_profile": pp["model_profile"], "model_path": pp.get("model_path", ""),
+        "model_profile": pp["model_profile"], "model_path": pp.get("model_path", _NB03.model_path),
         "data_source": "consultation", "seed": seed, "quantization": pp["quantization"],
         "lora_r": pp["lora_r"], "lora_alpha": pp["lora_alpha"], "lora_dropout": pp["lora_dropout"],
         "lora_target": pp["lora_target"], f"{method}_learning_rate": learning_rate,
-        "train_lr_scheduler": pp.get("lr_scheduler", "constant"), "train_max_grad_norm": pp.get("max_grad_norm", 0.3),
+        # knobs added to TrainParams after a parent may have been trained: notebook 03's defaults
+        "train_lr_scheduler": pp.get("lr_scheduler", _NB03.train_lr_scheduler),
+        "train_max_grad_norm": pp.get("max_grad_norm", _NB03.train_max_grad_norm),
         "max_steps": max_steps, "train_batch_size": train_batch_size, "grad_accum": 1,
         "max_length": pp["max_length"], "train_max_rows": max_rows, "train_optim": pp["optim"],
         "train_gradient_checkpointing": "on" if pp.get("gradient_checkpointing") else "off",
@@ -244,7 +258,7 @@ def score_statements(preds: pd.DataFrame, targets: pd.DataFrame, consensus: pd.S
 ScorerFactory = Callable[[Checkpoint], evaluation.Scorer]
 
 
-def model_scorers(model_profile: str, model_path: str | None, batch_size: int = 8,
+def model_scorers(model_profile: str, model_path: str | None, batch_size: int = _NB05.eval_batch_size,
                   quantization: str = "none") -> ScorerFactory:
     """Scorer per checkpoint: the base model, or the base with the run's adapter (notebook 04's loading)."""
     from valuealign import models
@@ -306,7 +320,7 @@ def _clusters(frame: pd.DataFrame) -> np.ndarray | None:
     return None
 
 
-def summarise(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def summarise(table: pd.DataFrame, n_boot: int = _NB05.bootstrap_samples, seed: int = _NB05.seed) -> pd.DataFrame:
     """Mean 1 - JS per (material, checkpoint, group) with a bootstrap CI, and per (material,
     checkpoint) over all groups (``group = "all groups"``: a statement's mean over its groups);
     plus, for the consultation, the mean |P(agree) - consensus| per checkpoint."""
@@ -334,7 +348,7 @@ def summarise(table: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.Data
 def paired_differences(table: pd.DataFrame, pairs: Sequence[tuple[str, str]] = (
         ("survey", "base"), ("survey+dpo", "survey"), ("survey+consultation", "base"),
         ("survey+consultation", "survey")),
-        n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+        n_boot: int = _NB05.bootstrap_samples, seed: int = _NB05.seed) -> pd.DataFrame:
     """``a - b`` of mean 1 - JS on identical statements (mean over groups) or items, per material,
     with a bootstrap CI of the paired differences and a Wilcoxon signed-rank p-value."""
     means = _unit_means(table, "js_alignment")

@@ -35,14 +35,14 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 
-from valuealign import models, paths, prompts, provenance
+from valuealign import models, paths, prompts, provenance, schemas
 from valuealign.datasets import control_source
 
 BASELINES_RUN = "_baselines"
@@ -68,18 +68,42 @@ class EvaluationError(ValueError):
 
 # ----------------------------------------------------------------------------- settings
 
+_NB04 = schemas.Evaluate  # notebook 04's parameters: names, defaults, ranges
+
+
 @dataclass(frozen=True)
 class EvalSettings:
-    """Everything that changes predictions; hashed into ``eval_hash`` with the input data."""
+    """Everything that changes predictions; hashed into ``eval_hash`` with the input data.
 
-    n_paraphrases: int = 2
-    permutations: str = "cyclic"
-    max_eval_items: int = 8
-    max_options: int = 0
-    n_dilemmas: int = 16
-    drift_new_tokens: int = 16
-    seed: int = 0
+    Defaults are notebook 04's (:class:`valuealign.schemas.Evaluate`); the field names are
+    hashed, so a field keeps its name where the notebook's differs (:data:`NOTEBOOK_NAMES`), and
+    :meth:`from_parameters` maps a notebook's parameters onto them."""
+
+    n_paraphrases: int = _NB04.n_paraphrases
+    permutations: str = _NB04.permutations
+    max_eval_items: int = _NB04.max_eval_items
+    max_options: int = _NB04.eval_max_options
+    n_dilemmas: int = _NB04.eval_n_dilemmas
+    drift_new_tokens: int = _NB04.eval_drift_tokens
+    seed: int = _NB04.seed
     quantization: str = "none"  # base weights scored on (resolved: 4bit | none); see scoring_quantization
+
+    # field <- notebook 04's parameter, where the names differ (``quantization`` is resolved from
+    # ``eval_quantization`` and the runs by :func:`scoring_quantization`, so it is passed apart)
+    NOTEBOOK_NAMES: ClassVar[dict[str, str]] = {
+        "max_options": "eval_max_options",
+        "n_dilemmas": "eval_n_dilemmas",
+        "drift_new_tokens": "eval_drift_tokens",
+    }
+
+    @classmethod
+    def from_parameters(cls, params: Mapping[str, Any], quantization: str) -> EvalSettings:
+        """The settings of a notebook's parameters (notebook 04's, or notebook 05's scoring knobs
+        with its own ``eval_n_dilemmas``/``eval_drift_tokens`` given); a knob ``params`` lacks
+        takes notebook 04's default. ``quantization``: already resolved (4bit | none)."""
+        nb = {**schemas.defaults(_NB04), **params}
+        values = {f.name: nb[cls.NOTEBOOK_NAMES.get(f.name, f.name)] for f in fields(cls) if f.name != "quantization"}
+        return cls(**values, quantization=quantization)
 
     def __post_init__(self) -> None:
         if self.quantization not in models.QUANTIZATIONS:

@@ -60,7 +60,7 @@ from typing import Any
 
 import pandas as pd
 
-from valuealign import models, paths, provenance
+from valuealign import models, paths, provenance, schemas
 
 METHODS: tuple[str, ...] = ("sft", "dpo", "kto", "dist")
 QUANTIZATIONS: tuple[str, ...] = ("auto", "4bit", "none")
@@ -181,6 +181,50 @@ def check_dist_targets(ds: Any, where: str) -> None:
 
 # ---------------------------------------------------------------- parameters and run ids
 
+_NB03 = schemas.Finetune  # notebook 03's parameters: names, defaults, ranges
+
+# TrainParams field <- notebook 03's parameter, where the names differ ("{method}": the run's
+# method). The field names are hashed into run ids, so they stay as they are.
+NOTEBOOK_NAMES: dict[str, str] = {
+    "learning_rate": "{method}_learning_rate",
+    "lr_scheduler": "train_lr_scheduler",
+    "warmup_ratio": "train_warmup_ratio",
+    "max_grad_norm": "train_max_grad_norm",
+    "max_rows": "train_max_rows",
+    "beta": "dpo_beta",
+    "optim": "train_optim",
+    "gradient_checkpointing": "train_gradient_checkpointing",
+    "save_steps": "train_save_steps",
+}
+
+
+def resolve_optimizer(requested: str, strict: bool = False, cuda: bool | None = None,
+                      cpu_rehearsal: bool = False) -> str:
+    """``auto`` -> ``paged_adamw_8bit`` on CUDA, ``adamw_torch`` on CPU; a paged optimiser
+    without CUDA warns and falls back to ``adamw_torch`` (an error with ``strict``), except in a
+    CPU rehearsal, which runs bitsandbytes' CPU optimiser."""
+    cuda = models.cuda_available() if cuda is None else cuda
+    if requested == "auto":
+        return "paged_adamw_8bit" if cuda else "adamw_torch"
+    if requested.startswith("paged_") and not cuda and not cpu_rehearsal:
+        if strict:
+            raise TrainingError(f"train_optim={requested!r} needs CUDA (strict=True)")
+        warnings.warn(f"train_optim={requested!r} needs CUDA: using adamw_torch on CPU", UserWarning, stacklevel=2)
+        return "adamw_torch"
+    return requested
+
+
+def resolve_gradient_checkpointing(requested: str, cuda: bool | None = None) -> bool:
+    """``auto`` -> on with CUDA (memory is what it saves), off on CPU; else ``on``/``off``."""
+    cuda = models.cuda_available() if cuda is None else cuda
+    return cuda if requested == "auto" else requested == "on"
+
+
+def notebook03_parameters(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Notebook 03's parameters in effect: ``params`` over the schema's defaults (a caller that
+    gives some knobs, a test or a grid cell, gets the notebook's value for the others)."""
+    return {**schemas.defaults(_NB03), **params}
+
 
 @dataclass(frozen=True)
 class TrainParams:
@@ -188,38 +232,40 @@ class TrainParams:
 
     Knobs that do not change the trained adapter (``save_steps``) are recorded but not hashed.
     Method-specific knobs are neutral for other methods, so that changing ``dpo_beta`` does not
-    rename the SFT runs.
+    rename the SFT runs. Defaults are notebook 03's (:class:`valuealign.schemas.Finetune`;
+    ``auto`` resolved as on a CPU); the field names are hashed into run ids, so a field keeps its
+    name where the notebook's differs (:data:`NOTEBOOK_NAMES`).
     """
 
     model_profile: str
     method: str
     value_set: str
-    seed: int = 0
-    model_path: str = ""
-    data_source: str = "survey"
-    quantization: str = "none"  # resolved: 4bit | none
-    lora_r: int = 16
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    lora_target: str = "all-linear"
-    learning_rate: float = 2e-4
-    lr_scheduler: str = "constant"
-    warmup_ratio: float = 0.0
-    max_grad_norm: float = 0.3
-    max_steps: int = -1
-    epochs: float = 1.0
-    train_batch_size: int = 4
-    grad_accum: int = 1
-    max_length: int = 512
-    max_rows: int = 0
-    beta: float = 0.0  # DPO/KTO temperature; 0 for SFT
-    kto_desirable_weight: float = 0.0  # 0 = balanced from the data
-    kto_undesirable_weight: float = 0.0
-    optim: str = "adamw_torch"  # resolved
-    gradient_checkpointing: bool = False  # resolved
-    save_steps: int = 50
+    seed: int = _NB03.seed
+    model_path: str = _NB03.model_path
+    data_source: str = _NB03.data_source
+    quantization: str = resolve_quantization(_NB03.quantization, cuda=False)  # resolved: 4bit | none
+    lora_r: int = _NB03.lora_r
+    lora_alpha: int = _NB03.lora_alpha
+    lora_dropout: float = _NB03.lora_dropout
+    lora_target: str = _NB03.lora_target
+    learning_rate: float = _NB03.sft_learning_rate  # params_for_run: the method's <method>_learning_rate
+    lr_scheduler: str = _NB03.train_lr_scheduler
+    warmup_ratio: float = _NB03.train_warmup_ratio
+    max_grad_norm: float = _NB03.train_max_grad_norm
+    max_steps: int = _NB03.max_steps
+    epochs: float = _NB03.epochs
+    train_batch_size: int = _NB03.train_batch_size
+    grad_accum: int = _NB03.grad_accum
+    max_length: int = _NB03.max_length
+    max_rows: int = _NB03.train_max_rows
+    beta: float = 0.0  # DPO/KTO temperature (dpo_beta, KTO_BETA); 0, no temperature, for SFT and dist
+    kto_desirable_weight: float = _NB03.kto_desirable_weight  # 0 = balanced from the data
+    kto_undesirable_weight: float = _NB03.kto_undesirable_weight
+    optim: str = resolve_optimizer(_NB03.train_optim, cuda=False)  # resolved
+    gradient_checkpointing: bool = resolve_gradient_checkpointing(_NB03.train_gradient_checkpointing, cuda=False)
+    save_steps: int = _NB03.train_save_steps
     data_fingerprint: str = ""  # DataFingerprint.combined of the training data ("" = none on disk)
-    dpo_precompute_ref: bool = False  # DPO: reference log-probs computed once before training (trl)
+    dpo_precompute_ref: bool = _NB03.dpo_precompute_ref  # DPO: reference log-probs computed once (trl)
     init_from: str = ""  # parent run id: start from its adapter (chained training; "" = a fresh adapter)
 
     NOT_HASHED = ("save_steps",)
@@ -285,55 +331,51 @@ def params_for_run(params: Mapping[str, Any], method: str, value_set: str,
                    init_from: str = "") -> TrainParams:
     """Map notebook 03's parameters onto one run's :class:`TrainParams` (resolving ``auto``s).
 
+    A knob ``params`` lacks takes notebook 03's default (:func:`notebook03_parameters`), and a
+    field named otherwise in the notebook is read under that name (:data:`NOTEBOOK_NAMES`).
     The run's data fingerprint is read from the dataset on disk (``data_root``: the folder
     holding ``<value_set>/<method>/``, default notebook 02's or 05's output). ``init_from``:
     the run id of a parent run whose adapter this run continues (chained training)."""
     check_method(method)
     cuda = models.cuda_available() if cuda is None else cuda
-    rehearsal = bool(params.get("cpu_rehearsal", False))
-    quant = resolve_quantization(params.get("quantization", "auto"), params.get("strict", False), cuda,
-                                 cpu_rehearsal=rehearsal)
-    optim = params.get("train_optim", "auto")
-    if optim == "auto":
-        optim = "paged_adamw_8bit" if cuda else "adamw_torch"
-    elif optim.startswith("paged_") and not cuda and not rehearsal:  # rehearsal: bitsandbytes' CPU optimiser
-        if params.get("strict", False):
-            raise TrainingError(f"train_optim={optim!r} needs CUDA (strict=True)")
-        warnings.warn(f"train_optim={optim!r} needs CUDA: using adamw_torch on CPU", UserWarning, stacklevel=2)
-        optim = "adamw_torch"
-    gc = params.get("train_gradient_checkpointing", "auto")
-    gc_on = cuda if gc == "auto" else gc == "on"
+    nb = notebook03_parameters(params)
+
+    def knob(name: str) -> Any:  # a TrainParams field's value under its notebook name
+        return nb[NOTEBOOK_NAMES.get(name, name).format(method=method)]
+
+    rehearsal = bool(nb["cpu_rehearsal"])
+    quant = resolve_quantization(nb["quantization"], nb["strict"], cuda, cpu_rehearsal=rehearsal)
+    optim = resolve_optimizer(knob("optim"), nb["strict"], cuda, cpu_rehearsal=rehearsal)
     return TrainParams(
-        model_profile=params.get("model_profile", "smollm2-135m"),
+        model_profile=knob("model_profile"),
         method=method,
         value_set=value_set,
-        seed=int(params.get("seed", 0)),
-        model_path=params.get("model_path", "") or "",
-        data_source=params.get("data_source", "survey"),
+        seed=int(knob("seed")),
+        model_path=knob("model_path") or "",
+        data_source=knob("data_source"),
         quantization=quant,
-        lora_r=int(params.get("lora_r", 16)),
-        lora_alpha=int(params.get("lora_alpha", 16)),
-        lora_dropout=float(params.get("lora_dropout", 0.05)),
-        lora_target=params.get("lora_target", "all-linear"),
-        learning_rate=float(params.get(f"{method}_learning_rate", 2e-4)),
-        lr_scheduler=params.get("train_lr_scheduler", "constant"),
-        warmup_ratio=float(params.get("train_warmup_ratio", 0.0)),
-        max_grad_norm=float(params.get("train_max_grad_norm", 0.3)),
-        max_steps=int(params.get("max_steps", -1)),
-        epochs=float(params.get("epochs", 1.0)),
-        train_batch_size=int(params.get("train_batch_size", 4)),
-        grad_accum=int(params.get("grad_accum", 1)),
-        max_length=int(params.get("max_length", 512)),
-        max_rows=int(params.get("train_max_rows", 0)),
-        beta=float(params.get("dpo_beta", 0.1)) if method == "dpo" else (KTO_BETA if method == "kto" else 0.0),
-        kto_desirable_weight=float(params.get("kto_desirable_weight", 0.0)) if method == "kto" else 0.0,
-        kto_undesirable_weight=float(params.get("kto_undesirable_weight", 0.0)) if method == "kto" else 0.0,
+        lora_r=int(knob("lora_r")),
+        lora_alpha=int(knob("lora_alpha")),
+        lora_dropout=float(knob("lora_dropout")),
+        lora_target=knob("lora_target"),
+        learning_rate=float(knob("learning_rate")),
+        lr_scheduler=knob("lr_scheduler"),
+        warmup_ratio=float(knob("warmup_ratio")),
+        max_grad_norm=float(knob("max_grad_norm")),
+        max_steps=int(knob("max_steps")),
+        epochs=float(knob("epochs")),
+        train_batch_size=int(knob("train_batch_size")),
+        grad_accum=int(knob("grad_accum")),
+        max_length=int(knob("max_length")),
+        max_rows=int(knob("max_rows")),
+        beta=float(knob("beta")) if method == "dpo" else (KTO_BETA if method == "kto" else 0.0),
+        kto_desirable_weight=float(knob("kto_desirable_weight")) if method == "kto" else 0.0,
+        kto_undesirable_weight=float(knob("kto_undesirable_weight")) if method == "kto" else 0.0,
         optim=optim,
-        gradient_checkpointing=gc_on,
-        save_steps=int(params.get("train_save_steps", 50)),
-        dpo_precompute_ref=bool(params.get("dpo_precompute_ref", False)) if method == "dpo" else False,
-        data_fingerprint=data_fingerprint(value_set, method, params.get("data_source", "survey"),
-                                          data_root).combined,
+        gradient_checkpointing=resolve_gradient_checkpointing(knob("gradient_checkpointing"), cuda),
+        save_steps=int(knob("save_steps")),
+        dpo_precompute_ref=bool(knob("dpo_precompute_ref")) if method == "dpo" else False,
+        data_fingerprint=data_fingerprint(value_set, method, knob("data_source"), data_root).combined,
         init_from=init_from,
     )
 
@@ -370,12 +412,13 @@ def plan(params: Mapping[str, Any], cuda: bool | None = None, runs_root: Path | 
     the notebook can state them; with ``strict`` they are errors instead.
     """
     runs: list[TrainParams] = []
-    chains, chain_notes = parse_chains(params.get("chains", []) or [], params.get("methods", []))
+    params = notebook03_parameters(params)
+    chains, chain_notes = parse_chains(params["chains"] or [], params["methods"])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for value_set in params.get("value_sets", []):
+        for value_set in params["value_sets"]:
             planned = {}
-            for method in params.get("methods", []):
+            for method in params["methods"]:
                 planned[method] = params_for_run(params, method, value_set, cuda, data_root)
                 runs.append(planned[method])
             for child, parent in chains:  # after their parents: a chained run needs the parent's adapter
