@@ -1506,7 +1506,7 @@ def _targets_for(cond: Condition, all_targets: Sequence[str]) -> list[str]:
 def run_evaluation(
     *, runs: Sequence[RunInfo], value_sets: Sequence[str], eval_splits: Sequence[str],
     settings: EvalSettings, model_profile: str, model_path: str | None = None,
-    batch_size: int = 8, n_boot: int = 1000, inputs: Mapping[str, pd.DataFrame] | None = None,
+    batch_size: int = _NB04.eval_batch_size, n_boot: int = _NB04.bootstrap_samples, inputs: Mapping[str, pd.DataFrame] | None = None,
     skipped: pd.DataFrame | None = None, progress: bool = True,
     extra_targets: Sequence[str] = (), restrict_items: Mapping[str, Iterable[str]] | None = None,
 ) -> Results:
