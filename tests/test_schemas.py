@@ -105,6 +105,24 @@ def test_a_list_default_is_not_shared_between_instances() -> None:
     assert a.methods == b.methods and a.methods is not b.methods
 
 
+def test_choices_and_ranges_agree_with_the_code_that_uses_them() -> None:
+    """The schema's choices are written out (the schema imports no stage); the stages' own
+    constants must allow exactly those values."""
+    from valuealign import models, prompts
+
+    nb03, nb04, nb05 = (schemas.specs_of(s) for s in (schemas.Finetune, schemas.Evaluate,
+                                                       schemas.PublicConsultation))
+    assert nb03["model_profile"].choices == tuple(models.PROFILES) == nb04["model_profile"].choices
+    assert nb03["methods"].choices == training.METHODS == nb05["consultation_refine_from"].choices
+    assert set(nb05["consultation_refine_method"].choices) <= set(training.METHODS)
+    assert nb03["quantization"].choices == training.QUANTIZATIONS
+    assert nb03["data_source"].choices == training.DATA_SOURCES
+    assert nb03["train_optim"].choices == training.OPTIMIZERS
+    assert nb03["train_lr_scheduler"].choices == training.SCHEDULERS
+    assert nb04["eval_quantization"].choices == evaluation.EVAL_QUANTIZATIONS
+    assert nb04["n_paraphrases"].high == len(prompts.PARAPHRASES)
+
+
 # ---------------------------------------------------------------- the library's defaults
 
 
