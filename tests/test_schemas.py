@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from valuealign import config, consultation_eval, evaluation, paths, schemas, training
+from valuealign import config, consultation_eval, evaluation, paths, schemas, thesis, training
 
 from conftest import REPO, require_artefact
 
@@ -219,12 +219,11 @@ def test_notebook_03s_runs_are_recomputed_from_its_parameters() -> None:
 
 
 @pytest.mark.pipeline
-def test_notebook_05s_refined_run_and_settings_follow_from_the_schema() -> None:
-    """The embedded default's consultation-refined run id and scoring settings, recomputed from
-    notebook 05's schema defaults, are the ones its evaluation recorded."""
+def test_notebook_05s_refined_run_and_settings_follow_from_its_parameters() -> None:
+    """The consultation-refined run id and the scoring settings notebook 05 recorded, recomputed
+    from the parameters it recorded."""
     record = json.loads(require_artefact(paths.CONSULTATION / "evaluation.json").read_text())
-    nb = schemas.defaults(schemas.PublicConsultation)
-    assert record["parameters"] == nb, "notebook 05 ran on other parameters than the embedded default"
+    nb = record["parameters"]
     parent = consultation_eval.notebook03_run(nb["consultation_refine_from"], nb["consultation_refine_value_set"])
     refine = consultation_eval.refine_params(
         parent, nb["consultation_refine_method"], nb["consultation_refine_data"],
@@ -238,11 +237,14 @@ def test_notebook_05s_refined_run_and_settings_follow_from_the_schema() -> None:
 @pytest.mark.pipeline
 def test_notebook_04s_settings_follow_from_its_parameters() -> None:
     """``EvalSettings.from_parameters`` of the parameters notebook 04 recorded gives the settings
-    hashed into its eval_hash (``eval_params`` of runs/eval_summary.parquet)."""
+    hashed into its eval_hash (``eval_params`` of runs/eval_summary.parquet), for each profile's
+    named evaluation."""
     summary = pd.read_parquet(require_artefact(paths.RUNS / evaluation.SUMMARY_NAME))
-    pointer = json.loads(require_artefact(paths.RUNS / "_evaluations" / "smoke.json").read_text())
-    ehash = pointer["eval_hash"]
-    record = json.loads((paths.RUNS / evaluation.BASELINES_RUN / "eval" / ehash / "eval.json").read_text())
-    hashed = json.loads(summary.loc[summary["eval_hash"] == ehash, "eval_params"].unique().item())
-    settings = evaluation.EvalSettings.from_parameters(record["parameters"], quantization=hashed["quantization"])
-    assert asdict(settings) == hashed
+    pointers = sorted((paths.RUNS / thesis.EVALUATIONS_DIR_NAME).glob("*.json"))
+    assert pointers, "no named evaluation in runs/_evaluations/"
+    for pointer in pointers:
+        ehash = json.loads(pointer.read_text())["eval_hash"]
+        record = json.loads((paths.RUNS / evaluation.BASELINES_RUN / "eval" / ehash / "eval.json").read_text())
+        hashed = json.loads(summary.loc[summary["eval_hash"] == ehash, "eval_params"].unique().item())
+        settings = evaluation.EvalSettings.from_parameters(record["parameters"], quantization=hashed["quantization"])
+        assert asdict(settings) == hashed, pointer.name
