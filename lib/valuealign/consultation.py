@@ -23,7 +23,7 @@ The pipeline, one function per step:
    each group's smoothed agree probability (agree + 1) / (seen + 2), as Polis computes it),
    division between groups, and :func:`representative_statements` per group.
 4. :func:`export_alignment_data` writes KTO / DPO (and SFT) rows in the row schema of
-   ``valuealign.training.REQUIRED_COLUMNS`` under ``paths.CONSULTATION / <value_set> / <method>/`` with a datasheet.
+   ``valuealign.rows.TRAINER_COLUMNS`` under ``paths.CONSULTATION / <value_set> / <method>/`` with a datasheet.
    Participant ids (voters and comment authors) never leave :class:`Conversation`.
 5. :func:`export_seed_comments` writes selected model responses as a Polis seed-comments CSV
    for the next round; :func:`match_seed_comments` maps the statements of that round's
@@ -35,6 +35,12 @@ an imputed cell is then exactly 0, so a projection sums over the statements a pa
 actually voted on, and it is scaled up by sqrt(n_statements / n_seen) so that people who
 voted on few statements are not pulled to the centre (Polis's "sparsity-aware" projection).
 UMAP + HDBSCAN take the same mean-imputed matrix (unscaled).
+
+Why one module of about 1500 lines: notebook 05 walks through it in order (import and check a
+Polis export, opinion groups as Polis computes them, consensus, export of KTO/DPO/SFT rows,
+seed comments for the next round); every part works on the one ``Conversation`` record and its
+vote matrix, and the evaluation of the refined models is its own module
+(``valuealign.consultation_eval``).
 """
 
 from __future__ import annotations
@@ -57,7 +63,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from valuealign import csvinput, paths, provenance
+from valuealign import csvinput, paths, provenance, style
+from valuealign.ids import slugify
+from valuealign.prompts import TOPIC_PROMPTS, render_topic_messages
+from valuealign.rows import ROW_COLUMNS, KtoBalanceError, kto_balance
 
 DEFAULT_CONVERSATIONS: tuple[str, ...] = (
     "scoop-hivemind.ubi",
@@ -88,13 +97,6 @@ POLIS_ATTRIBUTION = (
 POLIS_CITATION = (
     "Small, C., Bjorkegren, M., Erkkilä, T., Shaw, L., Megill, C. (2021). Polis: Scaling "
     "deliberation by mapping high dimensional opinion spaces. Recerca 26(2)."
-)
-
-# Prompts asking for a view on the conversation's topic; the completion is a statement.
-TOPIC_PROMPTS: tuple[str, ...] = (
-    "What is your view on this topic: {topic}? Answer with one short statement of your opinion.",
-    "A public consultation asks for opinions on: {topic}.\n\nShare your view in one or two sentences.",
-    "Topic for discussion: {topic}\n\nWhat do you think? State your position briefly.",
 )
 
 # Polis's significance level for representative statements (one-sided 90 %).
@@ -142,13 +144,6 @@ class Conversation:
     @property
     def n_participants(self) -> int:
         return int(self.matrix.shape[0])
-
-
-def slugify(text: str) -> str:
-    s = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
-    if not s:
-        raise ValueError(f"cannot make an id from {text!r}")
-    return s
 
 
 def _read_csv(path: Path, what: str) -> pd.DataFrame:
@@ -920,14 +915,6 @@ def divisive_statements(table: pd.DataFrame, *, top: int = 5) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- export
-def render_topic_messages(topic: str, paraphrase_id: int) -> list[dict[str, str]]:
-    """The prompt of a consultation row: one user message asking for a view on the topic."""
-    if not 0 <= int(paraphrase_id) < len(TOPIC_PROMPTS):
-        raise ValueError(f"paraphrase_id {paraphrase_id} out of range [0, {len(TOPIC_PROMPTS) - 1}]")
-    topic = re.sub(r"\s+", " ", str(topic)).strip().rstrip("?.")
-    return [{"role": "user", "content": TOPIC_PROMPTS[int(paraphrase_id)].format(topic=topic)}]
-
-
 def _hash01(*parts: Any) -> int:
     return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest()[:15], 16)
 
@@ -1011,8 +998,7 @@ def _value_set_frames(conv_table: pd.DataFrame, topic: str, value_set: str, scor
                     "conversation": conv, "split": split,
                 })
     kto_df = pd.DataFrame(kto)
-    sft_cols = ["prompt", "completion", "item_id", "paraphrase_id", "option_order", "value_set",
-                "conversation", "comment_id", "split"]
+    sft_cols = [*ROW_COLUMNS["sft"], "conversation", "comment_id", "split"]
     sft_df = kto_df[kto_df["label"]][sft_cols] if len(kto_df) else pd.DataFrame(columns=sft_cols)
     return {"kto": kto_df, "dpo": pd.DataFrame(dpo), "sft": sft_df}
 
@@ -1071,18 +1057,19 @@ def _save_dataset_dict(df: pd.DataFrame, method: str, target: Path, card: str) -
 
 
 def kto_weights(kto: pd.DataFrame) -> dict[str, Any]:
-    """Desirable/undesirable counts (train split) and weights that balance them to 1:1."""
+    """``kto_weights.json`` of a consultation value set: :func:`valuealign.rows.kto_balance` of its
+    train rows, the same record notebook 02 writes for survey value sets. A value set whose train
+    rows are of one class (or none) cannot be balanced: its counts with weights 1, so it can still
+    be listed (training a KTO run on it stops with the reason)."""
     tr = kto[kto["split"] == "train"] if len(kto) else kto
-    n_d = int(tr["label"].sum()) if len(tr) else 0
-    n_u = int(len(tr) - n_d)
-    w_d = w_u = 1.0
-    if n_d and n_u:
-        if n_d < n_u:
-            w_d = n_u / n_d
-        else:
-            w_u = n_d / n_u
-    return {"desirable": n_d, "undesirable": n_u, "desirable_weight": round(w_d, 6),
-            "undesirable_weight": round(w_u, 6)}
+    labels = [bool(x) for x in tr["label"]] if len(tr) else []
+    try:
+        return kto_balance(labels)
+    except KtoBalanceError:
+        n_d = sum(labels)
+        return {"n_desirable": n_d, "n_undesirable": len(labels) - n_d,
+                "desirable_ratio": round(n_d / len(labels), 6) if labels else 0.0,
+                "desirable_weight": 1.0, "undesirable_weight": 1.0}
 
 
 def export_alignment_data(
@@ -1426,20 +1413,18 @@ def match_seed_comments(conv: Conversation, sources_csv: Path | str) -> pd.DataF
 # ---------------------------------------------------------------------------- figures
 def plot_participant_maps(groupings: Sequence[Grouping], method_rows: Sequence[str] = ("polis", "umap_hdbscan")):
     """Participants on the Polis PCA map (top) and the UMAP map (bottom), coloured by group."""
-    import matplotlib.pyplot as plt
-
-    from valuealign import plotting
+    plt = style.pyplot()
 
     rows = [m for m in method_rows if m == "polis" or all(g.umap is not None for g in groupings)]
     n = len(groupings)
-    fig, axes = plt.subplots(len(rows), n, figsize=plotting.figsize(1.0, 0.36 * len(rows) * 3 / max(n, 3)),
+    fig, axes = plt.subplots(len(rows), n, figsize=style.figsize(1.0, 0.36 * len(rows) * 3 / max(n, 3)),
                              squeeze=False)
     for j, g in enumerate(groupings):
         for i, method in enumerate(rows):
             ax = axes[i, j]
             xy = g.pca if method == "polis" else g.umap
             lab = g.labels(method).to_numpy()
-            colours = [plotting.OKABE_ITO[k % 7] if k >= 0 else "#BBBBBB" for k in lab]
+            colours = [style.OKABE_ITO[k % 7] if k >= 0 else "#BBBBBB" for k in lab]
             ax.scatter(xy[:, 0], xy[:, 1], c=colours, s=4, linewidths=0, alpha=0.8)
             ax.set_xticks([])
             ax.set_yticks([])
@@ -1452,26 +1437,24 @@ def plot_participant_maps(groupings: Sequence[Grouping], method_rows: Sequence[s
 
 def plot_consensus_division(tables: Mapping[str, pd.DataFrame], threshold: float):
     """Each accepted statement: consensus (geometric mean over groups) vs division."""
-    import matplotlib.pyplot as plt
-
-    from valuealign import plotting
+    plt = style.pyplot()
 
     n = len(tables)
-    fig, axes = plt.subplots(1, n, figsize=plotting.figsize(1.0, 0.36 * 3 / max(n, 3)),
+    fig, axes = plt.subplots(1, n, figsize=style.figsize(1.0, 0.36 * 3 / max(n, 3)),
                              sharey=True, squeeze=False)
     for ax, (name, t) in zip(axes[0], tables.items(), strict=True):
         t = t[t["eligible"]]
         desirable = t["consensus_mean"] > threshold
         ax.scatter(t["division"], t["consensus_mean"], s=6, linewidths=0,
-                   c=np.where(desirable, plotting.OKABE_ITO[2], plotting.OKABE_ITO[5]))
+                   c=np.where(desirable, style.OKABE_ITO[2], style.OKABE_ITO[5]))
         ax.axhline(threshold, color="#666666", lw=0.6, ls="--")
         ax.set_title(name.split(".")[-1].replace("-", " "))
         ax.set_xlabel("division between groups")
     axes[0, 0].set_ylabel("group-informed consensus\n(geometric mean over groups)")
     from matplotlib.lines import Line2D
 
-    handles = [Line2D([], [], ls="", marker="o", ms=3, color=plotting.OKABE_ITO[2], label="desirable (KTO)"),
-               Line2D([], [], ls="", marker="o", ms=3, color=plotting.OKABE_ITO[5], label="undesirable")]
+    handles = [Line2D([], [], ls="", marker="o", ms=3, color=style.OKABE_ITO[2], label="desirable (KTO)"),
+               Line2D([], [], ls="", marker="o", ms=3, color=style.OKABE_ITO[5], label="undesirable")]
     axes[0, -1].legend(handles=handles, loc="upper right", frameon=False)
     return fig
 
