@@ -374,3 +374,19 @@ def test_registry_records_each_runs_lineage(tmp_path):
     S.upsert_registry([{"grid": "g", "cell_id": "c1", "status": "done", "lineage": lineages}], layout)
     back = S.read_registry(layout)
     assert json.loads(back.loc[0, "lineage"])[chain[2]] == chain
+
+
+def test_cell_metrics_come_from_the_evaluation_summary(tmp_path: Path) -> None:
+    """The registry's metrics are notebook 04's summary rows of the cell's runs, on their own value
+    set; a stray runs/<id>/eval/metrics.json (which no stage writes) is not read."""
+    layout = sweep.Layout(tmp_path)
+    rows = [("r1", "us", "us", "test", "js_alignment", 0.6), ("r1", "us", "de", "test", "js_alignment", 0.1),
+            ("r2", "us", "us", "test", "js_alignment", 0.8), ("r3", "us", "us", "test", "js_alignment", 0.0)]
+    layout.runs.mkdir(parents=True)
+    pd.DataFrame(rows, columns=["run", "value_set", "target_value_set", "split", "metric", "mean"]).to_parquet(
+        layout.runs / "eval_summary.parquet")
+    assert sweep._metrics(["r1", "r2"], layout) == {"test:js_alignment": 0.7}
+    stray = layout.runs / "r9" / "eval" / "metrics.json"
+    stray.parent.mkdir(parents=True)
+    stray.write_text('{"js_alignment": 0.99}')
+    assert sweep._metrics(["r9"], layout) == {}
