@@ -212,17 +212,21 @@ def score_labels_per_option(model: Any, tokenizer: Any, texts: Sequence[str],
 
 
 def greedy_continuations(model: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: int,
-                         batch_size: int = 8) -> list[list[int]]:
+                         batch_size: int = 8, use_cache: bool | None = None) -> list[list[int]]:
     """Greedy continuations of ``texts`` (token ids after each prompt, ``max_new_tokens`` long;
-    a row that ended early is filled with the pad token, as ``generate`` fills it)."""
+    a row that ended early is filled with the pad token, as ``generate`` fills it).
+
+    ``use_cache``: ``None`` keeps the model's setting; a model being trained with gradient
+    checkpointing has it off, and generating with it on there is much faster."""
     import torch
 
+    cache = {} if use_cache is None else {"use_cache": use_cache}
     out: list[list[int]] = []
     for s in range(0, len(texts), max(1, batch_size)):
         enc = tokenizer(list(texts[s:s + batch_size]), return_tensors="pt", padding=True,
                         add_special_tokens=False).to(device_of(model))
         with torch.inference_mode():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, **cache,
                                  temperature=None, top_p=None, top_k=None,
                                  pad_token_id=tokenizer.pad_token_id)
         out.extend(gen[:, enc["input_ids"].shape[1]:].cpu().tolist())
@@ -248,7 +252,8 @@ def greedy_replies(model: Any, tokenizer: Any, conversations: Sequence[list[dict
                    max_new_tokens: int) -> list[str]:
     """The model's greedy reply to each conversation, decoded without special tokens (one batch)."""
     texts = [chat_text(tokenizer, m) for m in conversations]
-    rows = greedy_continuations(model, tokenizer, texts, max_new_tokens, batch_size=max(1, len(texts)))
+    rows = greedy_continuations(model, tokenizer, texts, max_new_tokens, batch_size=max(1, len(texts)),
+                                use_cache=True)
     return [tokenizer.decode(r, skip_special_tokens=True).strip() for r in rows]
 
 
