@@ -114,7 +114,7 @@ $(NB_01): $(NB_00) $(LIB)/taxonomy.py $(LIB)/consensus.py $(LIB)/pinning.py $(wi
 $(NB_02): $(NB_00) $(NB_01) $(LIB)/datasets.py $(LIB)/prompts.py $(LIB)/taxonomy.py $(LIB)/splits.py $(LIB)/metrics.py $(LIB)/rows.py $(wildcard data/pinned/*)
 $(NB_03): $(NB_02) $(LIB)/training.py $(LIB)/models.py $(LIB)/prompts.py $(LIB)/evaluation.py $(LIB)/inference.py $(LIB)/rows.py
 $(NB_04): $(NB_02) $(NB_03) $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts.py $(LIB)/inference.py $(LIB)/metrics.py $(LIB)/stats.py $(LIB)/dilemmas.py data/reference/general_prompts.txt $(wildcard data/raw/daily_dilemmas/*)
-$(NB_05): $(NB_03) $(LIB)/consultation.py $(LIB)/consultation_eval.py $(LIB)/training.py $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts.py $(LIB)/inference.py $(LIB)/metrics.py $(LIB)/stats.py $(LIB)/dilemmas.py $(LIB)/rows.py $(RAWDATA)
+$(NB_05): $(NB_03) $(LIB)/consultation.py $(LIB)/polis_groups.py $(LIB)/consultation_eval.py $(LIB)/training.py $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts.py $(LIB)/inference.py $(LIB)/metrics.py $(LIB)/stats.py $(LIB)/dilemmas.py $(LIB)/rows.py $(RAWDATA)
 $(NB_06): $(filter-out $(NB_06),$(NOTEBOOK_STAMPS)) $(wildcard $(LIB)/*.py)
 # notebook 04 under `make` names its evaluation as the profile's: the one the thesis reports
 $(NB_04): notebooks/04_evaluate.ipynb $(CONFIG) $(COMMON) $(STAMPS)/setup-done | $(WORKSPACE_READY)

@@ -6,7 +6,9 @@ Why a module of its own: the item split (:mod:`valuealign.splits`) sits below
 :mod:`valuealign.evaluation` and cannot import it; their errors derive from
 :class:`EvaluationError`, so a notebook's ``except evaluation.EvaluationError`` around an
 evaluation still catches a bad distribution or a tokenizer that cannot place an answer; likewise
-``except datasets.DatasetBuildError`` catches a split that cannot be made.
+``except datasets.DatasetBuildError`` catches a split that cannot be made, and
+``except consultation.PolisFormatError`` a conversation the opinion groups
+(:mod:`valuealign.polis_groups`) cannot be computed on.
 """
 
 from __future__ import annotations
@@ -18,3 +20,11 @@ class EvaluationError(ValueError):
 
 class DatasetBuildError(ValueError):
     """Invalid input or parameters for the alignment datasets; the message names it."""
+
+
+class PolisFormatError(ValueError):
+    """A Polis export file has an unexpected layout or values; the message names file and column."""
+
+
+class EmptyConversationError(PolisFormatError):
+    """A conversation has no statements, no votes, or no participant left to analyse."""
