@@ -50,9 +50,8 @@ def answer_prefix(tokenizer: Any) -> str:
 
     user = [{"role": "user", "content": "Which option?"}]
     try:
-        prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": _PROBE_ANSWER}],
-                                             tokenize=False, add_generation_prompt=False)
+        prompt = chat_text(tokenizer, user)
+        full = chat_text(tokenizer, user + [{"role": "assistant", "content": _PROBE_ANSWER}], generation_prompt=False)
     except (TemplateError, ValueError):
         return ""
     if not full.startswith(prompt) or _PROBE_ANSWER not in full[len(prompt):]:

@@ -701,7 +701,7 @@ def drop_too_long(ds: Any, method: str, tokenizer: Any, max_length: int) -> tupl
             return len(tokenizer(chat_text(tokenizer, list(row["prompt"])), add_special_tokens=False)
                        ["input_ids"]) + 1 <= max_length
         for col in answers:
-            text = tokenizer.apply_chat_template(list(row["prompt"]) + list(row[col]), tokenize=False)
+            text = chat_text(tokenizer, list(row["prompt"]) + list(row[col]), generation_prompt=False)
             if len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_length:
                 return False
         return True
