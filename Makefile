@@ -18,10 +18,10 @@ NBSTAMP := $(STAMPS)/$(PROFILE)
 CONFIG  := configs/$(PROFILE).yaml
 RUN_NB  := $(PY) -m valuealign.notebooks --profile $(CONFIG) --out $(EXEC)
 BASE_PY ?= $(shell command -v python3.11 || command -v python3)
-GRID    ?= configs/grids/smoke.yaml
 
 LIB      := lib/valuealign
-COMMON   := $(addprefix $(LIB)/,__init__.py paths.py config.py provenance.py plotting.py notebooks.py)
+COMMON   := $(addprefix $(LIB)/,__init__.py paths.py config.py provenance.py notebooks.py \
+              plotting.py style.py artefacts.py latex_tables.py macros.py errors.py ids.py)
 RAWDATA  := $(shell find data/raw -type f -not -name '.*' 2>/dev/null)
 export PYTHONHASHSEED := 0
 export HF_HUB_OFFLINE := 1
@@ -111,10 +111,10 @@ $(STAMPS)/setup-done: $(STAMPS)/venv $(STAMPS)/kernel $(STAMPS)/model
 # what each stage reads besides its own notebook (library modules and upstream stages)
 $(NB_00): $(LIB)/surveys.py $(RAWDATA)
 $(NB_01): $(NB_00) $(LIB)/taxonomy.py $(LIB)/consensus.py $(LIB)/pinning.py $(wildcard data/reference/*) $(wildcard data/pinned/*)
-$(NB_02): $(NB_00) $(NB_01) $(LIB)/datasets.py $(LIB)/prompts.py $(LIB)/taxonomy.py $(wildcard data/pinned/*)
-$(NB_03): $(NB_02) $(LIB)/training.py $(LIB)/models.py $(LIB)/prompts.py $(LIB)/evaluation.py
-$(NB_04): $(NB_02) $(NB_03) $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts.py data/reference/general_prompts.txt $(wildcard data/raw/daily_dilemmas/*)
-$(NB_05): $(NB_03) $(LIB)/consultation.py $(LIB)/consultation_eval.py $(LIB)/training.py $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts.py $(RAWDATA)
+$(NB_02): $(NB_00) $(NB_01) $(LIB)/datasets.py $(LIB)/prompts.py $(LIB)/taxonomy.py $(LIB)/splits.py $(LIB)/metrics.py $(LIB)/rows.py $(wildcard data/pinned/*)
+$(NB_03): $(NB_02) $(LIB)/training.py $(LIB)/models.py $(LIB)/prompts.py $(LIB)/evaluation.py $(LIB)/inference.py $(LIB)/rows.py
+$(NB_04): $(NB_02) $(NB_03) $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts.py $(LIB)/inference.py $(LIB)/metrics.py $(LIB)/stats.py $(LIB)/dilemmas.py data/reference/general_prompts.txt $(wildcard data/raw/daily_dilemmas/*)
+$(NB_05): $(NB_03) $(LIB)/consultation.py $(LIB)/polis_groups.py $(LIB)/consultation_eval.py $(LIB)/training.py $(LIB)/evaluation.py $(LIB)/models.py $(LIB)/prompts.py $(LIB)/inference.py $(LIB)/metrics.py $(LIB)/stats.py $(LIB)/dilemmas.py $(LIB)/rows.py $(RAWDATA)
 $(NB_06): $(filter-out $(NB_06),$(NOTEBOOK_STAMPS)) $(wildcard $(LIB)/*.py)
 # notebook 04 under `make` names its evaluation as the profile's: the one the thesis reports
 $(NB_04): notebooks/04_evaluate.ipynb $(CONFIG) $(COMMON) $(STAMPS)/setup-done | $(WORKSPACE_READY)

@@ -1,7 +1,7 @@
 """Benchmark of the evaluation scorer on the bundled model (CPU): items/s of
 
 * ``batched``: one forward pass per batch of prompts, all option letters read from the
-  next-token distribution at the last position (``valuealign.evaluation.score_labels``);
+  next-token distribution at the last position (``valuealign.inference.score_labels``);
 * ``per_option``: the naive loop, one forward pass per (prompt, option), scoring prompt+letter;
 * ``generate``: generate-then-parse, the distribution estimated from ``N_SAMPLES`` sampled
   answers per prompt (the only way generation gives a distribution), letters parsed from text.
@@ -21,8 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from valuealign import evaluation as ev
-from valuealign import models, paths, prompts, provenance
+from valuealign import inference, metrics, models, paths, prompts, provenance
 
 N_SAMPLES = 8
 REPEATS = 2
@@ -34,7 +33,7 @@ def prompts_for(items: pd.DataFrame, tok) -> tuple[list[str], list[list[str]]]:
     texts, labels = [], []
     for r in items.itertuples():
         k = len(r.options)
-        texts.append(ev.chat_text(tok, prompts.render_messages(r.question, list(r.options), list(range(k)), 0)))
+        texts.append(inference.chat_text(tok, prompts.render_messages(r.question, list(r.options), list(range(k)), 0)))
         labels.append(list(prompts.LETTERS[:k]))
     return texts, labels
 
@@ -79,7 +78,7 @@ def main() -> None:
 
     # warm-up (first-call overheads are not part of any method)
     t0, l0 = prompts_for(k_items[4].head(2), tok)
-    ev.score_labels(model, tok, t0, l0, BATCH)
+    inference.score_labels(model, tok, t0, l0, BATCH)
 
     # headline: 8 items with 4 options
     texts, labels = prompts_for(k_items[4].head(8), tok)
@@ -87,14 +86,14 @@ def main() -> None:
     # the least contention-sensitive estimate
     t_fast = t_slow = t_gen = float("inf")
     for _ in range(REPEATS):
-        fast, t = timed(lambda: ev.score_labels(model, tok, texts, labels, BATCH))
+        fast, t = timed(lambda: inference.score_labels(model, tok, texts, labels, BATCH))
         t_fast = min(t_fast, t)
-        slow, t = timed(lambda: ev.score_labels_per_option(model, tok, texts, labels))
+        slow, t = timed(lambda: inference.score_labels_per_option(model, tok, texts, labels))
         t_slow = min(t_slow, t)
         (gen, parse_rate), t = timed(lambda: generate_parse(model, tok, texts, labels))
         t_gen = min(t_gen, t)
     diff = max(float(np.abs(a.probs - b.probs).max()) for a, b in zip(fast, slow, strict=True))
-    js_gen = [ev.js_distance(g, f.probs) for g, f in zip(gen, fast, strict=True) if np.isfinite(g).all()]
+    js_gen = [metrics.js_distance(g, f.probs) for g, f in zip(gen, fast, strict=True) if np.isfinite(g).all()]
     n = len(texts)
     result["headline"] = {
         "items": n, "options_per_item": 4,
@@ -113,8 +112,8 @@ def main() -> None:
         if len(df) < 2:
             continue
         tx, lb = prompts_for(df.head(2), tok)
-        _, tf = timed(lambda tx=tx, lb=lb: ev.score_labels(model, tok, tx, lb, BATCH))
-        _, ts = timed(lambda tx=tx, lb=lb: ev.score_labels_per_option(model, tok, tx, lb))
+        _, tf = timed(lambda tx=tx, lb=lb: inference.score_labels(model, tok, tx, lb, BATCH))
+        _, ts = timed(lambda tx=tx, lb=lb: inference.score_labels_per_option(model, tok, tx, lb))
         rows.append({"options": k, "items": 2, "batched_s": tf, "per_option_s": ts, "speedup": ts / tf})
         print(rows[-1])
     result["by_options"] = rows
@@ -123,9 +122,9 @@ def main() -> None:
     rows = []
     for n_items in (2, 4, 8, 16):
         tx, lb = prompts_for(k_items[4].head(n_items), tok)
-        _, tf = timed(lambda tx=tx, lb=lb: ev.score_labels(model, tok, tx, lb, BATCH))
+        _, tf = timed(lambda tx=tx, lb=lb: inference.score_labels(model, tok, tx, lb, BATCH))
         if n_items <= 4:
-            _, ts = timed(lambda tx=tx, lb=lb: ev.score_labels_per_option(model, tok, tx, lb))
+            _, ts = timed(lambda tx=tx, lb=lb: inference.score_labels_per_option(model, tok, tx, lb))
         else:
             ts = t_slow if n_items == 8 else None
         rows.append({"items": n_items, "options": 4, "batched_s": tf, "per_option_s": ts,

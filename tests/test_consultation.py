@@ -332,7 +332,7 @@ def test_export_never_writes_participant_ids_and_is_reproducible(tmp_path: Path)
         ids_in_split = set(kto[split]["item_id"])
         assert set(d.item_id) <= ids_in_split and set(d.rejected_item_id) <= ids_in_split
     weights = provenance.read_json(tmp_path / "out" / "consultation-conv-x-everyone" / "kto_weights.json")
-    assert weights["desirable"] + weights["undesirable"] == len(rows)
+    assert weights["n_desirable"] + weights["n_undesirable"] == len(rows)
     card = (tmp_path / "out" / "consultation-conv-x-everyone" / "kto" / "README.md").read_text()
     assert "license: cc-by-4.0" in card and "Computational Democracy Project" in card
     for section in ("Motivation", "Composition", "Collection process", "Consent", "Licence", "Uses"):

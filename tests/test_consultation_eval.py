@@ -20,7 +20,7 @@ from test_consultation import two_camps, write_export  # noqa: E402  (tests/ is 
 
 from valuealign import consultation as C
 from valuealign import consultation_eval as CE
-from valuealign import evaluation, models, paths, prompts, provenance, training
+from valuealign import evaluation, inference, metrics, models, paths, prompts, provenance, training
 
 
 def _export(tmp_path: Path, test_fraction: float = 0.25) -> tuple[Path, C.Conversation]:
@@ -98,14 +98,14 @@ def _planted_scorer(items: pd.DataFrame, shares_of: dict[str, list[float]]) -> e
             item = next(i for t, i in by_text.items() if t in text)
             shown = dict(re.findall(r"^([A-Z])\. (.+)$", text, flags=re.M))
             probs = np.array([shares_of[item][CE.STANCE_OPTIONS.index(shown[letter].strip())] for letter in labs])
-            out.append(evaluation.LabelScores(np.log(np.clip(probs, 1e-9, None)), valid_mass=1.0))
+            out.append(inference.LabelScores(np.log(np.clip(probs, 1e-9, None)), valid_mass=1.0))
         return out
 
     return score
 
 
 def _uniform_scorer(texts, labels):
-    return [evaluation.LabelScores(np.zeros(len(lab)), valid_mass=1.0) for lab in labels]
+    return [inference.LabelScores(np.zeros(len(lab)), valid_mass=1.0) for lab in labels]
 
 
 def test_a_model_voting_like_a_group_scores_one_for_that_group_and_paired_differences_add_up(
@@ -147,7 +147,7 @@ def test_a_model_voting_like_a_group_scores_one_for_that_group_and_paired_differ
     every = targets[targets["group"] == CE.EVERYONE]
     uni = table[(table["checkpoint"] == "base") & (table["group"] == CE.EVERYONE)].set_index("item_id")
     for r in every.itertuples():
-        assert uni.loc[r.item_id, "js_alignment"] == pytest.approx(evaluation.js_alignment([1 / 3] * 3, r.shares))
+        assert uni.loc[r.item_id, "js_alignment"] == pytest.approx(metrics.js_alignment([1 / 3] * 3, r.shares))
     # consensus: the model's P(agree) against the observed group-informed consensus
     cons = summary[summary["metric"] == "consensus_abs_error"].set_index("checkpoint")["mean"]
     expect_base = (1 / 3 - consensus.reindex(items["item_id"])).abs().mean()

@@ -32,7 +32,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
 from valuealign import evaluation as ev
-from valuealign import models
+from valuealign import inference, models
 
 POPULATIONS = ("pop-a", "pop-b", "pop-c")
 BASE_POPULATION = "pop-base"  # what the untuned base model answers like (not a target)
@@ -119,8 +119,8 @@ class PlantedModel:
         truth = self.shares[item.item_id]
         return np.array([truth[list(item.options).index(shown[letter])] for letter in labels])
 
-    def __call__(self, texts: Sequence[str], labels: Sequence[Sequence[str]]) -> list[ev.LabelScores]:
-        return [ev.LabelScores(np.log(self.answer(t, lab)), 1.0) for t, lab in zip(texts, labels, strict=True)]
+    def __call__(self, texts: Sequence[str], labels: Sequence[Sequence[str]]) -> list[inference.LabelScores]:
+        return [inference.LabelScores(np.log(self.answer(t, lab)), 1.0) for t, lab in zip(texts, labels, strict=True)]
 
 
 def scored(preds: pd.DataFrame, items: pd.DataFrame, targets: pd.DataFrame, cond: ev.Condition) -> pd.DataFrame:

@@ -191,14 +191,14 @@ def test_sweep_cell_changes_when_the_splits_change(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- points 5 and 6 on the real split
 @pytest.mark.pipeline
 def test_real_split_keeps_batteries_together_and_reports_nearest_train_items() -> None:
-    from valuealign import datasets as D
+    from valuealign.splits import battery_stem
 
     from conftest import require_artefact
 
     splits = pd.read_parquet(require_artefact(paths.ALIGNMENT / "splits.parquet"))
     near = pd.read_parquet(require_artefact(paths.ALIGNMENT / "split_nearest_train.parquet"))
     items = pd.read_parquet(paths.ITEMS)
-    stems = items.set_index("item_id")["question"].map(D.battery_stem)
+    stems = items.set_index("item_id")["question"].map(battery_stem)
     sp = splits.assign(stem=splits["item_id"].map(stems))
     batteries = sp[sp["stem"] != ""].groupby("stem")["split"].nunique()
     assert len(batteries) > 20 and (batteries == 1).all()

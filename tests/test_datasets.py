@@ -16,7 +16,9 @@ import pandas as pd
 import pytest
 
 from valuealign import datasets as D
-from valuealign import paths, prompts
+from valuealign import metrics, paths, prompts
+from valuealign import splits as item_splits
+from valuealign.rows import ROW_COLUMNS
 
 from conftest import require_artefact
 
@@ -80,7 +82,7 @@ def frames():
 @pytest.fixture(scope="module")
 def emb(frames):
     items, _ = frames
-    return D.embed_texts([D.embedding_text(q) for q in sorted(items["question"])])
+    return item_splits.embed_texts([item_splits.embedding_text(q) for q in sorted(items["question"])])
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def emb_by_id(frames):
     """Embeddings in item_id order (what build_stage expects for its items)."""
     items, _ = frames
     sub = items.sort_values("item_id")
-    return D.embed_texts([D.embedding_text(q) for q in sub["question"]])
+    return item_splits.embed_texts([item_splits.embedding_text(q) for q in sub["question"]])
 
 
 @pytest.fixture(scope="module")
@@ -216,7 +218,7 @@ def test_implied_distribution_of_each_method_on_a_constructed_item():
     rows = D.build_rows("vs", {"x-1": it, "x-2": flat}, {"train": ["x-1", "x-2"]}, cfg)
     table = D.training_target_distances({"vs": rows}, _mixture("vs", [it, flat]), config=cfg).set_index("method")
     assert table.loc["dpo", "items"] == 2 and table.loc["dpo", "items_without_target"] == 1
-    assert table.loc["dpo", "mean_js_distance"] == pytest.approx(D.js_distance([2 / 3, 1 / 3, 0], it.shares))
+    assert table.loc["dpo", "mean_js_distance"] == pytest.approx(metrics.js_distance([2 / 3, 1 / 3, 0], it.shares))
     assert table.loc["sft", "items_without_target"] == 0
 
 
@@ -246,7 +248,7 @@ def test_sampled_dpo_directions_follow_bradley_terry_and_imply_the_shares_more_c
         mode_share = float(table["mode_share"].iloc[0])
         assert mode_share == pytest.approx(2 / 3) if direction == "higher" else mode_share < 0.6
         # pooled over all items (the per-item sampling noise averages out)
-        pooled[direction] = D.js_distance(D.implied_distribution(rows["dpo"]["train"], "dpo", 3), its[0].shares)
+        pooled[direction] = metrics.js_distance(D.implied_distribution(rows["dpo"]["train"], "dpo", 3), its[0].shares)
     # chosen = higher implies (2/3, 1/3, 0) for every item; sampled directions imply the shares
     # up to noise: far closer in expectation and pooled, though 3 pairs per item are noisy
     assert js["higher"] == pytest.approx(expected["higher"])
@@ -454,7 +456,7 @@ def test_files_follow_contract_and_are_byte_identical(stage, frames, emb_by_id, 
     for m in D.METHODS:
         dd = D.load_dataset_dict("atlantis-borduria", m, root=out)
         assert set(dd) == {"train", "validation"}
-        assert list(dd["train"].column_names) == D.COLUMNS[m]
+        assert list(dd["train"].column_names) == ROW_COLUMNS[m]
         card = (out / "atlantis-borduria" / m / "README.md").read_text()
         assert "cc-by-nc-sa-4.0" in card and "Atlantis" in card and "Construction rule" in card
     w = json.loads((out / "atlantis" / "kto_weights.json").read_text())
@@ -497,7 +499,7 @@ def test_notebook_outputs_follow_contract():
         assert (root / v / "kto_weights.json").exists()
         for m in D.METHODS:
             dd = D.load_dataset_dict(v, m, root=root)
-            assert list(dd["train"].column_names) == D.COLUMNS[m] and len(dd["train"]) > 0
+            assert list(dd["train"].column_names) == ROW_COLUMNS[m] and len(dd["train"]) > 0
             for split in ("train", "validation"):
                 assert {split_of[i] for i in dd[split]["item_id"]} <= {split}
             assert Path(root / v / m / "README.md").exists()
@@ -573,21 +575,21 @@ def battery_frames(frames):
     extra = pd.DataFrame(extra_dists)
     extra["n"] = extra["n"].astype("Int64")
     dists = pd.concat([dists, extra], ignore_index=True)
-    emb = D.embed_texts([D.embedding_text(q) for q in items.sort_values("item_id")["question"]])
+    emb = item_splits.embed_texts([item_splits.embedding_text(q) for q in items.sort_values("item_id")["question"]])
     return items, dists, emb
 
 
 def test_battery_stem_is_the_text_before_the_sub_item():
     a, b = BATTERY + "Crime", BATTERY.replace("(", "").replace(".)", "") + "  Traffic?"
-    assert D.battery_stem(a) and D.battery_stem(a) == D.battery_stem(b)
-    assert D.battery_stem("(In your opinion, is this good or bad?) Why do you say so?") == \
+    assert item_splits.battery_stem(a) and item_splits.battery_stem(a) == item_splits.battery_stem(b)
+    assert item_splits.battery_stem("(In your opinion, is this good or bad?) Why do you say so?") == \
         "in your opinion is this good or bad"
-    assert D.battery_stem("How about...the army") == ""  # too short to be a battery
+    assert item_splits.battery_stem("How about...the army") == ""  # too short to be a battery
     lettered = "Is each of the following doing a good or bad job dealing with climate change? {} the {}"
-    assert D.battery_stem(lettered.format("a.", "EU")) == D.battery_stem(lettered.format("\nb.", "public")) != ""
+    assert item_splits.battery_stem(lettered.format("a.", "EU")) == item_splits.battery_stem(lettered.format("\nb.", "public")) != ""
     wvs = "How much confidence do you have in it: a great deal or none at all?\n\n{}"
-    assert D.battery_stem(wvs.format("The police")) == D.battery_stem(wvs.format("The courts")) != ""
-    assert D.battery_stem("Do you approve of the president?") == ""
+    assert item_splits.battery_stem(wvs.format("The police")) == item_splits.battery_stem(wvs.format("The courts")) != ""
+    assert item_splits.battery_stem("Do you approve of the president?") == ""
 
 
 def test_a_context_question_joins_its_follow_up():
@@ -595,7 +597,7 @@ def test_a_context_question_joins_its_follow_up():
              "(Are you more optimistic or more pessimistic that the region will become more democratic?) "
              "Is this at least partly due to U.S. policies?", "Is the family important in your life?"]
     emb = np.eye(3, dtype=np.float32)  # orthogonal: only the text relation can join them
-    comp = D.duplicate_components(texts, emb, 0.99, [D.battery_stem(t) for t in texts])
+    comp = item_splits.duplicate_components(texts, emb, 0.99, [item_splits.battery_stem(t) for t in texts])
     assert comp[0] == comp[1] != comp[2]
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from valuealign import evaluation as ev
-from valuealign import paths
+from valuealign import inference, paths
 
 ROOMMATE = ("You've been living in a shared apartment for a few months. One day, you notice that your "
             "roommate has left his private journal open on the kitchen table, and you're tempted to read it "
@@ -70,7 +70,7 @@ def _planted_scorer(p_yes: dict[str, float]):
         for t, labs in zip(texts, labels, strict=True):
             assert labs == ["Yes", "No"]
             p = next(v for q, v in p_yes.items() if q in t)
-            out.append(ev.LabelScores(np.log([p, 1 - p]), 0.9))
+            out.append(inference.LabelScores(np.log([p, 1 - p]), 0.9))
         return out
     return scorer
 

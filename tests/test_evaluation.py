@@ -13,7 +13,7 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
 from valuealign import evaluation as ev
-from valuealign import models, prompts
+from valuealign import inference, metrics, models, prompts, stats
 
 torch = pytest.importorskip("torch")
 
@@ -70,8 +70,8 @@ DISTS = [
 
 @pytest.mark.parametrize("p,q", DISTS)
 def test_js_matches_scipy(p, q):
-    assert ev.js_distance(p, q) == pytest.approx(jensenshannon(p, q, base=2), abs=1e-9)
-    assert ev.js_alignment(p, q) == pytest.approx(1 - jensenshannon(p, q, base=2), abs=1e-9)
+    assert metrics.js_distance(p, q) == pytest.approx(jensenshannon(p, q, base=2), abs=1e-9)
+    assert metrics.js_alignment(p, q) == pytest.approx(1 - jensenshannon(p, q, base=2), abs=1e-9)
 
 
 @pytest.mark.parametrize("p,q", DISTS)
@@ -79,7 +79,7 @@ def test_w1_matches_scipy(p, q):
     k = len(p)
     pos = np.arange(k)
     expected = 1 - wasserstein_distance(pos, pos, p, q) / (k - 1)
-    assert ev.w1_alignment(p, q) == pytest.approx(expected, abs=1e-9)
+    assert metrics.w1_alignment(p, q) == pytest.approx(expected, abs=1e-9)
 
 
 def test_w1_drops_nonsubstantive_and_renormalises():
@@ -87,29 +87,29 @@ def test_w1_drops_nonsubstantive_and_renormalises():
     flags = [False, False, False, True]
     ps, qs = np.array(p[:3]) / sum(p[:3]), np.array(q[:3]) / sum(q[:3])
     expected = 1 - wasserstein_distance([0, 1, 2], [0, 1, 2], ps, qs) / 2
-    assert ev.w1_alignment(p, q, flags) == pytest.approx(expected, abs=1e-9)
+    assert metrics.w1_alignment(p, q, flags) == pytest.approx(expected, abs=1e-9)
 
 
 def test_majority_entropy_and_bad_input():
-    assert ev.majority_match([0.1, 0.6, 0.3], [0.2, 0.5, 0.3]) == 1.0
-    assert ev.majority_match([0.6, 0.1, 0.3], [0.2, 0.5, 0.3]) == 0.0
-    assert ev.majority_match([0.6, 0.1, 0.3], [0.4, 0.4, 0.2]) == 1.0  # ties count
-    assert ev.entropy_difference([1 / 3] * 3, [1 / 3] * 3) == pytest.approx(0.0)
-    assert ev.entropy_difference([0.98, 0.01, 0.01], [1 / 3] * 3) < -1.0  # over-confident
-    with pytest.raises(ev.EvaluationError, match="differ in length"):
-        ev.js_distance([0.5, 0.5], [0.2, 0.3, 0.5])
-    with pytest.raises(ev.EvaluationError, match="non-negative"):
-        ev.js_distance([-0.5, 1.5], [0.5, 0.5])
+    assert metrics.majority_match([0.1, 0.6, 0.3], [0.2, 0.5, 0.3]) == 1.0
+    assert metrics.majority_match([0.6, 0.1, 0.3], [0.2, 0.5, 0.3]) == 0.0
+    assert metrics.majority_match([0.6, 0.1, 0.3], [0.4, 0.4, 0.2]) == 1.0  # ties count
+    assert metrics.entropy_difference([1 / 3] * 3, [1 / 3] * 3) == pytest.approx(0.0)
+    assert metrics.entropy_difference([0.98, 0.01, 0.01], [1 / 3] * 3) < -1.0  # over-confident
+    with pytest.raises(metrics.DistributionError, match="differ in length"):
+        metrics.js_distance([0.5, 0.5], [0.2, 0.3, 0.5])
+    with pytest.raises(metrics.DistributionError, match="non-negative"):
+        metrics.js_distance([-0.5, 1.5], [0.5, 0.5])
 
 
 def test_bootstrap_ci_and_paired_test():
     rng = np.random.default_rng(1)
     v = rng.normal(0.3, 0.1, 200)
-    mean, lo, hi, n = ev.bootstrap_ci(v, 2000, seed=0)
+    mean, lo, hi, n = stats.bootstrap_ci(v, 2000, seed=0)
     assert n == 200 and lo < mean < hi and hi - lo < 0.05
-    assert ev.bootstrap_ci(v, 2000, seed=0) == (mean, lo, hi, n)  # seeded
-    assert ev.paired_test(rng.normal(0.5, 0.1, 30)) < 1e-3
-    assert np.isnan(ev.paired_test([0.1, 0.2]))
+    assert stats.bootstrap_ci(v, 2000, seed=0) == (mean, lo, hi, n)  # seeded
+    assert stats.paired_test(rng.normal(0.5, 0.1, 30)) < 1e-3
+    assert np.isnan(stats.paired_test([0.1, 0.2]))
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -119,7 +119,7 @@ def _texts(tokenizer, n=6):
     for i, (q, o) in enumerate(QUESTIONS * 2):
         order = ev.option_orders(len(o), "cyclic")[i % len(o)]
         msgs = prompts.render_messages(q, o, order, i % len(prompts.PARAPHRASES))
-        out.append(ev.chat_text(tokenizer, msgs))
+        out.append(inference.chat_text(tokenizer, msgs))
         labels.append(list(prompts.LETTERS[: len(o)]))
     return out[:n], labels[:n]
 
@@ -127,8 +127,8 @@ def _texts(tokenizer, n=6):
 def test_batched_scores_equal_per_option_loop(tokenizer, tiny):
     """Left padding + explicit position ids: the batched pass gives the per-option numbers."""
     texts, labels = _texts(tokenizer)
-    fast = ev.score_labels(tiny, tokenizer, texts, labels, batch_size=4)
-    slow = ev.score_labels_per_option(tiny, tokenizer, texts, labels)
+    fast = inference.score_labels(tiny, tokenizer, texts, labels, batch_size=4)
+    slow = inference.score_labels_per_option(tiny, tokenizer, texts, labels)
     for f, s in zip(fast, slow, strict=True):
         assert not f.multi_token
         np.testing.assert_allclose(f.logprobs, s.logprobs, atol=1e-4)
@@ -139,17 +139,17 @@ def test_batched_scores_equal_per_option_loop(tokenizer, tiny):
 def test_multi_token_labels_scored_as_full_sequences(tokenizer, tiny):
     texts, _ = _texts(tokenizer, 3)
     labels = [["Strongly agree", "Xylophonic", "No"], ["Yes", "Nope, never"], ["Aa", "Bb", "Cc", "Dd"]]
-    lens = [[len(ev.label_token_ids(tokenizer, t, lab)) for lab in labs] for t, labs in zip(texts, labels, strict=True)]
+    lens = [[len(inference.label_token_ids(tokenizer, t, lab)) for lab in labs] for t, labs in zip(texts, labels, strict=True)]
     assert any(n > 1 for ls in lens for n in ls), lens  # the case really is multi-token
-    fast = ev.score_labels(tiny, tokenizer, texts, labels, batch_size=2)
-    slow = ev.score_labels_per_option(tiny, tokenizer, texts, labels)
+    fast = inference.score_labels(tiny, tokenizer, texts, labels, batch_size=2)
+    slow = inference.score_labels_per_option(tiny, tokenizer, texts, labels)
     for f, s, ls in zip(fast, slow, lens, strict=True):
         assert f.multi_token == any(n > 1 for n in ls)
         np.testing.assert_allclose(f.logprobs, s.logprobs, atol=1e-4)
     # full-sequence probability: a longer label's log-prob is the sum over its tokens
     t = texts[0]
     ids = tokenizer(t, add_special_tokens=False).input_ids
-    lab = ev.label_token_ids(tokenizer, t, "Xylophonic")
+    lab = inference.label_token_ids(tokenizer, t, "Xylophonic")
     with torch.inference_mode():
         logp = torch.log_softmax(tiny(input_ids=torch.tensor([ids + lab])).logits[0], -1)
     manual = sum(logp[len(ids) - 1 + j, tok].item() for j, tok in enumerate(lab))
@@ -160,13 +160,13 @@ def _train_always(tokenizer, letter: str = "B", steps: int = 25):
     """Real optimisation: a tiny Llama trained so that the next token after any survey prompt
     is ``letter``."""
     model = tiny_llama(tokenizer, seed=1).train()
-    target = ev.label_token_ids(tokenizer, "x", letter)[0]
+    target = inference.label_token_ids(tokenizer, "x", letter)[0]
     texts = []
     for pid in range(len(prompts.PARAPHRASES)):
         for q, o in QUESTIONS:
             for order in ev.option_orders(len(o), "random", seed=pid, item_id=q)[:1]:
-                texts.append(ev.chat_text(tokenizer, prompts.render_messages(q, o, order, pid)))
-    ids, mask = ev._pad_left([tokenizer(t, add_special_tokens=False).input_ids for t in texts],
+                texts.append(inference.chat_text(tokenizer, prompts.render_messages(q, o, order, pid)))
+    ids, mask = inference.pad_left([tokenizer(t, add_special_tokens=False).input_ids for t in texts],
                              tokenizer.pad_token_id)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
@@ -191,7 +191,7 @@ def test_forced_answer_b_under_every_permutation(tokenizer, always_b):
     items = items_frame()
     settings = ev.EvalSettings(n_paraphrases=2, permutations="cyclic")
     specs = ev.build_prompts(items, tokenizer, settings)
-    scores = ev.score_labels(model, tokenizer, [s.text for s in specs], [s.labels for s in specs])
+    scores = inference.score_labels(model, tokenizer, [s.text for s in specs], [s.labels for s in specs])
     for spec, sc in zip(specs, scores, strict=True):
         assert sc.probs[1] > 0.95, (spec.item_id, spec.order, sc.probs)
         assert sc.valid_mass > 0.9
@@ -219,7 +219,7 @@ def test_cyclic_averaging_removes_planted_position_bias(tokenizer):
             s = specs[t]
             shown = np.array([truth[s.item_id][j] for j in s.order])
             p = 0.4 * shown + 0.6 * np.eye(len(shown))[0]
-            out.append(ev.LabelScores(np.log(p), 1.0))
+            out.append(inference.LabelScores(np.log(p), 1.0))
         return out
 
     averaged = ev.predict_items(items, tokenizer, biased, ev.EvalSettings(n_paraphrases=1)).set_index("item_id")
@@ -229,7 +229,7 @@ def test_cyclic_averaging_removes_planted_position_bias(tokenizer):
         avg = np.array(averaged.loc[iid, "probs"])
         assert np.argmax(avg) == np.argmax(t)
         np.testing.assert_allclose(avg, 0.4 * np.array(t) + 0.6 / len(t), atol=1e-9)
-        assert ev.js_distance(avg, t) < ev.js_distance(single, t)
+        assert metrics.js_distance(avg, t) < metrics.js_distance(single, t)
 
 
 def test_random_orders_are_seeded_and_valid():
@@ -456,10 +456,10 @@ def test_held_out_clusters_resample_whole_strata():
     assert itm["ci_high"] - itm["ci_low"] < 0.35
     assert clu["ci_high"] - clu["ci_low"] > 0.5
     assert clu["ci_unit"] == "strata" and clu["n_units"] == 3 and itm["ci_unit"] == "items"
-    mean, lo, hi, n = ev.bootstrap_ci(values, 2000, clusters=strata)
+    mean, lo, hi, n = stats.bootstrap_ci(values, 2000, clusters=strata)
     assert n == 30 and hi - lo > 0.5
     # one stratum: nothing to resample, no interval
-    assert np.isnan(ev.bootstrap_ci(values[:10], 200, clusters=strata[:10])[1])
+    assert np.isnan(stats.bootstrap_ci(values[:10], 200, clusters=strata[:10])[1])
     # paired differences on that split resample strata and test per-stratum means
     other = table.assign(method="prompted", value_set="germany", js_alignment=table["js_alignment"] + 0.05)
     d = ev.paired_difference(pd.concat([table, other]), {"method": "prompted", "split": "test_cluster"},
@@ -470,18 +470,18 @@ def test_held_out_clusters_resample_whole_strata():
 def test_holm_adjustment_against_a_hand_computed_case():
     # sorted 0.005, 0.01, 0.03, 0.04 -> x4, x3, x2, x1 = 0.02, 0.03, 0.06, 0.04 -> monotone 0.06
     p = [0.01, 0.04, float("nan"), 0.03, 0.005]
-    adj = ev.holm_adjust(p)
+    adj = stats.holm_adjust(p)
     assert adj[[0, 1, 3, 4]] == pytest.approx([0.03, 0.06, 0.06, 0.02])
     assert np.isnan(adj[2])
-    assert ev.holm_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0])
-    with pytest.raises(ev.EvaluationError, match=r"\[0, 1\]"):
-        ev.holm_adjust([1.5])
+    assert stats.holm_adjust([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+    with pytest.raises(stats.StatisticsError, match=r"\[0, 1\]"):
+        stats.holm_adjust([1.5])
     ids = [f"i{k}" for k in range(8)]
     table = pd.concat([_rows(ev.BASELINES_RUN, "base", None, "us", "test", dict.fromkeys(ids, 0.5)),
                        _rows("r1", "sft", "us", "us", "test", {i: 0.5 + 0.01 * k for k, i in enumerate(ids)})])
     comp = ev.compare_to_baselines(table, n_boot=100)
     js = comp[comp["metric"] == "js_alignment"]
-    assert js["p_holm"].tolist() == pytest.approx(ev.holm_adjust(js["p_wilcoxon"]).tolist(), nan_ok=True)
+    assert js["p_holm"].tolist() == pytest.approx(stats.holm_adjust(js["p_wilcoxon"]).tolist(), nan_ok=True)
 
 
 def test_best_run_is_chosen_on_validation_and_reported_on_test():
@@ -500,7 +500,7 @@ def test_best_run_is_chosen_on_validation_and_reported_on_test():
 
 def test_js_base_e_column_matches_scipy_default():
     p, q = [0.1, 0.2, 0.7], [0.3, 0.3, 0.4]
-    m = ev.item_metrics(p, q, ordinal=False)
+    m = metrics.item_metrics(p, q, ordinal=False)
     assert m["js_alignment_e"] == pytest.approx(1 - jensenshannon(p, q), abs=1e-9)  # natural log
     assert m["js_alignment"] == pytest.approx(1 - jensenshannon(p, q, base=2), abs=1e-9)
     assert "js_alignment_e" in ev.METRICS
@@ -511,7 +511,7 @@ def test_entropy_difference_stays_bounded_on_peaked_items():
     H(uniform over 4) - H(pop) = 2 - 0.161 bits."""
     pop = [0.98, 0.01, 0.01, 0.0]
     h_pop = -(0.98 * np.log2(0.98) + 2 * 0.01 * np.log2(0.01))
-    m = ev.item_metrics([0.25] * 4, pop, ordinal=False)
+    m = metrics.item_metrics([0.25] * 4, pop, ordinal=False)
     assert m["entropy_diff_bits"] == pytest.approx(2.0 - h_pop)
     assert "entropy_ratio" not in m and "entropy_diff_bits" in ev.METRICS
 

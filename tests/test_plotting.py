@@ -21,6 +21,8 @@ from PIL import Image
 
 from valuealign import paths, plotting, provenance, thesis
 
+from conftest import REPO
+
 
 @pytest.fixture
 def root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
@@ -227,3 +229,45 @@ def test_corrupt_manifest_gives_a_clear_error(root: Path) -> None:
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="JSON object"):
             plotting.read_manifest()
+
+
+def _fresh_python(code: str) -> subprocess.CompletedProcess:
+    """``code`` in a new interpreter (matplotlib's rcParams and imported modules start clean)."""
+    import os
+    import sys
+
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+
+
+def test_registry_tables_macros_and_stages_import_without_applying_the_style() -> None:
+    """Importing the artefact registry, the LaTeX tables, the macros or a stage module changes
+    no rcParams and does not import pyplot; only ``plotting`` (the notebooks' import) and
+    ``style.pyplot()`` (a stage's figure) apply the thesis style."""
+    probe = _fresh_python(
+        "import sys, matplotlib\n"
+        "before = dict(matplotlib.rcParams)\n"
+        "from valuealign import artefacts, latex_tables, macros, style, datasets, evaluation, thesis\n"
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
+        "assert dict(matplotlib.rcParams) == before, 'rcParams changed'\n"
+        "plt = style.pyplot()\n"
+        "assert matplotlib.rcParams['pdf.fonttype'] == 42 and matplotlib.rcParams['font.family'] == style.FONT_FAMILY\n"
+    )
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    on_import = _fresh_python(
+        "import matplotlib\nfrom valuealign import plotting\n"
+        "assert matplotlib.rcParams['pdf.fonttype'] == 42\n"
+        "assert matplotlib.rcParams['axes.prop_cycle'].by_key()['color'] == plotting.OKABE_ITO\n"
+    )
+    assert on_import.returncode == 0, on_import.stderr[-2000:]
+
+
+def test_plotting_still_offers_every_name_the_notebooks_use() -> None:
+    """The notebooks keep ``from valuealign import plotting``: every ``plotting.<name>`` they use exists."""
+    import re
+
+    used = set()
+    for nb in sorted((REPO / "notebooks").glob("*.ipynb")):
+        used |= set(re.findall(r"\bplotting\.([A-Za-z_]+)", nb.read_text(encoding="utf-8")))
+    assert used, "no notebook uses plotting"
+    assert sorted(n for n in used if not hasattr(plotting, n)) == []

@@ -360,8 +360,8 @@ def test_make_names_the_evaluation_after_notebook_04_and_verify_compares_after_a
 
 
 def test_notebook_02_near_duplicate_search_reads_the_pinned_embeddings(at_root):
-    """datasets.embed_texts (notebook 02's split) returns the pinned vector, not this machine's."""
-    from valuealign import datasets as D
+    """splits.embed_texts (notebook 02's split) returns the pinned vector, not this machine's."""
+    from valuealign import splits as item_splits
 
     _, computed = at_root
     text = computed.texts[0]
@@ -374,4 +374,4 @@ def test_notebook_02_near_duplicate_search_reads_the_pinned_embeddings(at_root):
     manifest = pinning.read_manifest()
     manifest["files"][target.name] = provenance.sha256_file(target)
     provenance.write_json(manifest, pinning.pinned_dir() / pinning.MANIFEST_NAME)
-    assert np.array_equal(D.embed_texts([text])[0], moved)
+    assert np.array_equal(item_splits.embed_texts([text])[0], moved)

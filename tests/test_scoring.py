@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from valuealign import evaluation as ev
-from valuealign import models, prompts
+from valuealign import inference, models, prompts
 
 torch = pytest.importorskip("torch")
 
@@ -93,28 +93,28 @@ def survey_messages():
 @pytest.mark.parametrize("family", ["llama-2", "mistral"])
 def test_scorer_reads_the_answer_token_the_model_is_trained_on(family):
     tok = sentencepiece_tokenizer(family)
-    assert ev.answer_prefix(tok) == " "
+    assert inference.answer_prefix(tok) == " "
     for msgs in survey_messages():
-        text = ev.chat_text(tok, msgs)
+        text = inference.chat_text(tok, msgs)
         assert text.endswith("[/INST]")
         for letter in "ABC":
-            read = ev.label_token_ids(tok, text, letter)
+            read = inference.label_token_ids(tok, text, letter)
             trained = trained_answer_ids(tok, msgs, letter)
             assert read == trained[: len(read)] and len(read) == 1, (read, trained)
             assert tok.convert_ids_to_tokens(read) == ["▁" + letter]
         # the dilemma answers follow the same rule
-        assert tok.convert_ids_to_tokens(ev.label_token_ids(tok, text, "Yes")) == ["▁Yes"]
+        assert tok.convert_ids_to_tokens(inference.label_token_ids(tok, text, "Yes")) == ["▁Yes"]
 
 
 def test_chatml_answer_has_no_prefix_and_is_unchanged():
     """SmolLM2 (ChatML): the answer follows ``assistant\\n`` directly; the letter's token is
     still the one trl trains."""
     tok = models.load_tokenizer("smollm2-135m")
-    assert ev.answer_prefix(tok) == ""
+    assert inference.answer_prefix(tok) == ""
     msgs = next(survey_messages())
-    text = ev.chat_text(tok, msgs)
+    text = inference.chat_text(tok, msgs)
     for letter in "ABC":
-        assert ev.label_token_ids(tok, text, letter) == trained_answer_ids(tok, msgs, letter)[:1]
+        assert inference.label_token_ids(tok, text, letter) == trained_answer_ids(tok, msgs, letter)[:1]
 
 
 def _tiny_llama(vocab_size: int, pad_id: int, seed: int = 0):
@@ -134,11 +134,11 @@ def test_valid_mass_near_one_for_a_model_trained_to_answer_b(family):
     logic) puts ~0 mass on the valid letters."""
     tok = sentencepiece_tokenizer(family)
     msgs = list(survey_messages())
-    texts = [ev.chat_text(tok, m) for m in msgs]
+    texts = [inference.chat_text(tok, m) for m in msgs]
     target = trained_answer_ids(tok, msgs[0], "B")[0]
     assert all(trained_answer_ids(tok, m, "B")[0] == target for m in msgs)
     model = _tiny_llama(len(tok), tok.pad_token_id, seed=1).train()
-    ids, mask = ev._pad_left([tok(t, add_special_tokens=False).input_ids for t in texts], tok.pad_token_id)
+    ids, mask = inference.pad_left([tok(t, add_special_tokens=False).input_ids for t in texts], tok.pad_token_id)
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     y = torch.full((len(texts),), target)
@@ -151,13 +151,13 @@ def test_valid_mass_near_one_for_a_model_trained_to_answer_b(family):
     assert float(loss.detach()) < 0.05
     model.eval()
     labels = [list(prompts.LETTERS[: len(o)]) for _ in range(2) for _, o in QUESTIONS]
-    scores = ev.score_labels(model, tok, texts, labels, batch_size=4)
+    scores = inference.score_labels(model, tok, texts, labels, batch_size=4)
     for sc in scores:
         assert sc.valid_mass > 0.9, sc.valid_mass
         assert sc.probs[1] > 0.95
     np.testing.assert_allclose(
         [s.logprobs for s in scores[:1]][0],
-        ev.score_labels_per_option(model, tok, texts[:1], labels[:1])[0].logprobs, atol=1e-4)
+        inference.score_labels_per_option(model, tok, texts[:1], labels[:1])[0].logprobs, atol=1e-4)
 
 
 # ----------------------------------------------------------------------------- quantisation
@@ -199,17 +199,17 @@ def test_bundled_model_scored_on_its_4bit_base_on_cpu(tmp_path):
     from peft import LoraConfig, get_peft_model
 
     tok = models.load_tokenizer("smollm2-135m")
-    texts = [ev.chat_text(tok, m) for m in list(survey_messages())[:2]]
+    texts = [inference.chat_text(tok, m) for m in list(survey_messages())[:2]]
     labels = [list(prompts.LETTERS[: len(QUESTIONS[0][1])]), list(prompts.LETTERS[: len(QUESTIONS[1][1])])]
     full = models.load_causal_lm("smollm2-135m", **ev.load_kwargs("none"))
     assert not models.is_4bit(full)
-    ref = ev.score_labels(full, tok, texts, labels)
+    ref = inference.score_labels(full, tok, texts, labels)
     adapter = tmp_path / "adapter"
     get_peft_model(full, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter)
     del full
     quant = models.load_with_adapter("smollm2-135m", adapter, **ev.load_kwargs("4bit"))
     assert models.is_4bit(quant)
-    got = ev.score_labels(quant, tok, texts, labels)
+    got = inference.score_labels(quant, tok, texts, labels)
     for g, r in zip(got, ref, strict=True):
         assert 0 < g.valid_mass <= 1 and np.isfinite(g.logprobs).all()
         assert np.abs(g.logprobs - r.logprobs).max() > 1e-3  # NF4 rounding changes the scores

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from valuealign import paths, surveys
+from valuealign import metrics, paths, surveys
 
 from conftest import REPO
 
@@ -269,12 +269,10 @@ def test_labelled_and_reversed_scales_keep_the_source_order(tmp_path, first_opti
 
 def test_labelled_end_scale_gives_the_right_w1(tmp_path) -> None:
     """All mass on 'Never justifiable' vs all on '2' is one step of nine: 1 - 1/9, not 1 - 8/9."""
-    from valuealign import evaluation
-
     item, _ = loaded_item(shipped_goqa_row(tmp_path, NEVER_TO_ALWAYS)[0])
     assert item["ordinal"]
     never, two = (np.eye(len(item["options"]))[item["options"].index(o)] for o in ("Never justifiable", "2"))
-    w1 = evaluation.w1_alignment(never, two, item["nonsubstantive"])
+    w1 = metrics.w1_alignment(never, two, item["nonsubstantive"])
     assert w1 == pytest.approx(1 - 1 / 9)
 
 

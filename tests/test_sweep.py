@@ -115,6 +115,9 @@ def _lines(root: Path, tag: str) -> int:
     ({"map": {"01_touch": {"fail_onn": "{tag}"}}}, "unknown parameter 'fail_onn'"),
     ({"map": {"02_report": {"runs": ["{tag}"]}}}, "map: unknown notebook '02_report'"),
     ({"map": {"01_touch": {"fail_on": "{tg}"}}}, "unknown placeholder"),
+    ({"map": {"01_touch": {"fail_on": "{tag}-x"}}}, "a template is a whole value"),
+    ({"map": {"01_touch": {"fail_on": "{cell_id}"}}}, "unknown placeholder"),
+    ({"finalize": {"function": "valuealign.thesis:main"}}, "'finalize' must be {notebook: NN_name"),
     ({"axes": {"tag": ["a"], "method": ["ppo"]}}, "'ppo' is not one of"),
     ({"axes": {"tag": ["a"], "n": [1, 500]}}, "out of range"),
     ({"executor": {"slurm": {"gpus": 1}}}, "executor.slurm: unknown key(s) gpus"),
@@ -138,12 +141,12 @@ def test_misspelt_parameter_names_the_valid_ones(root: Path) -> None:
 def test_cells_ids_and_mapping(root: Path) -> None:
     path = _grid(root, notebooks=["01_touch", "02_report"],
                  axes={"method": ["sft", "dpo"], "tag": ["x"]},
-                 map={"01_touch": {"fail_on": "{tag}-{method}"},
+                 map={"01_touch": {"fail_on": "{method}"},
                       "02_report": {"runs": "{run_ids}"}})
     grid = sweep.load_grid(path, sweep.Layout(root))
     assert [c.cell_id for c in grid.cells] == ["sft__x", "dpo__x"]
     p = grid.cells[1].parameters
-    assert p["01_touch"] == {"fail_on": "x-dpo", "method": "dpo", "out_dir": str(root / "out"),
+    assert p["01_touch"] == {"fail_on": "dpo", "method": "dpo", "out_dir": str(root / "out"),
                              "tag": "x"}
     # 'set' reaches every notebook declaring the name; {run_ids} is filled in after 01 ran
     assert p["02_report"] == {"out_dir": str(root / "out"), "runs": "{run_ids}"}
@@ -281,7 +284,11 @@ def test_slurm_submission_writes_the_array_script(root: Path, monkeypatch) -> No
     layout = sweep.Layout(root)
     path = _grid(root, axes={"tag": ["a", "b", "c"]}, executor={"slurm": SLURM})
     assert sweep.sweep(path, layout=layout, executor="slurm") == 0
-    _check_sbatch((root / "submitted.sh").read_text(), 3)
+    submitted = (root / "submitted.sh").read_text()
+    _check_sbatch(submitted, 3)
+    # the --dry-run preview is the script submitit submitted, to the letter
+    preview = sweep.sbatch_script(sweep.load_grid(path, layout), 3, layout.executed / "g" / "submitit" / "%j")
+    assert preview == submitted
     reg = pd.read_parquet(layout.registry)
     assert list(reg["status"]) == ["queued"] * 3
     assert list(reg["job_id"]) == ["4242_0", "4242_1", "4242_2"]
@@ -367,3 +374,19 @@ def test_registry_records_each_runs_lineage(tmp_path):
     S.upsert_registry([{"grid": "g", "cell_id": "c1", "status": "done", "lineage": lineages}], layout)
     back = S.read_registry(layout)
     assert json.loads(back.loc[0, "lineage"])[chain[2]] == chain
+
+
+def test_cell_metrics_come_from_the_evaluation_summary(tmp_path: Path) -> None:
+    """The registry's metrics are notebook 04's summary rows of the cell's runs, on their own value
+    set; a stray runs/<id>/eval/metrics.json (which no stage writes) is not read."""
+    layout = sweep.Layout(tmp_path)
+    rows = [("r1", "us", "us", "test", "js_alignment", 0.6), ("r1", "us", "de", "test", "js_alignment", 0.1),
+            ("r2", "us", "us", "test", "js_alignment", 0.8), ("r3", "us", "us", "test", "js_alignment", 0.0)]
+    layout.runs.mkdir(parents=True)
+    pd.DataFrame(rows, columns=["run", "value_set", "target_value_set", "split", "metric", "mean"]).to_parquet(
+        layout.runs / "eval_summary.parquet")
+    assert sweep._metrics(["r1", "r2"], layout) == {"test:js_alignment": 0.7}
+    stray = layout.runs / "r9" / "eval" / "metrics.json"
+    stray.parent.mkdir(parents=True)
+    stray.write_text('{"js_alignment": 0.99}')
+    assert sweep._metrics(["r9"], layout) == {}

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from valuealign import models, paths, training
+from valuealign import inference, metrics, models, paths, training
 
 pytestmark = pytest.mark.skipif(
     not (paths.BUNDLED_MODEL / "tokenizer.json").exists(), reason="bundled model not converted (make setup)"
@@ -108,7 +108,7 @@ def test_sft_adapter_reloads_changes_logits_and_raises_answer_logprob(tiny: str,
     row = data["train"][0]
     base = models.load_causal_lm("smollm2-135m", tiny)
     tok = models.load_tokenizer("smollm2-135m", tiny)
-    before = training.completion_logprob(base, tok, row["prompt"], row["completion"][0]["content"])
+    before = inference.completion_logprob(base, tok, row["prompt"], row["completion"][0]["content"])
 
     res = training.train(p, data, runs_root=tmp_path, progress=False)
     assert res.status == "trained" and res.global_step == 8 and res.optimizer_steps == 8
@@ -122,7 +122,7 @@ def test_sft_adapter_reloads_changes_logits_and_raises_answer_logprob(tiny: str,
     with torch.no_grad():
         diff = (reloaded(**ids).logits - base(**ids).logits).abs().max().item()
     assert diff > 1e-3
-    after = training.completion_logprob(reloaded, tok, row["prompt"], row["completion"][0]["content"])
+    after = inference.completion_logprob(reloaded, tok, row["prompt"], row["completion"][0]["content"])
     assert after > before + 0.1, (before, after)
 
     again = training.train(p, data, runs_root=tmp_path, progress=False)
@@ -199,11 +199,9 @@ def test_soft_cross_entropy_equals_the_hand_computed_value() -> None:
 
 
 def test_dist_loss_is_the_cross_entropy_of_the_evaluations_letter_probabilities(tiny: str, tmp_path: Path) -> None:
-    """The trainer's loss on a batch = -sum t log p with p from evaluation.score_labels (notebook 04's
+    """The trainer's loss on a batch = -sum t log p with p from inference.score_labels (notebook 04's
     scoring: same prompt text, same position, same letter tokens, renormalised over the letters)."""
     import numpy as np
-
-    from valuealign import evaluation
 
     data = training.synthetic_alignment_data("dist", n_items=4, n_options=4)
     p = _params(tiny, "dist")
@@ -218,8 +216,8 @@ def test_dist_loss_is_the_cross_entropy_of_the_evaluations_letter_probabilities(
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
     with torch.no_grad():
         loss = float(trainer.compute_loss(peft_model, batch))
-        texts = [evaluation.chat_text(tok, list(r["prompt"])) for r in rows]
-        scores = evaluation.score_labels(peft_model, tok, texts, [list(r["option_letters"]) for r in rows])
+        texts = [inference.chat_text(tok, list(r["prompt"])) for r in rows]
+        scores = inference.score_labels(peft_model, tok, texts, [list(r["option_letters"]) for r in rows])
     expected = np.mean([-np.sum(np.asarray(r["target_shares"]) * np.log(sc.probs)) for r, sc in zip(rows, scores, strict=True)])
     assert loss == pytest.approx(float(expected), rel=1e-4)
     assert all(abs(sum(r["target_shares"]) - 1) < 1e-9 for r in rows)
@@ -283,9 +281,6 @@ def test_dist_training_moves_the_bundled_models_letters_towards_the_shares(tmp_p
     evaluation reads and the target falls, on the trained prompts and on held-out items."""
     import numpy as np
 
-    from valuealign import datasets as D
-    from valuealign import evaluation
-
     data = training.synthetic_alignment_data("dist", n_items=8)
     p = training.TrainParams(model_profile="smollm2-135m", method="dist", value_set="toy", quantization="none",
                              lora_r=8, lora_alpha=16, lora_dropout=0.0, learning_rate=2e-3, max_steps=5,
@@ -295,9 +290,9 @@ def test_dist_training_moves_the_bundled_models_letters_towards_the_shares(tmp_p
 
     def mean_js(split: str) -> float:
         rows = list(data[split])
-        texts = [evaluation.chat_text(tok, list(r["prompt"])) for r in rows]
-        scores = evaluation.score_labels(res.model, tok, texts, [list(r["option_letters"]) for r in rows])
-        return float(np.mean([D.js_distance(sc.probs, r["target_shares"]) for sc, r in zip(scores, rows, strict=True)]))
+        texts = [inference.chat_text(tok, list(r["prompt"])) for r in rows]
+        scores = inference.score_labels(res.model, tok, texts, [list(r["option_letters"]) for r in rows])
+        return float(np.mean([metrics.js_distance(sc.probs, r["target_shares"]) for sc, r in zip(scores, rows, strict=True)]))
 
     with res.model.disable_adapter():
         before = {s: mean_js(s) for s in ("train", "validation")}

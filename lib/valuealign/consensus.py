@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from valuealign import style
 from valuealign.taxonomy import (
     DEFAULT_MODEL,
     PRECOMPUTED_MAX,
@@ -307,15 +308,13 @@ def _all_cached(texts: Sequence[str], model_name: str, cache_dir: Path) -> bool:
 
 def plot_stability_curve(curve: pd.DataFrame, chosen: int, single_seed_subsample_ari: float | None = None) -> Any:
     """Mean pairwise ARI between consensus clusterings from disjoint seed sets, per runs in each."""
-    import matplotlib.pyplot as plt
+    plt = style.pyplot()
 
-    from valuealign.plotting import OKABE_ITO, figsize
-
-    fig, ax = plt.subplots(figsize=figsize(0.7, 0.55))
-    ax.plot(curve["runs"], curve["mean_pairwise_ari"], "o-", color=OKABE_ITO[0],
+    fig, ax = plt.subplots(figsize=style.figsize(0.7, 0.55))
+    ax.plot(curve["runs"], curve["mean_pairwise_ari"], "o-", color=style.OKABE_ITO[0],
             label="consensus vs consensus (disjoint seeds)")
     if single_seed_subsample_ari is not None:
-        ax.axhline(single_seed_subsample_ari, color=OKABE_ITO[5], ls="--", lw=0.8,
+        ax.axhline(single_seed_subsample_ari, color=style.OKABE_ITO[5], ls="--", lw=0.8,
                    label="single seed, 80% subsamples")
     ax.axhline(0.9, color="#999999", ls=":", lw=0.8)
     ax.axvline(chosen, color="#999999", ls=":", lw=0.8)

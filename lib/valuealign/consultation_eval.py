@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuealign import consultation, evaluation, paths, provenance, schemas, training
+from valuealign import consultation, evaluation, paths, provenance, schemas, style, training
 
 STANCE_OPTIONS: tuple[str, ...] = ("Agree", "Disagree", "Pass (unsure)")
 STANCE_QUESTION = ('In a public consultation on "{topic}", participants voted on this statement:\n'
@@ -462,13 +462,11 @@ def comparison_table(summary: pd.DataFrame, diffs: pd.DataFrame) -> pd.DataFrame
 
 def plot_comparison(summary: pd.DataFrame, fraction: float = 1.0) -> Any:
     """Two panels (held-out statements, survey test items): each checkpoint's 1 - JS with its 95% CI."""
-    import matplotlib.pyplot as plt
-
-    from valuealign import plotting
+    plt = style.pyplot()
 
     s = summary[(summary["metric"] == "js_alignment") & (summary["group"] == "all groups")]
     materials = [m for m in MATERIAL_LABELS if m in set(s["material"])]
-    fig, axes = plt.subplots(1, max(1, len(materials)), figsize=plotting.figsize(fraction, 0.35), squeeze=False)
+    fig, axes = plt.subplots(1, max(1, len(materials)), figsize=style.figsize(fraction, 0.35), squeeze=False)
     for ax, mat in zip(axes.flat, materials, strict=False):
         sub = s[s["material"] == mat].set_index("checkpoint").reindex([c for c in CHECKPOINTS])
         x = np.arange(len(sub))

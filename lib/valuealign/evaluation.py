@@ -25,6 +25,13 @@ of tests get Holm-adjusted companions (``p_holm``).
 Results are keyed by (run, split, eval_hash): ``eval_hash`` hashes every parameter that
 changes predictions *and* the input data, so two evaluations that differ are never averaged
 together (:func:`load_summary` refuses a mixed table unless told which hash to read).
+
+Why one module of about 1500 lines: the conditions, runs, baselines, tables, controls and
+figures all read and write the one item table keyed by ``eval_hash``, and notebooks 04-06 use
+them as ``ev.*``. The parts with a life of their own are elsewhere and re-used by other stages:
+forward passes (:mod:`valuealign.inference`), the per-item metrics (:mod:`valuealign.metrics`),
+the bootstrap and tests (:mod:`valuealign.stats`) and the DailyDilemmas
+(:mod:`valuealign.dilemmas`, re-exported here for notebook 04).
 """
 
 from __future__ import annotations
@@ -32,9 +39,8 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
-import math
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -42,8 +48,39 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from valuealign import models, paths, prompts, provenance, schemas
+from valuealign import models, paths, prompts, provenance, schemas, style
 from valuealign.datasets import control_source
+
+# notebook 04 and the tests reach the DailyDilemmas through this module (``ev.plot_dilemmas``)
+from valuealign.dilemmas import (  # noqa: F401
+    DILEMMA_ACTION_FILE,
+    WVS_SIGN_COLUMNS,
+    DilemmaSet,
+    dilemma_input_hashes,
+    dilemma_preferences,
+    dilemma_shifts,
+    dilemmas_by_dimension,
+    load_dilemmas,
+    plot_dilemma_shifts,
+    plot_dilemmas,
+    summarise_dilemma_shifts,
+)
+from valuealign.errors import EvaluationError
+from valuealign.ids import EmptySlugError, value_set_id
+from valuealign.inference import (
+    Scorer,
+    answer_logprobs,
+    chat_text,
+    greedy_answers,
+    score_labels,
+)
+from valuealign.metrics import (
+    as_distribution,
+    entropy_bits,
+    item_metrics,
+    js_alignment,
+)
+from valuealign.stats import bootstrap_ci, holm_adjust, paired_test, two_level_bootstrap_ci
 
 BASELINES_RUN = "_baselines"
 SUMMARY_NAME = "eval_summary.parquet"
@@ -59,11 +96,6 @@ METRIC_LABELS = {
 CLUSTER_SPLITS = ("test_cluster",)
 # Fine-tuned methods are compared with these references (paired by item).
 GAIN_REFERENCES = ("base", "prompted")
-WVS_DIMENSIONS = ("Traditional", "Secular-rational", "Survival", "Self-expression")
-
-
-class EvaluationError(ValueError):
-    """Bad evaluation input; the message names the file, column, run or parameter."""
 
 
 # ----------------------------------------------------------------------------- settings
@@ -127,213 +159,6 @@ class EvalSettings:
         return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 
-# ----------------------------------------------------------------------------- metrics
-
-def _as_dist(p: Sequence[float], name: str = "distribution") -> np.ndarray:
-    a = np.asarray(p, dtype=float)
-    if a.ndim != 1 or a.size == 0 or np.any(a < -1e-12) or not np.isfinite(a).all():
-        raise EvaluationError(f"{name} must be a non-empty vector of non-negative numbers, got {p!r}")
-    s = a.sum()
-    if s <= 0:
-        raise EvaluationError(f"{name} sums to 0: {p!r}")
-    return np.clip(a, 0, None) / s
-
-
-def js_distance(p: Sequence[float], q: Sequence[float], base: float = 2.0) -> float:
-    """Jensen-Shannon distance; base 2 (in [0, 1]) is the headline, ``base=math.e`` (in
-    [0, sqrt(ln 2)]) is scipy's default. Own implementation, tested against scipy."""
-    p, q = _as_dist(p, "p"), _as_dist(q, "q")
-    if p.shape != q.shape:
-        raise EvaluationError(f"distributions differ in length: {p.size} vs {q.size}")
-    if not base > 1:
-        raise EvaluationError(f"logarithm base must be > 1, got {base}")
-    m = 0.5 * (p + q)
-
-    def kl(a: np.ndarray) -> float:
-        nz = a > 0
-        return float(np.sum(a[nz] * np.log(a[nz] / m[nz]))) / math.log(base)
-
-    return math.sqrt(max(0.5 * kl(p) + 0.5 * kl(q), 0.0))
-
-
-def js_alignment(p: Sequence[float], q: Sequence[float], base: float = 2.0) -> float:
-    return 1.0 - js_distance(p, q, base)
-
-
-def substantive(p: Sequence[float], nonsubstantive: Sequence[bool] | None) -> np.ndarray:
-    """Drop "Don't know"/"Refused"-like options and renormalise (uniform if no mass is left)."""
-    a = np.asarray(p, dtype=float)
-    if nonsubstantive is not None:
-        keep = ~np.asarray(nonsubstantive, dtype=bool)
-        if keep.size != a.size:
-            raise EvaluationError(f"nonsubstantive flags ({keep.size}) do not match {a.size} options")
-        a = a[keep]
-    s = a.sum()
-    return a / s if s > 0 else np.full(a.size, 1.0 / max(a.size, 1))
-
-
-def w1_alignment(p: Sequence[float], q: Sequence[float],
-                 nonsubstantive: Sequence[bool] | None = None) -> float:
-    """1 - Wasserstein-1 over ordinal positions / (K-1), on the substantive options only."""
-    a, b = substantive(p, nonsubstantive), substantive(q, nonsubstantive)
-    if a.size < 2:
-        return float("nan")
-    w1 = float(np.abs(np.cumsum(a) - np.cumsum(b))[:-1].sum())
-    return 1.0 - w1 / (a.size - 1)
-
-
-def entropy_bits(p: Sequence[float]) -> float:
-    a = _as_dist(p)
-    nz = a > 0
-    return float(-np.sum(a[nz] * np.log2(a[nz])))
-
-
-def majority_match(pred: Sequence[float], target: Sequence[float], tol: float = 1e-9) -> float:
-    """1 if the model's top option is one of the population's top options (ties count)."""
-    t = np.asarray(target, dtype=float)
-    return float(t[int(np.argmax(pred))] >= t.max() - tol)
-
-
-def entropy_difference(pred: Sequence[float], target: Sequence[float]) -> float:
-    """H(model) - H(population) in bits: < 0 over-confident, > 0 under-confident.
-
-    Why not the ratio H(model)/H(population): on a peaked population (0.98, 0.01, 0.01, 0)
-    a uniform model's ratio is 12.4, and means over items are dominated by such items; the
-    difference is bounded by log2(K) and averages sensibly.
-    """
-    return entropy_bits(pred) - entropy_bits(target)
-
-
-def item_metrics(pred: Sequence[float], target: Sequence[float], ordinal: bool,
-                 nonsubstantive: Sequence[bool] | None = None) -> dict[str, float]:
-    return {
-        "js_alignment": js_alignment(pred, target),
-        "js_alignment_e": js_alignment(pred, target, base=math.e),
-        "w1_alignment": w1_alignment(pred, target, nonsubstantive) if ordinal else float("nan"),
-        "majority_match": majority_match(pred, target),
-        "entropy_diff_bits": entropy_difference(pred, target),
-    }
-
-
-def _resample_counts(rng: np.random.Generator, n_boot: int, groups: np.ndarray) -> np.ndarray:
-    """(n_boot, n_units) multiplicities of each unit in each bootstrap resample.
-
-    ``groups`` gives each unit's resampling group: the groups are drawn with replacement and
-    every unit of a drawn group comes along (a cluster bootstrap; one group per unit is the
-    ordinary bootstrap)."""
-    codes, uniques = pd.factorize(pd.Series(groups, dtype="object"), sort=True)
-    k = len(uniques)
-    counts = rng.multinomial(k, np.full(k, 1.0 / k), size=n_boot)
-    return counts[:, codes].astype(float)
-
-
-def two_level_bootstrap_ci(matrix: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                           clusters: Sequence[Any] | None = None) -> dict[str, Any]:
-    """Mean of a (replicates x items) table with a percentile bootstrap over both levels.
-
-    Rows are independent replicates (training seeds of one method), columns the items every
-    replicate was scored on (NaN: not scored). Each resample draws replicates with
-    replacement, then items with replacement, or whole ``clusters`` (one label per item:
-    the stratum of a held-out cluster split), and takes the mean over the drawn cells. With
-    one replicate this is the ordinary (or cluster) bootstrap over items. Why two levels:
-    averaging per-seed interval bounds is not an interval of anything, and seed-to-seed
-    variation is often larger than item sampling. With fewer than two items (or clusters)
-    there is nothing to resample and the interval is NaN.
-
-    Returns mean, ci_low, ci_high, n_items, n_units (items or clusters resampled),
-    n_replicates and ci_unit ("items" or "strata").
-    """
-    m = np.asarray(matrix, dtype=float)
-    if m.ndim != 2:
-        raise EvaluationError(f"two_level_bootstrap_ci needs a 2-d (replicates x items) table, got {m.shape}")
-    keep_rows = np.isfinite(m).any(axis=1)
-    keep_cols = np.isfinite(m).any(axis=0)
-    m = m[keep_rows][:, keep_cols]
-    if clusters is not None:
-        cl = np.asarray(list(clusters), dtype=object)
-        if cl.size != keep_cols.size:
-            raise EvaluationError(f"clusters: {cl.size} labels for {keep_cols.size} items")
-        cl = cl[keep_cols]
-    unit = "items" if clusters is None else "strata"
-    out: dict[str, Any] = {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"),
-                           "n_items": int(m.shape[1]), "n_units": 0, "n_replicates": int(m.shape[0]),
-                           "ci_unit": unit}
-    if m.size == 0:
-        return out
-    mask = np.isfinite(m)
-    vals = np.where(mask, m, 0.0)
-    out["mean"] = float(vals.sum() / mask.sum())
-    groups = np.arange(m.shape[1]) if clusters is None else cl
-    out["n_units"] = int(len(set(groups.tolist())))
-    if out["n_units"] < 2 or n_boot < 1:
-        return out
-    rng = np.random.default_rng(seed)
-    w_items = _resample_counts(rng, n_boot, groups)
-    w_rows = _resample_counts(rng, n_boot, np.arange(m.shape[0])) if m.shape[0] > 1 else np.ones((n_boot, 1))
-    num = np.einsum("bi,bi->b", w_rows @ vals, w_items)
-    den = np.einsum("bi,bi->b", w_rows @ mask.astype(float), w_items)
-    means = num[den > 0] / den[den > 0]
-    alpha = (1 - level) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    out.update(ci_low=float(lo), ci_high=float(hi))
-    return out
-
-
-def bootstrap_ci(values: Iterable[float], n_boot: int = 1000, seed: int = 0, level: float = 0.95,
-                 clusters: Sequence[Any] | None = None) -> tuple[float, float, float, int]:
-    """(mean, low, high, n) with a percentile bootstrap over items, or over whole ``clusters``
-    (one label per value: resample the labels, keep each cluster's items together); NaNs are
-    dropped first. With fewer than two items (clusters) the interval is NaN."""
-    v = np.asarray(list(values), dtype=float)
-    cl = None if clusters is None else np.asarray(list(clusters), dtype=object)
-    if cl is not None and cl.size != v.size:
-        raise EvaluationError(f"clusters: {cl.size} labels for {v.size} values")
-    ok = np.isfinite(v)
-    r = two_level_bootstrap_ci(v[ok][None, :], n_boot, seed, level, None if cl is None else cl[ok])
-    return r["mean"], r["ci_low"], r["ci_high"], r["n_items"]
-
-
-def paired_test(diffs: Iterable[float], clusters: Sequence[Any] | None = None) -> float:
-    """Two-sided Wilcoxon signed-rank p-value of paired per-item differences (NaN if < 5 units).
-
-    With ``clusters`` (one label per difference) the test runs on the per-cluster mean
-    differences: items of one held-out stratum are not independent observations."""
-    from scipy.stats import wilcoxon
-
-    d = np.asarray(list(diffs), dtype=float)
-    if clusters is not None:
-        cl = list(clusters)
-        if len(cl) != d.size:
-            raise EvaluationError(f"clusters: {len(cl)} labels for {d.size} differences")
-        frame = pd.DataFrame({"d": d, "c": cl})
-        d = frame[np.isfinite(frame["d"])].groupby("c")["d"].mean().to_numpy()
-    d = d[np.isfinite(d)]
-    if d.size < 5 or np.allclose(d, 0):
-        return float("nan")
-    return float(wilcoxon(d).pvalue)
-
-
-def holm_adjust(pvalues: Iterable[float]) -> np.ndarray:
-    """Holm's step-down adjustment of a family of p-values (NaN stays NaN, not counted).
-
-    Why: a results table with dozens of Wilcoxon tests will show some small p-values by
-    chance; Holm controls the family-wise error rate without assuming independence and is
-    uniformly more powerful than Bonferroni. adjusted p_(i) = max_{j<=i} min(1, (m-j+1) p_(j))
-    over the sorted finite p-values."""
-    p = np.asarray(list(pvalues), dtype=float)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    if ok.size == 0:
-        return out
-    if np.any((p[ok] < 0) | (p[ok] > 1)):
-        raise EvaluationError(f"p-values must lie in [0, 1], got {p[ok].tolist()}")
-    m = ok.size
-    order = ok[np.argsort(p[ok], kind="mergesort")]
-    adj = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
-    out[order] = adj
-    return out
-
-
 # ----------------------------------------------------------------------------- prompts
 
 def option_orders(n_options: int, permutations: str, seed: int = 0, item_id: str = "") -> list[list[int]]:
@@ -353,98 +178,7 @@ def option_orders(n_options: int, permutations: str, seed: int = 0, item_id: str
     raise EvaluationError(f"permutations must be 'cyclic' or 'random', got {permutations!r}")
 
 
-def chat_text(tokenizer: Any, messages: list[dict]) -> str:
-    """The prompt string exactly as a chat model sees it before answering."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-_PROBE_ANSWER = "Q7"  # an answer no chat template rewrites; only its position in the rendering matters
-
-
-def answer_prefix(tokenizer: Any) -> str:
-    """The text a chat template puts between the generation prompt and the assistant's answer.
-
-    Why: training (trl, prompt-completion) learns the tokens of the *assistant turn*, and
-    templates differ in where the answer starts. ChatML ends the generation prompt with
-    ``assistant\\n`` and the answer follows directly (prefix ``""``); Llama-2 and Mistral end it
-    with ``[/INST]`` and write the answer as ``" " + content``, so a SentencePiece tokenizer
-    makes the answer "B" the piece ``▁B``, not ``B``. Reading ``B`` scores a token the model
-    never learnt to produce (``valid_mass`` near 0). ``""`` when the tokenizer has no chat
-    template or the template renders the prompt alone differently (then nothing can be said).
-    """
-    if not getattr(tokenizer, "chat_template", None):
-        return ""
-    from jinja2.exceptions import TemplateError
-
-    user = [{"role": "user", "content": "Which option?"}]
-    try:
-        prompt = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-        full = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": _PROBE_ANSWER}],
-                                             tokenize=False, add_generation_prompt=False)
-    except (TemplateError, ValueError):
-        return ""
-    if not full.startswith(prompt) or _PROBE_ANSWER not in full[len(prompt):]:
-        return ""
-    return full[len(prompt):].split(_PROBE_ANSWER, 1)[0]
-
-
-def label_token_ids(tokenizer: Any, prompt_text: str, label: str, prefix: str | None = None) -> list[int]:
-    """Token ids of ``label`` as the model would produce them after ``prompt_text``: the answer
-    is placed as the chat template places an assistant answer (``prefix``, default
-    :func:`answer_prefix`) and tokenised in context, so a tokenizer that merges across the
-    boundary or marks a leading space (SentencePiece ``▁B``) is handled. These are the tokens
-    trl's prompt-completion training puts after the prompt."""
-    prefix = answer_prefix(tokenizer) if prefix is None else prefix
-    p = tokenizer(prompt_text, add_special_tokens=False).input_ids
-    f = tokenizer(prompt_text + prefix + label, add_special_tokens=False).input_ids
-    if len(f) > len(p) and f[: len(p)] == p:
-        return list(f[len(p):])
-    ids = tokenizer(label, add_special_tokens=False).input_ids
-    if not ids:
-        raise EvaluationError(f"label {label!r} has no tokens for this tokenizer")
-    return list(ids)
-
-
 # ----------------------------------------------------------------------------- scoring
-
-@dataclass
-class LabelScores:
-    """Log-probabilities of each label (full label sequence) and the mass they cover."""
-
-    logprobs: np.ndarray
-    valid_mass: float
-    multi_token: bool = False
-
-    @property
-    def probs(self) -> np.ndarray:
-        """Renormalised over the valid labels."""
-        z = self.logprobs - self.logprobs.max()
-        e = np.exp(z)
-        return e / e.sum()
-
-
-def _forward_last(model: Any, input_ids: Any, attention_mask: Any, keep: int) -> Any:
-    """Logits of the last ``keep`` positions (left padding: they are the real last tokens)."""
-    import torch
-
-    device = _device_of(model)
-    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    with torch.inference_mode():
-        try:
-            out = model(input_ids=input_ids, attention_mask=attention_mask,
-                        position_ids=position_ids, logits_to_keep=keep)
-        except TypeError:  # models without logits_to_keep
-            out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-    return out.logits[:, -keep:, :].float().cpu()
-
-
-def _device_of(model: Any) -> Any:
-    try:
-        return next(model.parameters()).device
-    except (StopIteration, AttributeError):
-        return "cpu"
-
 
 EVAL_QUANTIZATIONS = ("as_trained", "4bit", "none")
 
@@ -464,96 +198,6 @@ def load_kwargs(quantization: str = "none") -> dict[str, str]:
     return {**placement, "quantization": quantization}
 
 
-def _pad_left(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Any, Any]:
-    import torch
-
-    n = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), n), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), n), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, n - len(s):] = torch.tensor(list(s), dtype=torch.long)
-        mask[i, n - len(s):] = 1
-    return ids, mask
-
-
-def score_labels(model: Any, tokenizer: Any, texts: Sequence[str], labels: Sequence[Sequence[str]],
-                 batch_size: int = 8) -> list[LabelScores]:
-    """Score every label of every prompt.
-
-    Prompts whose labels are all distinct single tokens are scored together, ``batch_size``
-    prompts per forward pass, reading the next-token distribution at the last position (the
-    common case: one pass scores all options). A prompt with a multi-token label gets one
-    batched pass over its (prompt + label) sequences and each label's full-sequence
-    log-probability; its ``valid_mass`` is the total probability of the label sequences.
-    Prompts are sorted by length so that batches carry little padding.
-    """
-    import torch
-
-    if len(texts) != len(labels):
-        raise EvaluationError(f"{len(texts)} prompts but {len(labels)} label lists")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    enc = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
-    prefix = answer_prefix(tokenizer)
-    lab_ids = [[label_token_ids(tokenizer, t, lab, prefix) for lab in labs]
-               for t, labs in zip(texts, labels, strict=True)]
-    single = [all(len(x) == 1 for x in li) and len({x[0] for x in li}) == len(li) for li in lab_ids]
-    results: list[LabelScores | None] = [None] * len(texts)
-
-    fast = sorted((i for i in range(len(texts)) if single[i]), key=lambda i: len(enc[i]))
-    for start in range(0, len(fast), max(1, batch_size)):
-        idx = fast[start:start + batch_size]
-        ids, mask = _pad_left([enc[i] for i in idx], pad)
-        logp = torch.log_softmax(_forward_last(model, ids, mask, 1)[:, -1, :], dim=-1)
-        for row, i in enumerate(idx):
-            tok_ids = torch.tensor([x[0] for x in lab_ids[i]])
-            lp = logp[row, tok_ids].double().numpy()
-            results[i] = LabelScores(lp, float(np.exp(lp).sum()))
-
-    for i in (i for i in range(len(texts)) if not single[i]):
-        seqs = [enc[i] + li for li in lab_ids[i]]
-        m = max(len(li) for li in lab_ids[i])
-        lp_all = []
-        for s0 in range(0, len(seqs), max(1, batch_size)):
-            chunk = seqs[s0:s0 + batch_size]
-            ids, mask = _pad_left(chunk, pad)
-            logits = _forward_last(model, ids, mask, m + 1)
-            logp = torch.log_softmax(logits, dim=-1)
-            for r, li in enumerate(lab_ids[i][s0:s0 + batch_size]):
-                n = len(li)
-                pos = [m - n + j for j in range(n)]  # index in the kept window predicting li[j]
-                lp_all.append(float(sum(logp[r, p, t].item() for p, t in zip(pos, li, strict=True))))
-        lp = np.asarray(lp_all, dtype=float)
-        results[i] = LabelScores(lp, float(np.exp(lp).sum()), multi_token=True)
-    return [r for r in results if r is not None]
-
-
-def score_labels_per_option(model: Any, tokenizer: Any, texts: Sequence[str],
-                            labels: Sequence[Sequence[str]]) -> list[LabelScores]:
-    """The naive reference: one forward pass per (prompt, option). Used by the benchmark and
-    by tests as an independent computation of the same numbers."""
-    import torch
-
-    out = []
-    prefix = answer_prefix(tokenizer)
-    for t, labs in zip(texts, labels, strict=True):
-        p = tokenizer(t, add_special_tokens=False).input_ids
-        lps = []
-        for lab in labs:
-            li = label_token_ids(tokenizer, t, lab, prefix)
-            ids = torch.tensor([p + li]).to(_device_of(model))
-            with torch.inference_mode():
-                logits = model(input_ids=ids).logits[0].float().cpu()
-            logp = torch.log_softmax(logits, dim=-1)
-            lps.append(float(sum(logp[len(p) - 1 + j, tok].item() for j, tok in enumerate(li))))
-        lp = np.asarray(lps)
-        out.append(LabelScores(lp, float(np.exp(lp).sum()), multi_token=any(
-            len(label_token_ids(tokenizer, t, lab, prefix)) > 1 for lab in labs)))
-    return out
-
-
-# A scorer maps (prompt texts, label lists) to LabelScores; the model-backed one is the default,
-# tests plant synthetic ones (e.g. a position-biased scorer) to check the averaging.
-Scorer = Callable[[Sequence[str], Sequence[Sequence[str]]], list[LabelScores]]
 
 
 def model_scorer(model: Any, tokenizer: Any, batch_size: int = 8) -> Scorer:
@@ -752,7 +396,7 @@ def oracle_predictions(inputs: Mapping[str, pd.DataFrame], value_set: str, items
             pool = [np.asarray(s, float) for s in others.loc[others["item_id"] == r.item_id, "shares"]
                     if len(s) == k]
             p = (np.mean(pool, axis=0) if pool else np.full(k, 1 / k)).tolist()
-        rows.append({"item_id": r.item_id, "probs": list(_as_dist(p))})
+        rows.append({"item_id": r.item_id, "probs": list(as_distribution(p))})
     info = {"value_set": value_set, "nearest_group": best, "train_alignment": best_score,
             "share_items_direct": direct / max(len(items), 1)}
     return pd.DataFrame(rows), info
@@ -775,7 +419,7 @@ def score_predictions(preds: pd.DataFrame, items: pd.DataFrame, targets: pd.Data
         if len(t.shares) != len(p):
             raise EvaluationError(f"value_set_distributions.parquet: {t.value_set}/{t.item_id} has "
                                   f"{len(t.shares)} shares for {len(p)} options")
-        m = item_metrics(p, _as_dist(t.shares, f"{t.value_set}/{t.item_id} shares"),
+        m = item_metrics(p, as_distribution(t.shares, f"{t.value_set}/{t.item_id} shares"),
                          bool(item["ordinal"]), list(item["nonsubstantive"]))
         rows.append({"item_id": t.item_id, "split": item["split"], "stratum": item["stratum"],
                      "target_value_set": t.value_set, **m})
@@ -1015,267 +659,6 @@ def scoring_quantization(requested: str, runs: Sequence[RunInfo]) -> str:
     return next(iter(by_quant), "none")
 
 
-# ----------------------------------------------------------------------------- DailyDilemmas
-
-DILEMMA_ACTION_FILE = "dilemmas_with_detail_by_action.csv"  # full per-action file, researcher-provided
-DILEMMA_ACTION_COLUMNS = ("idx", "action_type", "values_direct")
-DILEMMA_ACTIONS = ("to_do", "not_to_do")
-WVS_SIGN_COLUMNS = {d: "sign_" + re.sub(r"[^a-z]+", "_", d.lower()) for d in WVS_DIMENSIONS}
-
-
-@dataclass
-class DilemmaSet:
-    """The dilemmas to score and what may be claimed about them.
-
-    ``table``: ``idx``, ``question``, ``value_source`` and, with the full per-action file,
-    ``values_to_do`` / ``values_not_to_do`` (direct values with a WVS mapping) and one sign
-    column per WVS dimension (:data:`WVS_SIGN_COLUMNS`): +1 when the dimension's values are on
-    the side of the action (``to_do``), -1 when on the side of not acting, 0 when absent or
-    balanced. Without that file the table has no value links at all.
-    """
-
-    table: pd.DataFrame
-    n_requested: int
-    n_available: int
-    per_action_file: str | None = None
-    n_unsigned: int = 0  # dilemmas with no net sign on any dimension (no WVS-mapped value, or balanced)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def n_used(self) -> int:
-        return int(len(self.table))
-
-    @property
-    def signed(self) -> bool:
-        return self.per_action_file is not None
-
-    def describe(self) -> str:
-        """One sentence for the notebook: how many dilemmas were used of how many requested, and why."""
-        used = f"{self.n_used} dilemmas scored of {self.n_requested} requested"
-        if self.n_requested > self.n_available:
-            used += f" (only {self.n_available} available, so all {self.n_available} were used)"
-        if self.signed:
-            how = (f"values signed by action from `{self.per_action_file}` (direct values; +1 on the side "
-                   f"of acting, -1 on the side of not acting)")
-            if self.n_unsigned:
-                how += (f"; {self.n_unsigned} of them have no dimension with a net sign (no WVS-mapped direct "
-                        f"value, or as many on both sides) and count only for shifts")
-        else:
-            how = (f"only the shipped files are present, so per-dilemma shifts between models are reported "
-                   f"without any value-dimension claim (add `{DILEMMA_ACTION_FILE}` to "
-                   f"`{paths.relative(paths.DILEMMAS_DIR)}/` for signed WVS dimensions, see data/README.md)")
-        return "; ".join([f"{used}; {how}", *self.notes]) + "."
-
-
-def _parse_list(cell: Any, where: str) -> list[str]:
-    import ast
-
-    if cell is None or (isinstance(cell, float) and math.isnan(cell)):
-        return []
-    try:
-        value = ast.literal_eval(str(cell))
-    except (ValueError, SyntaxError) as err:
-        raise EvaluationError(f"{where}: not a Python list literal ({err}): {str(cell)[:80]!r}") from None
-    if not isinstance(value, (list, tuple)):
-        raise EvaluationError(f"{where}: expected a list of value names, got {type(value).__name__}")
-    return [str(v).strip().lower() for v in value if isinstance(v, str) and v.strip()]
-
-
-def read_dilemma_actions(path: Path) -> dict[int, dict[str, list[str]]]:
-    """Direct values per dilemma and action from the full per-action file.
-
-    Why direct values: they are the values the action itself serves for the people directly
-    involved; the same word can sit on either side (the roommate's journal: privacy argues
-    against reading it), so only the action a value is listed under gives its direction.
-    Errors name the file, row and column; each ``idx`` may have each action at most once.
-    """
-    df = pd.read_csv(path)
-    missing = [c for c in DILEMMA_ACTION_COLUMNS if c not in df.columns]
-    if missing:
-        raise EvaluationError(f"{paths.relative(path)}: missing column(s) {missing} "
-                              f"(needs {list(DILEMMA_ACTION_COLUMNS)})")
-    out: dict[int, dict[str, list[str]]] = {}
-    for row_no, r in enumerate(df.itertuples(index=False), start=2):  # line 1 is the header
-        where = f"{paths.relative(path)} line {row_no}"
-        if r.action_type not in DILEMMA_ACTIONS:
-            raise EvaluationError(f"{where}: column action_type is {r.action_type!r}, not one of {DILEMMA_ACTIONS}")
-        try:
-            idx = int(r.idx)
-        except (TypeError, ValueError):
-            raise EvaluationError(f"{where}: column idx is {r.idx!r}, not an integer") from None
-        actions = out.setdefault(idx, {})
-        if r.action_type in actions:
-            raise EvaluationError(f"{where}: dilemma idx {idx} has a second {r.action_type!r} row")
-        actions[r.action_type] = _parse_list(r.values_direct, f"{where}, column values_direct")
-    return out
-
-
-def load_dilemmas(n: int, seed: int = 0, folder: Path | None = None) -> DilemmaSet:
-    """A deterministic sample of ``n`` DailyDilemmas (0: all), signed by action where possible.
-
-    Every dilemma of ``dilemma.csv`` can be scored; the sample does not depend on which
-    have value links (a linked-only sample would be a biased one). Values are linked to the
-    WVS dimensions of ``values.csv`` only through the full per-action file
-    (:data:`DILEMMA_ACTION_FILE`, researcher-provided like WVS microdata): a dimension gets
-    +1 for a dilemma when more of its values are direct values of ``to_do`` than of
-    ``not_to_do``, -1 in the opposite case. Neither a word in the text (it may argue against
-    the action) nor the shipped 8-row schema sample (4 dilemmas) gives a direction, so without
-    the full file there are no value links and :func:`dilemmas_by_dimension` reports nothing.
-    """
-    folder = folder or paths.DILEMMAS_DIR
-    f_d, f_v, f_x = folder / "dilemma.csv", folder / "values.csv", folder / DILEMMA_ACTION_FILE
-    for f in (f_d, f_v):
-        if not f.exists():
-            raise EvaluationError(f"{paths.relative(f)} is missing (DailyDilemmas, see data/README.md)")
-    if n < 0:
-        raise EvaluationError(f"parameter eval_n_dilemmas must be >= 0, got {n}")
-    dil = pd.read_csv(f_d)
-    for col in ("idx", "dilemma_situation"):
-        if col not in dil.columns:
-            raise EvaluationError(f"{paths.relative(f_d)}: missing column {col!r}")
-    vals = pd.read_csv(f_v)
-    if not {"value", "WVS"} <= set(vals.columns):
-        raise EvaluationError(f"{paths.relative(f_v)}: needs columns 'value' and 'WVS'")
-    vals = vals.dropna(subset=["WVS"])
-    wvs = {str(v).strip().lower(): str(w) for v, w in zip(vals["value"], vals["WVS"], strict=True)}
-    unknown = sorted(set(wvs.values()) - set(WVS_DIMENSIONS))
-    if unknown:
-        raise EvaluationError(f"{paths.relative(f_v)}: column WVS has {unknown}, not one of {WVS_DIMENSIONS}")
-    dil = dil.drop_duplicates("idx")
-    order = sorted(dil["idx"].astype(int), key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
-    chosen = set(order[:n] if n > 0 else order)
-    table = pd.DataFrame({"idx": dil["idx"].astype(int), "question": dil["dilemma_situation"].astype(str).str.strip()})
-    table = table[table["idx"].isin(chosen)].sort_values("idx").reset_index(drop=True)
-    result = DilemmaSet(table.assign(value_source="none"), n_requested=n if n > 0 else len(order),
-                        n_available=len(order))
-    if not f_x.exists():
-        return result
-    actions = read_dilemma_actions(f_x)
-    incomplete = sorted(i for i in table["idx"] if set(actions.get(i, {})) != set(DILEMMA_ACTIONS))
-    unsignable = set(incomplete)
-    if incomplete:
-        result.notes.append(f"{len(incomplete)} scored dilemma(s) lack a to_do or not_to_do row in "
-                            f"{DILEMMA_ACTION_FILE} and are unsigned (idx {incomplete[:5]}"
-                            f"{' ...' if len(incomplete) > 5 else ''})")
-    to_do, not_to_do, signs = [], [], {d: [] for d in WVS_DIMENSIONS}
-    for i in table["idx"]:
-        a = actions.get(i, {}) if i not in unsignable else {}
-        pro = [v for v in a.get("to_do", []) if v in wvs]
-        con = [v for v in a.get("not_to_do", []) if v in wvs]
-        to_do.append(pro)
-        not_to_do.append(con)
-        for d in WVS_DIMENSIONS:
-            balance = sum(wvs[v] == d for v in pro) - sum(wvs[v] == d for v in con)
-            signs[d].append(int(np.sign(balance)))
-    table = table.assign(values_to_do=to_do, values_not_to_do=not_to_do, value_source="per_action",
-                         **{WVS_SIGN_COLUMNS[d]: s for d, s in signs.items()})
-    result.table = table
-    result.per_action_file = paths.relative(f_x)
-    result.n_unsigned = int((table[list(WVS_SIGN_COLUMNS.values())] == 0).all(axis=1).sum())
-    return result
-
-
-def dilemma_input_hashes(folder: Path | None = None) -> dict[str, str]:
-    """SHA-256 of the DailyDilemmas files an evaluation reads (the per-action file too, when
-    present), so evaluations with and without it get different keys."""
-    folder = folder or paths.DILEMMAS_DIR
-    files = [folder / "dilemma.csv", folder / "values.csv", folder / DILEMMA_ACTION_FILE]
-    return {paths.relative(f): provenance.sha256_file(f) for f in files if f.exists()}
-
-
-DILEMMA_TEMPLATES = (
-    "{question}\n\nAnswer Yes or No.",
-    "{question}\n\nAnswer No or Yes.",
-)
-
-
-def dilemma_preferences(dilemmas: pd.DataFrame, tokenizer: Any, scorer: Scorer) -> pd.DataFrame:
-    """P(to_do) per dilemma: the probability of "Yes" vs "No" as the answer to its question.
-
-    Out of the survey format on purpose (no lettered options); the two templates name the
-    answers in both orders and are averaged, as option orders are for survey items.
-    ``logit_to_do`` = log P(Yes) - log P(No), the log-probability margin of the action.
-    ``dilemmas`` is :attr:`DilemmaSet.table`; its value links and signs are carried along.
-    """
-    texts, labels, keys = [], [], []
-    for r in dilemmas.itertuples():
-        for tpl in DILEMMA_TEMPLATES:
-            texts.append(chat_text(tokenizer, [{"role": "user", "content": tpl.format(question=r.question)}]))
-            labels.append(["Yes", "No"])
-            keys.append(r.idx)
-    scores = scorer(texts, labels)
-    df = pd.DataFrame({"idx": keys, "p_to_do": [s.probs[0] for s in scores],
-                       "logit_to_do": [s.logprobs[0] - s.logprobs[1] for s in scores],
-                       "valid_mass": [s.valid_mass for s in scores]})
-    carry = [c for c in dilemmas.columns if c in ("value_source", *WVS_SIGN_COLUMNS.values())]
-    return df.groupby("idx", as_index=False).mean().merge(dilemmas[["idx", *carry]], on="idx")
-
-
-def dilemma_shifts(prefs: pd.DataFrame, reference: str = "base") -> pd.DataFrame:
-    """Per dilemma and model: P(to_do) minus the ``reference`` model's on the same dilemma.
-
-    The claim that needs no value links: did fine-tuning move the model's choices in
-    everyday dilemmas, and in which direction (towards acting or not)? One row per
-    (condition, idx) of every condition other than the reference.
-    """
-    ref = prefs[prefs["method"] == reference]
-    if ref.empty:
-        raise EvaluationError(f"dilemma shifts: no {reference!r} rows to compare with")
-    ref = ref.set_index("idx")["p_to_do"]
-    rows = prefs[prefs["method"] != reference].copy()
-    missing = sorted(set(rows["idx"]) - set(ref.index))
-    if missing:
-        raise EvaluationError(f"dilemma shifts: {reference!r} has no score for dilemma idx {missing[:5]}")
-    rows["p_reference"] = rows["idx"].map(ref)
-    rows["shift"] = rows["p_to_do"] - rows["p_reference"]
-    keep = [c for c in ("run", "method", "value_set", "seed", "condition") if c in rows.columns]
-    return rows[[*keep, "idx", "p_reference", "p_to_do", "shift"]].reset_index(drop=True)
-
-
-def summarise_dilemma_shifts(shifts: pd.DataFrame, n_boot: int, seed: int = 0) -> pd.DataFrame:
-    """Per model: mean shift of P(to_do) against the reference with a bootstrap CI over
-    dilemmas and the Wilcoxon p, the mean absolute shift, and the share of dilemmas whose
-    preferred answer flipped (P(to_do) crossed 0.5)."""
-    rows = []
-    for cond, g in shifts.groupby("condition", sort=True):
-        mean, lo, hi, n = bootstrap_ci(g["shift"], n_boot, seed)
-        rows.append({"condition": cond, "mean_shift": mean, "ci_low": lo, "ci_high": hi,
-                     "p_wilcoxon": paired_test(g["shift"]), "mean_abs_shift": float(g["shift"].abs().mean()),
-                     "share_flipped": float(((g["p_to_do"] > 0.5) != (g["p_reference"] > 0.5)).mean()),
-                     "n_dilemmas": n})
-    return pd.DataFrame(rows)
-
-
-def dilemmas_by_dimension(prefs: pd.DataFrame, n_boot: int, seed: int = 0,
-                          reference: str = "base") -> pd.DataFrame:
-    """Per WVS dimension and model, on the dilemmas whose action is signed for it.
-
-    ``p_dimension_side``: mean probability of choosing the side whose direct values carry the
-    dimension (P(to_do) where the sign is +1, 1 - P(to_do) where it is -1). ``shift``: the
-    same minus the ``reference`` model's, paired by dilemma (95% bootstrap CI, Wilcoxon p):
-    > 0 means the model moved towards that dimension's values. Empty without sign columns
-    (only the shipped files): then no dimension claim is made.
-    """
-    sign_cols = [c for c in WVS_SIGN_COLUMNS.values() if c in prefs.columns]
-    if not sign_cols or prefs.empty:
-        return pd.DataFrame()
-    ref = prefs.loc[prefs["method"] == reference].set_index("idx")["p_to_do"]
-    rows = []
-    for d, col in WVS_SIGN_COLUMNS.items():
-        signed = prefs[prefs[col] != 0]
-        for cond, g in signed.groupby("condition", sort=True):
-            side = np.where(g[col] > 0, g["p_to_do"], 1 - g["p_to_do"])
-            mean, lo, hi, n = bootstrap_ci(side, n_boot, seed)
-            row = {"condition": cond, "wvs_dimension": d, "p_dimension_side": mean, "ci_low": lo,
-                   "ci_high": hi, "n_dilemmas": n}
-            if len(ref) and g["method"].iloc[0] != reference:
-                diff = g[col].to_numpy() * (g["p_to_do"].to_numpy() - g["idx"].map(ref).to_numpy())
-                s_mean, s_lo, s_hi, _ = bootstrap_ci(diff, n_boot, seed)
-                row.update(shift=s_mean, shift_ci_low=s_lo, shift_ci_high=s_hi, p_wilcoxon=paired_test(diff))
-            rows.append(row)
-    return pd.DataFrame(rows)
-
-
 # ----------------------------------------------------------------------------- capability drift
 
 def read_general_prompts(path: Path | None = None) -> list[str]:
@@ -1287,49 +670,6 @@ def read_general_prompts(path: Path | None = None) -> list[str]:
     if not out:
         raise EvaluationError(f"{paths.relative(path)}: no prompts (one per line, '#' comments)")
     return out
-
-
-def greedy_answers(model: Any, tokenizer: Any, texts: Sequence[str], max_new_tokens: int = 16,
-                   batch_size: int = 8) -> list[list[int]]:
-    """The base model's own greedy continuations (token ids, up to the first end token)."""
-    import torch
-
-    out: list[list[int]] = []
-    eos = {tokenizer.eos_token_id, tokenizer.pad_token_id}
-    for s in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[s:s + batch_size]), return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(_device_of(model))
-        with torch.inference_mode():
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
-        for row in gen[:, enc["input_ids"].shape[1]:].cpu().tolist():
-            ans = []
-            for t in row:
-                ans.append(t)
-                if t in eos:
-                    break
-            out.append(ans)
-    return out
-
-
-def answer_logprobs(model: Any, tokenizer: Any, texts: Sequence[str], answers: Sequence[Sequence[int]],
-                    batch_size: int = 8) -> list[Any]:
-    """Per answer position, the model's full next-token log-distribution (teacher forcing)."""
-    import torch
-
-    pad = tokenizer.pad_token_id
-    res = []
-    for s in range(0, len(texts), batch_size):
-        seqs, lens = [], []
-        for t, a in zip(texts[s:s + batch_size], answers[s:s + batch_size], strict=True):
-            seqs.append(tokenizer(t, add_special_tokens=False).input_ids + list(a))
-            lens.append(len(a))
-        ids, mask = _pad_left(seqs, pad)
-        m = max(lens)
-        logp = torch.log_softmax(_forward_last(model, ids, mask, m + 1), dim=-1)
-        for r, n in enumerate(lens):
-            res.append(logp[r, m - n: m].clone())  # position j predicts answer token j
-    return res
 
 
 def drift_table(base_logp: Sequence[Any], tuned_logp: Sequence[Any],
@@ -1442,7 +782,10 @@ def resolve_value_sets(specs: Sequence[str], value_sets_table: pd.DataFrame) -> 
         return known
     out = []
     for spec in specs:
-        slug = re.sub(r"[^a-z0-9]+", "-", "-".join(m.strip() for m in str(spec).split("+")).lower()).strip("-")
+        try:
+            slug = value_set_id(spec)
+        except EmptySlugError:
+            slug = ""
         if slug not in known:
             raise EvaluationError(f"parameter value_sets: {spec!r} (id {slug!r}) is not a value set of "
                                   f"value_sets.parquet (known: {', '.join(known)})")
@@ -1463,11 +806,9 @@ class Condition:
 
     @property
     def label(self) -> str:
-        from valuealign.plotting import method_label, value_set_label
-
-        vs = f" ({value_set_label(self.value_set)})" if self.value_set else ""
+        vs = f" ({style.value_set_label(self.value_set)})" if self.value_set else ""
         sd = f" s{self.seed}" if self.seed is not None and self.method not in BASELINE_METHODS else ""
-        return f"{method_label(self.method)}{vs}{sd}"
+        return f"{style.method_label(self.method)}{vs}{sd}"
 
     def columns(self) -> dict[str, Any]:
         return {"run": self.run, "method": self.method, "value_set": self.value_set,
@@ -1874,9 +1215,7 @@ def plot_alignment(methods: pd.DataFrame, metric: str = "js_alignment") -> Any:
     """Alignment per split, x = value set, one marker per method: the mean over seeds with the
     two-level bootstrap 95% CI of :func:`method_summary` (seeds, then items or strata), not
     an average of per-seed intervals."""
-    import matplotlib.pyplot as plt
-
-    from valuealign import plotting
+    plt = style.pyplot()
 
     need = {"split", "value_set", "method", "mean", "ci_low", "ci_high"}
     if not need <= set(methods.columns):
@@ -1885,9 +1224,9 @@ def plot_alignment(methods: pd.DataFrame, metric: str = "js_alignment") -> Any:
     h = methods[methods["metric"] == metric] if "metric" in methods.columns else methods
     rank = {"validation": 0, "test": 1, "test_cluster": 2}
     splits = sorted(h["split"].unique(), key=lambda s: (rank.get(s, len(rank)), s))
-    fig, axes = plt.subplots(1, len(splits), figsize=plotting.figsize(1.0, 0.5), sharey=True,
+    fig, axes = plt.subplots(1, len(splits), figsize=style.figsize(1.0, 0.5), sharey=True,
                              squeeze=False)
-    order = plotting.sort_methods(h["method"])
+    order = style.sort_methods(h["method"])
     for ax, split in zip(axes[0], splits, strict=True):
         d = h[h["split"] == split]
         vsets = sorted(d["value_set"].unique())
@@ -1896,8 +1235,8 @@ def plot_alignment(methods: pd.DataFrame, metric: str = "js_alignment") -> Any:
             x = np.arange(len(vsets)) + (k - (len(order) - 1) / 2) * 0.8 / max(len(order), 1)
             err = np.vstack([dm["mean"] - dm["ci_low"], dm["ci_high"] - dm["mean"]]).clip(min=0)
             ax.errorbar(x, dm["mean"], yerr=np.nan_to_num(err), fmt="o", ms=3, capsize=2,
-                        color=plotting.method_color(m), label=plotting.method_label(m))
-        ax.set_xticks(range(len(vsets)), [plotting.value_set_label(v) for v in vsets])
+                        color=style.method_color(m), label=style.method_label(m))
+        ax.set_xticks(range(len(vsets)), [style.value_set_label(v) for v in vsets])
         ax.set_title(f"split: {split}")
     axes[0][0].set_ylabel(METRIC_LABELS.get(metric, metric))
     handles, labels = axes[0][0].get_legend_handles_labels()
@@ -1906,14 +1245,12 @@ def plot_alignment(methods: pd.DataFrame, metric: str = "js_alignment") -> Any:
 
 
 def plot_steerability(matrix: pd.DataFrame, title: str) -> Any:
-    import matplotlib.pyplot as plt
+    plt = style.pyplot()
 
-    from valuealign import plotting
-
-    fig, ax = plt.subplots(figsize=plotting.figsize(0.5, 0.9))
-    im = ax.imshow(matrix.to_numpy(dtype=float), cmap=plotting.SEQUENTIAL_CMAP)
-    ax.set_xticks(range(matrix.shape[1]), [plotting.value_set_label(c) for c in matrix.columns], rotation=30)
-    ax.set_yticks(range(matrix.shape[0]), [plotting.value_set_label(c) for c in matrix.index])
+    fig, ax = plt.subplots(figsize=style.figsize(0.5, 0.9))
+    im = ax.imshow(matrix.to_numpy(dtype=float), cmap=style.SEQUENTIAL_CMAP)
+    ax.set_xticks(range(matrix.shape[1]), [style.value_set_label(c) for c in matrix.columns], rotation=30)
+    ax.set_yticks(range(matrix.shape[0]), [style.value_set_label(c) for c in matrix.index])
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
             v = matrix.iat[i, j]
@@ -1928,15 +1265,13 @@ def plot_steerability(matrix: pd.DataFrame, title: str) -> Any:
 
 def plot_calibration(table: pd.DataFrame) -> Any:
     """Model vs population entropy per item (own value set): below the diagonal = over-confident."""
-    import matplotlib.pyplot as plt
-
-    from valuealign import plotting
+    plt = style.pyplot()
 
     t = table[(table["value_set"] == table["target_value_set"]) | table["method"].isin(["base", "uniform"])]
-    fig, ax = plt.subplots(figsize=plotting.figsize(0.5, 0.9))
+    fig, ax = plt.subplots(figsize=style.figsize(0.5, 0.9))
     for m, g in t.groupby("method", sort=True):
         ax.scatter(g["entropy_population"], g["entropy_model"], s=8, alpha=0.7,
-                   color=plotting.METHOD_COLORS.get(m), label=plotting.method_label(m))
+                   color=style.METHOD_COLORS.get(m), label=style.method_label(m))
     lim = float(np.nanmax([t["entropy_population"].max(), t["entropy_model"].max(), 1.0]))
     ax.plot([0, lim], [0, lim], color="0.6", lw=0.8, ls="--")
     ax.set_xlabel("population entropy (bits)")
@@ -1948,11 +1283,9 @@ def plot_calibration(table: pd.DataFrame) -> Any:
 def plot_examples(items: pd.DataFrame, predictions: pd.DataFrame, targets: pd.DataFrame,
                   item_ids: Sequence[str], value_set: str, conditions: Sequence[tuple[str, str]]) -> Any:
     """Population vs models on a few items: grouped bars per option."""
-    import matplotlib.pyplot as plt
+    plt = style.pyplot()
 
-    from valuealign import plotting
-
-    fig, axes = plt.subplots(len(item_ids), 1, figsize=plotting.figsize(1.0, 0.28 * len(item_ids)),
+    fig, axes = plt.subplots(len(item_ids), 1, figsize=style.figsize(1.0, 0.28 * len(item_ids)),
                              squeeze=False)
     it = items.set_index("item_id")
     for ax, iid in zip(axes[:, 0], item_ids, strict=True):
@@ -1963,7 +1296,7 @@ def plot_examples(items: pd.DataFrame, predictions: pd.DataFrame, targets: pd.Da
             p = predictions[(predictions["run"] == run) & (predictions["method"] == method)
                             & (predictions["item_id"] == iid)]
             if len(p):
-                series.append((p["condition"].iloc[0], p["probs"].iloc[0], plotting.METHOD_COLORS.get(method)))
+                series.append((p["condition"].iloc[0], p["probs"].iloc[0], style.METHOD_COLORS.get(method)))
         w = 0.8 / len(series)
         for k, (name, v, c) in enumerate(series):
             ax.bar(np.arange(len(opts)) + (k - (len(series) - 1) / 2) * w, v, w, label=name, color=c)
@@ -1975,65 +1308,17 @@ def plot_examples(items: pd.DataFrame, predictions: pd.DataFrame, targets: pd.Da
     return fig
 
 
-def plot_dilemmas(by_dim: pd.DataFrame) -> Any:
-    """P(choosing the side whose direct values carry a WVS dimension), per model: only with the
-    full per-action file (signed dimensions, :func:`dilemmas_by_dimension`)."""
-    import matplotlib.pyplot as plt
-
-    from valuealign import plotting
-
-    if by_dim.empty or "p_dimension_side" not in by_dim.columns:
-        raise EvaluationError("plot_dilemmas needs signed dimensions (the full per-action file); "
-                              "without it use plot_dilemma_shifts")
-    fig, ax = plt.subplots(figsize=plotting.figsize(0.8, 0.5))
-    conds = sorted(by_dim["condition"].unique())
-    dims = [d for d in WVS_DIMENSIONS if d in set(by_dim["wvs_dimension"])]
-    for k, c in enumerate(conds):
-        d = by_dim[by_dim["condition"] == c].set_index("wvs_dimension").reindex(dims)
-        x = np.arange(len(dims)) + (k - (len(conds) - 1) / 2) * 0.8 / len(conds)
-        err = np.vstack([d["p_dimension_side"] - d["ci_low"], d["ci_high"] - d["p_dimension_side"]]).clip(min=0)
-        ax.errorbar(x, d["p_dimension_side"], yerr=np.nan_to_num(err), fmt="o", ms=3, capsize=2, label=c)
-    ax.axhline(0.5, color="0.6", lw=0.8, ls="--")
-    ax.set_xticks(range(len(dims)), dims)
-    ax.set_ylabel("P(side with these values)")
-    ax.legend(frameon=False, fontsize=6)
-    return fig
-
-
-def plot_dilemma_shifts(shifts: pd.DataFrame) -> Any:
-    """Per model, every dilemma's shift in P(to_do) against the base model (sorted), with the
-    mean: how far and which way fine-tuning moved everyday choices, without value links."""
-    import matplotlib.pyplot as plt
-
-    from valuealign import plotting
-
-    fig, ax = plt.subplots(figsize=plotting.figsize(0.8, 0.5))
-    for k, (_cond, g) in enumerate(shifts.groupby("condition", sort=True)):
-        v = np.sort(g["shift"].to_numpy())
-        x = k + np.linspace(-0.3, 0.3, len(v)) if len(v) > 1 else np.array([float(k)])
-        color = plotting.METHOD_COLORS.get(g["method"].iloc[0]) if "method" in g else None
-        ax.plot(x, v, ".", ms=3, color=color)
-        ax.hlines(v.mean(), k - 0.35, k + 0.35, color="k", lw=1.2)
-    conds = sorted(shifts["condition"].unique())
-    ax.axhline(0, color="0.6", lw=0.8, ls="--")
-    ax.set_xticks(range(len(conds)), conds, rotation=20, ha="right", fontsize=6)
-    ax.set_ylabel("P(to do) minus base, per dilemma")
-    return fig
-
-
 def plot_strata(item_table: pd.DataFrame, metric: str = "js_alignment") -> Any:
     """Mean alignment per stratum (taxonomy cluster / section) and method, own value set."""
-    import matplotlib.pyplot as plt
-
-    from valuealign import plotting
+    plt = style.pyplot()
 
     t = item_table[(item_table["value_set"] == item_table["target_value_set"])
                    | item_table["method"].isin(["base", "uniform"])]
     g = t.groupby(["stratum", "method"])[metric].mean().unstack("method")
-    fig, ax = plt.subplots(figsize=plotting.figsize(1.0, 0.4))
+    fig, ax = plt.subplots(figsize=style.figsize(1.0, 0.4))
     for m in g.columns:
-        ax.plot(range(len(g)), g[m], "o", ms=4, color=plotting.METHOD_COLORS.get(m),
-                label=plotting.method_label(m))
+        ax.plot(range(len(g)), g[m], "o", ms=4, color=style.METHOD_COLORS.get(m),
+                label=style.method_label(m))
     ax.set_xticks(range(len(g)), [str(s)[:18] for s in g.index], rotation=30, ha="right", fontsize=6)
     ax.set_ylabel(METRIC_LABELS.get(metric, metric))
     ax.legend(frameon=False, fontsize=6, ncol=4)

@@ -2,7 +2,8 @@
 
 Why one module: a model aligned on prompts rendered one way and evaluated on prompts rendered
 another way would be scored on a format shift, not on its values. Training data (notebook 02),
-fine-tuning (03) and evaluation (04) all render survey items through :func:`render_messages`.
+fine-tuning (03) and evaluation (04) all render survey items through :func:`render_messages`;
+the public consultation (05) renders its topic prompts through :func:`render_topic_messages`.
 
 Why paraphrases and shuffled option orders: a small model readily learns "answer B" or a
 surface cue of one wording instead of the population's opinion. Each training row records
@@ -17,6 +18,7 @@ Conventions: option labels are single capital letters; ``order`` is a permutatio
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -148,3 +150,32 @@ def option_for(order: Sequence[int], letter: str) -> int:
 def answer_message(letter: str) -> list[dict]:
     """The completion: one assistant message whose content is the letter alone."""
     return [{"role": "assistant", "content": letter}]
+
+
+# Prompts asking for a view on the conversation's topic; the completion is a statement.
+TOPIC_PROMPTS: tuple[str, ...] = (
+    "What is your view on this topic: {topic}? Answer with one short statement of your opinion.",
+    "A public consultation asks for opinions on: {topic}.\n\nShare your view in one or two sentences.",
+    "Topic for discussion: {topic}\n\nWhat do you think? State your position briefly.",
+)
+
+
+def render_topic_messages(topic: str, paraphrase_id: int) -> list[dict[str, str]]:
+    """The prompt of a consultation row: one user message asking for a view on the topic."""
+    if not 0 <= int(paraphrase_id) < len(TOPIC_PROMPTS):
+        raise ValueError(f"paraphrase_id {paraphrase_id} out of range [0, {len(TOPIC_PROMPTS) - 1}]")
+    topic = re.sub(r"\s+", " ", str(topic)).strip().rstrip("?.")
+    return [{"role": "user", "content": TOPIC_PROMPTS[int(paraphrase_id)].format(topic=topic)}]
+
+
+# DailyDilemmas (notebook 04): a yes/no question, the answers named in both orders.
+DILEMMA_TEMPLATES: tuple[str, ...] = (
+    "{question}\n\nAnswer Yes or No.",
+    "{question}\n\nAnswer No or Yes.",
+)
+
+
+def dilemma_messages(question: str) -> list[list[dict[str, str]]]:
+    """One user message per :data:`DILEMMA_TEMPLATES`; the scores of both are averaged, as option
+    orders are for survey items, so an order bias between "Yes" and "No" cancels."""
+    return [[{"role": "user", "content": tpl.format(question=question)}] for tpl in DILEMMA_TEMPLATES]

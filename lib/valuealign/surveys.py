@@ -20,6 +20,11 @@ the default for user-supplied files) or a recorded drop (``on_invalid="drop"``, 
 notebook 00 so the supervisor sees every dropped row and why). Nothing is ever ``eval``-ed:
 GlobalOpinionQA's ``selections`` column is a Python repr parsed with ``ast.literal_eval``
 on its dict part and validated.
+
+Why one module of about 1100 lines: both readers (GlobalOpinionQA and the codebook-driven
+surveys) must produce the same tidy tables with the same drop records, and the checks of
+:func:`check_schema` are the contract between them; split apart, a reader could drift from the
+schema the other one and notebook 00 rely on.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from valuealign import csvinput, paths
+from valuealign import csvinput, paths, style
 
 OnInvalid = Literal["raise", "drop"]
 
@@ -1035,9 +1040,7 @@ def load_sources(sources: Sequence[str], *, goqa_choice: str = "auto", goqa_tole
 
 def plot_coverage(items: pd.DataFrame, dists: pd.DataFrame, max_groups: int = 40) -> Any:
     """Heatmap of which group answered which item (items grouped by source and section)."""
-    import matplotlib.pyplot as plt
-
-    from valuealign import plotting
+    plt = style.pyplot()
 
     if dists.empty:  # e.g. WVS-7 text only, without microdata: say so instead of an empty heatmap
         return _note_figure("Coverage", "no answer distributions (no group answered any item)")
@@ -1047,7 +1050,7 @@ def plot_coverage(items: pd.DataFrame, dists: pd.DataFrame, max_groups: int = 40
     meta = items.set_index("item_id").loc[present.index, ["source", "section"]]
     order = meta.assign(cov=present.sum(axis=1)).sort_values(["source", "section", "cov"]).index
     present = present.loc[order, list(top)]
-    fig, ax = plt.subplots(figsize=plotting.figsize(1.0, 0.55))
+    fig, ax = plt.subplots(figsize=style.figsize(1.0, 0.55))
     ax.imshow(present.to_numpy().T, aspect="auto", interpolation="nearest", cmap="Greys")
     ax.set_yticks(range(len(top)), [str(g)[:18] for g in top], fontsize=5)
     ax.set_xlabel(f"items with distributions (n = {len(present)}), grouped by source and section")
@@ -1057,11 +1060,9 @@ def plot_coverage(items: pd.DataFrame, dists: pd.DataFrame, max_groups: int = 40
 
 def _note_figure(title: str, note: str) -> Any:
     """A one-panel figure that states why there is nothing to plot (small or empty inputs)."""
-    import matplotlib.pyplot as plt
+    plt = style.pyplot()
 
-    from valuealign import plotting
-
-    fig, ax = plt.subplots(figsize=plotting.figsize(1.0, 0.2))
+    fig, ax = plt.subplots(figsize=style.figsize(1.0, 0.2))
     ax.text(0.5, 0.5, note, ha="center", va="center", fontsize=8, transform=ax.transAxes)
     ax.set_title(title)
     ax.set_axis_off()
@@ -1084,13 +1085,11 @@ def example_item_ids(items: pd.DataFrame, dists: pd.DataFrame, n: int = 3, min_g
 def plot_example_items(items: pd.DataFrame, dists: pd.DataFrame, item_ids: Sequence[str],
                        max_groups: int = 4) -> Any:
     """Bar charts of a few items' answer distributions in several groups (a note when none)."""
-    import matplotlib.pyplot as plt
-
-    from valuealign import plotting
+    plt = style.pyplot()
 
     if not len(item_ids):
         return _note_figure("Example items", "no item has an answer distribution to show")
-    fig, axes = plt.subplots(1, len(item_ids), figsize=plotting.figsize(1.0, 0.42), squeeze=False)
+    fig, axes = plt.subplots(1, len(item_ids), figsize=style.figsize(1.0, 0.42), squeeze=False)
     for ax, item_id in zip(axes[0], item_ids, strict=True):
         it = items.set_index("item_id").loc[item_id]
         sub = dists[dists["item_id"] == item_id].head(max_groups)

@@ -17,7 +17,7 @@ becomes notebook parameters, a base parameter profile and the executor resources
     set: {train_max_steps: 4}            # fixed for every cell, overrides the profile
     finalize:                            # once after the grid, over every finished cell
       notebook: 04_evaluate
-      parameters: {runs: "{all_run_ids}"}
+      parameters: {runs: "{all_run_ids}", value_sets: "{all_value_set}"}
     executor:
       local: {workers: 1}
       slurm: {partition: gpu, gpus_per_node: 1, cpus_per_task: 8, mem_gb: 64,
@@ -25,11 +25,12 @@ becomes notebook parameters, a base parameter profile and the executor resources
 
 Besides its templates, an axis goes under its own name to every notebook of the cell
 that declares a parameter of that name (``seed``, ``model_profile``), unless that
-notebook's ``map`` sets the name itself. Placeholders: ``{<axis>}``,
-``{cell_id}``, ``{grid}``, ``{run_ids}``/``{run_id}`` (runs finished by the cell's
-earlier notebooks: a ``runs/<run_id>/DONE`` written during the cell whose manifest agrees
-with the cell's axes), and in ``finalize`` ``{all_run_ids}`` and ``{all_<axis>}``
-(sorted values over the finished cells).
+notebook's ``map`` sets the name itself. A template is a whole parameter value (or a list
+item) of the form ``{name}`` and is replaced by that value, typed (no text around it):
+``{<axis>}``; ``{run_ids}``, the runs finished by the cell's earlier notebooks (a
+``runs/<run_id>/DONE`` written during the cell whose manifest agrees with the cell's axes);
+and in ``finalize`` ``{all_run_ids}`` and ``{all_<axis>}`` (sorted values over the finished
+cells). These are the templates the grid files use; anything else is an error naming it.
 
 Why this shape: the researcher launches, resumes and collects 3 methods x 5 value sets
 x seeds (~4 GPU-hours each) with one command, so
@@ -48,6 +49,12 @@ x seeds (~4 GPU-hours each) with one command, so
 Slurm goes through submitit (one job array, resources from the grid file); each array
 task runs one cell and updates the registry itself, so the sweep may be left while the
 jobs queue (``--collect`` later rebuilds the combined tables and the index).
+
+Why one module of about 1100 lines: grid validation, the registry, running a cell, the
+executors and the index are one state machine over ``runs/registry.parquet`` (a cell's status
+is read by the planner, written by the runner and by each Slurm task, shown by the index); the
+pieces share the ``Layout``/``Cell`` records and the registry lock, and only the GPU budget,
+which stands on its own, is elsewhere (``valuealign.budget``).
 """
 
 from __future__ import annotations
@@ -58,7 +65,6 @@ import copy
 import dataclasses
 import fcntl
 import html
-import importlib
 import itertools
 import json
 import os
@@ -89,7 +95,7 @@ REGISTRY_COLUMNS = [
     "attempts", "host", "pid", "job_id", "gpus", "gpu_hours", "planned_gpu_hours", "lineage",
 ]
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_LATE = {"run_ids", "run_id"}  # known only after the cell's earlier notebooks ran
+_LATE = {"run_ids"}  # known only after the cell's earlier notebooks ran
 
 
 # ---------------------------------------------------------------- layout and grid
@@ -166,8 +172,13 @@ def cell_id_for(axes: Mapping[str, Any]) -> str:
 
 
 def _placeholders(obj: Any) -> set[str]:
+    """Names of the templates in ``obj``; a ``{name}`` inside other text is an error (:func:`render`)."""
     if isinstance(obj, str):
-        return set(_PLACEHOLDER.findall(obj))
+        found = set(_PLACEHOLDER.findall(obj))
+        if found and not _PLACEHOLDER.fullmatch(obj):
+            raise ConfigError(f"template {obj!r}: a template is a whole value such as \"{{run_ids}}\", "
+                              "with no text around it")
+        return found
     if isinstance(obj, Mapping):
         return set().union(*(_placeholders(v) for v in obj.values())) if obj else set()
     if isinstance(obj, list | tuple):
@@ -176,13 +187,11 @@ def _placeholders(obj: Any) -> set[str]:
 
 
 def render(obj: Any, values: Mapping[str, Any]) -> Any:
-    """Replace placeholders: a string that *is* ``{name}`` takes the typed value, else text."""
+    """Replace every value ``"{name}"`` whose name is in ``values`` by that value (typed);
+    others stay as they are (a late ``{run_ids}`` before the cell's first notebook ran)."""
     if isinstance(obj, str):
         m = _PLACEHOLDER.fullmatch(obj)
-        if m and m.group(1) in values:
-            return copy.deepcopy(values[m.group(1)])
-        return _PLACEHOLDER.sub(lambda m: str(values[m.group(1)]) if m.group(1) in values
-                                else m.group(0), obj)
+        return copy.deepcopy(values[m.group(1)]) if m and m.group(1) in values else obj
     if isinstance(obj, Mapping):
         return {k: render(v, values) for k, v in obj.items()}
     if isinstance(obj, list | tuple):
@@ -274,7 +283,7 @@ def load_grid(path: Path | str, layout: Layout | None = None) -> Grid:
             raise ConfigError(f"{where}: axis {axis!r} must be a list of values, got {values!r}")
         if not values:
             raise ConfigError(f"{where}: axis {axis!r} is empty (give at least one value)")
-        if axis in _LATE | {"cell_id", "grid"} or axis.startswith("all_"):
+        if axis in _LATE or axis.startswith("all_"):
             raise ConfigError(f"{where}: axis name {axis!r} is reserved")
 
     mapping = data.get("map") or {}
@@ -291,13 +300,16 @@ def load_grid(path: Path | str, layout: Layout | None = None) -> Grid:
                 raise config.unknown_parameter_error(key, list(specs[nb]), f"{where}: map.{nb}")
 
     # an axis reaches a notebook through its map, or by its own name when the map is silent
-    used: dict[str, set[str]] = {nb: _placeholders(mapping.get(nb, {})) for nb in nb_names}
+    try:
+        used: dict[str, set[str]] = {nb: _placeholders(mapping.get(nb, {})) for nb in nb_names}
+    except ConfigError as err:
+        raise ConfigError(f"{where}: map: {err}") from None
     for i, nb in enumerate(nb_names):
-        allowed = set(axes) | {"cell_id", "grid"} | (_LATE if i > 0 else set())
+        allowed = set(axes) | (_LATE if i > 0 else set())
         if bad := sorted(used[nb] - allowed):
             raise ConfigError(f"{where}: map.{nb} uses unknown placeholder(s) "
                               f"{', '.join('{' + b + '}' for b in bad)} (axes: {', '.join(axes)}"
-                              f"{'; {run_ids}/{run_id} only after the first notebook' if i == 0 else ''})")
+                              f"{'; {run_ids} only after the first notebook' if i == 0 else ''})")
     implicit: dict[str, list[str]] = {nb: [] for nb in nb_names}
     for axis in axes:
         reached = [nb for nb in nb_names if axis in used[nb]]  # via a template
@@ -334,14 +346,14 @@ def load_grid(path: Path | str, layout: Layout | None = None) -> Grid:
         values = dict(zip(axes, combo, strict=True))
         cid = cell_id_for(values)
         _check_name(layout.executed, cid, f"{where}: cell name (from axes {values})")
-        ctx = {**values, "cell_id": cid, "grid": name}
+        ctx = dict(values)
         params: dict[str, dict[str, Any]] = {}
         for nb in nb_names:
             p = {k: v for k, v in profile.items() if k in specs[nb]}
             p.update({k: v for k, v in fixed.items() if k in specs[nb]})
             p.update({a: values[a] for a in implicit[nb]})
             p.update(render(mapping.get(nb, {}), ctx))
-            probe = render(p, {"run_ids": ["<run_id>"], "run_id": "<run_id>"})
+            probe = render(p, {"run_ids": ["<run_id>"]})
             config.validate(probe, specs[nb], where=f"{where}: cell {cid} {nb}")
             params[nb] = {k: p[k] for k in sorted(p)}
         trained_on = {nb: fps for nb in nb_names
@@ -373,25 +385,21 @@ def load_grid(path: Path | str, layout: Layout | None = None) -> Grid:
 
 def _check_finalize(fin: Any, axes: Mapping[str, Any], layout: Layout, where: str,
                     profile: Mapping[str, Any], fixed: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(fin, dict) or set(fin) - {"notebook", "parameters", "function"} or (
-            "notebook" in fin) == ("function" in fin):
-        raise ConfigError(f"{where}: 'finalize' must be {{notebook: NN_name, parameters: {{...}}}} "
-                          f"or {{function: 'valuealign.module:function'}}")
-    if "function" in fin:
-        mod, _, fn = str(fin["function"]).partition(":")
-        if not mod.startswith("valuealign.") or not fn:
-            raise ConfigError(f"{where}: finalize.function must be 'valuealign.<module>:<function>'")
-        return dict(fin)
+    if not isinstance(fin, dict) or set(fin) - {"notebook", "parameters"} or "notebook" not in fin:
+        raise ConfigError(f"{where}: 'finalize' must be {{notebook: NN_name, parameters: {{...}}}}")
     specs = config.notebook_parameters(_notebook_file(fin["notebook"], layout, f"{where}: finalize"))
     tpl = fin.get("parameters") or {}
-    allowed = {"grid", "all_run_ids"} | {f"all_{a}" for a in axes}
-    if bad := sorted(_placeholders(tpl) - allowed):
+    allowed = {"all_run_ids"} | {f"all_{a}" for a in axes}
+    try:
+        used = _placeholders(tpl)
+    except ConfigError as err:
+        raise ConfigError(f"{where}: finalize: {err}") from None
+    if bad := sorted(used - allowed):
         raise ConfigError(f"{where}: finalize uses unknown placeholder(s) {', '.join(bad)} "
                           f"(valid: {', '.join(sorted(allowed))})")
     p = {k: v for k, v in {**profile, **fixed}.items() if k in specs}
     p.update(tpl)
-    probe = render(p, {"grid": "g", "all_run_ids": ["<run_id>"],
-                       **{f"all_{a}": list(v) for a, v in axes.items()}})
+    probe = render(p, {"all_run_ids": ["<run_id>"], **{f"all_{a}": list(v) for a, v in axes.items()}})
     config.validate(probe, specs, where=f"{where}: finalize {fin['notebook']}")
     return {"notebook": fin["notebook"], "parameters": p}
 
@@ -602,33 +610,22 @@ def run_lineages(run_ids: Sequence[str], layout: Layout) -> dict[str, list[str]]
 def _metrics(run_ids: Sequence[str], layout: Layout) -> dict[str, Any]:
     """Small numeric summary of a cell's runs for the registry and the index.
 
-    From the combined evaluation table ``runs/eval_summary.parquet`` (rows keyed by ``run``;
-    long format ``metric``/``mean`` -> ``<split>:<metric>``, averaged over the cell's runs and
-    evaluations, on the run's own value set where a ``target_value_set`` column exists),
-    else from ``runs/<run_id>/eval/metrics.json``.
+    From the combined evaluation table ``runs/eval_summary.parquet`` that notebook 04 writes
+    (rows keyed by ``run``; ``metric``/``mean`` -> ``<split>:<metric>``, averaged over the
+    cell's runs and evaluations, on the run's own value set); empty before an evaluation.
     """
-    out: dict[str, Any] = {}
     summary = layout.runs / "eval_summary.parquet"
-    if summary.exists() and run_ids:
-        df = pd.read_parquet(summary)
-        key = "run" if "run" in df.columns else "run_id" if "run_id" in df.columns else None
-        df = df[df[key].isin(run_ids)] if key else df.iloc[0:0]
-        if {"target_value_set", "value_set"} <= set(df.columns):
-            df = df[df["target_value_set"] == df["value_set"]]
-        if len(df) and {"metric", "mean"} <= set(df.columns):
-            split = df["split"].astype(str) + ":" if "split" in df.columns else ""
-            means = df.assign(k=split + df["metric"].astype(str)).groupby("k")["mean"].mean()
-            out = {k: round(float(v), 6) for k, v in means.items() if pd.notna(v)}
-        elif len(df):
-            out = {k: round(float(v), 6) for k, v in df.select_dtypes("number").mean().items()
-                   if pd.notna(v)}
-    if not out:
-        for r in run_ids:
-            mj = layout.runs / r / "eval" / "metrics.json"
-            if mj.exists():
-                m = provenance.read_json(mj)
-                out.update({k: v for k, v in m.items() if isinstance(v, int | float)})
-    return out
+    if not summary.exists() or not run_ids:
+        return {}
+    df = pd.read_parquet(summary)
+    if not {"run", "metric", "mean"} <= set(df.columns):
+        return {}
+    df = df[df["run"].isin(run_ids)]
+    if {"target_value_set", "value_set"} <= set(df.columns):
+        df = df[df["target_value_set"] == df["value_set"]]
+    split = df["split"].astype(str) + ":" if "split" in df.columns else ""
+    means = df.assign(k=split + df["metric"].astype(str)).groupby("k")["mean"].mean()
+    return {k: round(float(v), 6) for k, v in means.items() if pd.notna(v)}
 
 
 def _short_error(err: BaseException, notebook: str) -> str:
@@ -714,10 +711,7 @@ def _run_cell_locked(cell: Cell, layout: Layout, out_dir: Path, job_id: str | No
     status, error = "done", None
     try:
         for nb in cell.notebooks:
-            params = render(cell.parameters[nb], {"run_ids": run_ids,
-                                                  "run_id": run_ids[0] if len(run_ids) == 1 else None})
-            if any(v is None for v in params.values()) and "run_id" in _placeholders(cell.parameters[nb]):
-                raise ConfigError(f"{nb}: {{run_id}} needs exactly one run, found {run_ids}")
+            params = render(cell.parameters[nb], {"run_ids": run_ids})
             target = out_dir / f"{nb}.ipynb"
             try:
                 with _root_env(layout, figures_dir=out_dir / "figures"):
@@ -826,19 +820,42 @@ def slurm_parameters(grid: Grid, n_cells: int) -> dict[str, Any]:
     return p
 
 
-def sbatch_preview(grid: Grid, n_cells: int, folder: Path) -> str:
-    """The sbatch script submitit would submit for the array, written without submitting.
+# What submitit's SlurmExecutor adds to every job (submitit 1.5): one node, logs appended, the
+# USR2 signal 90 s before the time limit (it checkpoints or requeues), and its wckey.
+SUBMITIT_SBATCH_DEFAULTS: dict[str, Any] = {"nodes": 1, "open-mode": "append", "signal": "USR2@90",
+                                            "wckey": "submitit"}
 
-    Uses submitit's own generator (``submitit.slurm.slurm._make_sbatch_string``, what
-    ``SlurmExecutor`` calls with its parameters and ``map_count`` for an array) so the
-    preview is the real thing; works on a machine without Slurm.
+
+def sbatch_script(grid: Grid, n_cells: int, folder: Path) -> str:
+    """The sbatch script of the grid's job array (one task per cell), written without submitting.
+
+    Why written here: ``--dry-run`` shows the researcher what the cluster will receive on a
+    machine without Slurm, and submitit offers no public way to render its script. The text
+    is the one ``submit`` makes submitit write for the same parameters (flags sorted, the
+    log paths of an array task, the grid's ``setup`` lines, the ``srun`` of submitit's
+    entry point); ``tests/test_sweep.py`` compares the two.
     """
-    from submitit.slurm import slurm as sslurm
-
-    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit",
-                        shlex.quote(str(folder))])
-    return sslurm._make_sbatch_string(command=command, folder=folder, map_count=n_cells,
-                                      **slurm_parameters(grid, n_cells))
+    p = slurm_parameters(grid, n_cells)
+    logs = str(folder).replace("%j", "%A_%a")
+    flags: dict[str, Any] = {
+        **SUBMITIT_SBATCH_DEFAULTS, "job_name": p["job_name"], "time": p["time"],
+        "gpus_per_node": p["gpus_per_node"], "cpus_per_task": p["cpus_per_task"],
+        "array": f"0-{n_cells - 1}%{min(p['array_parallelism'], n_cells)}",
+        "output": f"{logs}/%A_%a_0_log.out", "error": f"{logs}/%A_%a_0_log.err",
+        **{k: p[k] for k in ("mem", "partition", "account", "qos", "constraint") if k in p},
+        **p.get("additional_parameters", {}),
+    }
+    lines = ["#!/bin/bash", "", "# Parameters"]
+    for key in sorted(flags):
+        value = flags[key]
+        lines.append(f"#SBATCH --{key.replace('_', '-')}" + ("" if value is True else f"={value}"))
+    if p.get("setup"):
+        lines += ["", "# setup", *p["setup"]]
+    command = " ".join([shlex.quote(sys.executable), "-u -m submitit.core._submit", shlex.quote(str(folder))])
+    srun = shlex.join(["srun", "--unbuffered", "--output", f"{logs}/%A_%a_%t_log.out",
+                       "--error", f"{logs}/%A_%a_%t_log.err"])
+    lines += ["", "# command", "export SUBMITIT_EXECUTOR=slurm", f"{srun} {command}", ""]
+    return "\n".join(lines)
 
 
 def submit(cells: Sequence[Cell], grid: Grid, layout: Layout, cluster: str = "slurm",
@@ -886,9 +903,8 @@ def finalize(grid: Grid, layout: Layout) -> Path | None:
     """Rebuild the combined tables/figures over every finished cell of the grid.
 
     ``finalize: {notebook, parameters}`` runs that notebook once more (the evaluation
-    notebook over ``{all_run_ids}``) into ``executed/<grid>/_combined/``;
-    ``finalize: {function: 'valuealign.<module>:<fn>'}`` calls ``fn(registry_rows, layout)``
-    with this grid's finished rows (a DataFrame). Without ``finalize`` nothing is rebuilt.
+    notebook over ``{all_run_ids}``) into ``executed/<grid>/_combined/``. Without
+    ``finalize`` nothing is rebuilt.
     """
     if not grid.finalize:
         return None
@@ -900,15 +916,11 @@ def finalize(grid: Grid, layout: Layout) -> Path | None:
     if rows.empty:
         print(f"[{grid.name}] finalize: no finished cell yet, nothing to combine")
         return None
-    if "function" in grid.finalize:
-        mod, _, fn = grid.finalize["function"].partition(":")
-        result = getattr(importlib.import_module(mod), fn)(rows, layout)
-        return Path(result) if isinstance(result, str | Path) else None
     from valuealign import notebooks as nbrun
 
     run_ids = sorted({r for v in rows["run_ids"] for r in json.loads(v or "[]")})
     axes = [json.loads(a) for a in rows["axes"]]
-    ctx: dict[str, Any] = {"grid": grid.name, "all_run_ids": run_ids}
+    ctx: dict[str, Any] = {"all_run_ids": run_ids}
     for a in grid.axes:
         ctx[f"all_{a}"] = sorted({x[a] for x in axes if a in x}, key=str)
     params = render(grid.finalize["parameters"], ctx)
@@ -1047,7 +1059,7 @@ def sweep(grid_path: Path | str, *, layout: Layout | None = None, executor: str 
         print(budget.report(list(estimates.values()), {c.cell_id for c in todo}, grid.budget, used))
         if executor == "slurm" and todo:
             folder = layout.executed / grid.name / "submitit" / "%j"
-            text = sbatch_preview(grid, len(todo), folder)
+            text = sbatch_script(grid, len(todo), folder)
             target = provenance.write_text(text, layout.executed / grid.name / "preview.sbatch")
             print(f"sbatch script for {len(todo)} array tasks (not submitted): {layout.rel(target)}")
         return 0

@@ -13,6 +13,11 @@ pairwise ARI), a min_cluster_size sweep and a k-means baseline. A single fit doe
 the taxonomy is built as the consensus of many fits (``valuealign.consensus``); the Schwartz mapping and
 the clusters' predictive power are checked in ``valuealign.taxonomy_validation``. Every function is
 deterministic for a fixed seed.
+
+Why one module of about a thousand lines: notebook 01 reads it as the method section of the
+taxonomy, top to bottom (corpus, embeddings, UMAP + HDBSCAN, metrics, Schwartz prototypes,
+report, figures), and every step takes or extends the one ``Taxonomy`` record; the parts that
+stand on their own are already out (``consensus``, ``taxonomy_validation``, ``pinning``).
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from valuealign import paths, provenance
+from valuealign import paths, provenance, style
 
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 CORPUS_PARTS = ("survey", "valueeval", "dilemmas")
@@ -906,12 +911,10 @@ def _cluster_colors(k: int) -> list[Any]:
 
 def plot_map(tax: Taxonomy, *, max_labels: int = 25) -> Any:
     """The 2-D UMAP map of the texts, coloured by cluster, largest clusters labelled."""
-    import matplotlib.pyplot as plt
-
-    from valuealign.plotting import figsize
+    plt = style.pyplot()
 
     lab = tax.fit.labels
-    fig, ax = plt.subplots(figsize=figsize(1.0, 0.75))
+    fig, ax = plt.subplots(figsize=style.figsize(1.0, 0.75))
     noise = lab < 0
     ax.scatter(tax.xy[noise, 0], tax.xy[noise, 1], s=2, c="#cccccc", lw=0, label="noise")
     colors = _cluster_colors(tax.fit.n_clusters)
@@ -934,15 +937,13 @@ def plot_map(tax: Taxonomy, *, max_labels: int = 25) -> Any:
 
 def plot_value_heatmap(tax: Taxonomy, *, max_clusters: int = 40) -> Any:
     """Cluster x basic value similarity, centred per cluster (what distinguishes each cluster)."""
-    import matplotlib.pyplot as plt
-
-    from valuealign.plotting import DIVERGING_CMAP, figsize
+    plt = style.pyplot()
 
     s = tax.value_sims.iloc[:max_clusters]
     centred = s.sub(s.mean(axis=1), axis=0)
-    fig, ax = plt.subplots(figsize=figsize(1.0, max(0.5, 0.02 * len(s) + 0.25)))
+    fig, ax = plt.subplots(figsize=style.figsize(1.0, max(0.5, 0.02 * len(s) + 0.25)))
     lim = float(np.abs(centred.to_numpy()).max()) or 1.0
-    im = ax.imshow(centred.to_numpy(), cmap=DIVERGING_CMAP, vmin=-lim, vmax=lim, aspect="auto")
+    im = ax.imshow(centred.to_numpy(), cmap=style.DIVERGING_CMAP, vmin=-lim, vmax=lim, aspect="auto")
     ax.set_xticks(range(s.shape[1]), s.columns, rotation=45, ha="right")
     ylabels = [f"{c}: {', '.join(tax.clusters.loc[c, 'label'].split(', ')[:2])}" for c in s.index]
     ax.set_yticks(range(len(s)), ylabels, fontsize=5.5)
@@ -952,13 +953,11 @@ def plot_value_heatmap(tax: Taxonomy, *, max_clusters: int = 40) -> Any:
 
 def plot_circumplex(tax: Taxonomy) -> Any:
     """Clusters placed on Schwartz's circle (position from their value similarity profile)."""
-    import matplotlib.pyplot as plt
-
-    from valuealign.plotting import OKABE_ITO, figsize
+    plt = style.pyplot()
 
     basic = tax.protos[tax.protos["level"] == "basic"]
-    ho_color = dict(zip(HIGHER_ORDER, OKABE_ITO[:4], strict=True))
-    fig, ax = plt.subplots(figsize=figsize(0.8, 1.0))
+    ho_color = dict(zip(HIGHER_ORDER, style.OKABE_ITO[:4], strict=True))
+    fig, ax = plt.subplots(figsize=style.figsize(0.8, 1.0))
     t = np.linspace(0, 2 * np.pi, 200)
     ax.plot(np.cos(t), np.sin(t), color="#999999", lw=0.6)
     ax.axhline(0, color="#dddddd", lw=0.5, zorder=0)
@@ -987,15 +986,13 @@ def plot_circumplex(tax: Taxonomy) -> Any:
 
 def plot_stability(sweep: pd.DataFrame, aris: np.ndarray, chosen: int) -> Any:
     """Left: the min_cluster_size trade-off; right: pairwise ARI across subsample runs."""
-    import matplotlib.pyplot as plt
+    plt = style.pyplot()
 
-    from valuealign.plotting import OKABE_ITO, figsize
-
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=figsize(1.0, 0.4), width_ratios=[2, 1])
-    a1.plot(sweep["min_cluster_size"], sweep["noise_share"], "o-", color=OKABE_ITO[5], label="noise share")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=style.figsize(1.0, 0.4), width_ratios=[2, 1])
+    a1.plot(sweep["min_cluster_size"], sweep["noise_share"], "o-", color=style.OKABE_ITO[5], label="noise share")
     if "ari" in sweep:
-        a1.plot(sweep["min_cluster_size"], sweep["ari"], "s-", color=OKABE_ITO[0], label="ARI vs WVS sections")
-        a1.plot(sweep["min_cluster_size"], sweep["nmi"], "^-", color=OKABE_ITO[2], label="NMI vs WVS sections")
+        a1.plot(sweep["min_cluster_size"], sweep["ari"], "s-", color=style.OKABE_ITO[0], label="ARI vs WVS sections")
+        a1.plot(sweep["min_cluster_size"], sweep["nmi"], "^-", color=style.OKABE_ITO[2], label="NMI vs WVS sections")
     a1.axvline(chosen, color="#999999", ls=":", lw=0.8)
     a1.set_xlabel("hdbscan_min_cluster_size")
     a1.set_ylabel("share / score")

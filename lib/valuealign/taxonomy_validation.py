@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from valuealign import paths
+from valuealign import paths, style
 from valuealign.taxonomy import TaxonomyError
 
 MAPPING = paths.REFERENCE / "valueeval_to_schwartz.csv"
@@ -312,13 +312,11 @@ def cluster_coherence(corr: np.ndarray, labels: np.ndarray, *, n_perm: int = 100
 
 def plot_confusion(confusion: pd.DataFrame) -> Any:
     """Gold x predicted basic values (row shares), the counts written in the cells."""
-    import matplotlib.pyplot as plt
-
-    from valuealign.plotting import figsize
+    plt = style.pyplot()
 
     counts = confusion.to_numpy()
     shares = counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
-    fig, ax = plt.subplots(figsize=figsize(0.8, 0.8))
+    fig, ax = plt.subplots(figsize=style.figsize(0.8, 0.8))
     ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
     names = [c.replace("_", " ") for c in confusion.columns]
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=6)
@@ -334,9 +332,7 @@ def plot_confusion(confusion: pd.DataFrame) -> Any:
 
 def plot_coherence(corr: np.ndarray, labels: np.ndarray) -> Any:
     """Distribution of |r| between country profiles for item pairs within vs between clusters."""
-    import matplotlib.pyplot as plt
-
-    from valuealign.plotting import OKABE_ITO, figsize
+    plt = style.pyplot()
 
     keep = np.flatnonzero(np.asarray(labels) >= 0)
     sub = corr[np.ix_(keep, keep)]
@@ -345,10 +341,10 @@ def plot_coherence(corr: np.ndarray, labels: np.ndarray) -> Any:
     ok = ~np.isnan(r)
     same = (np.asarray(labels)[keep][i] == np.asarray(labels)[keep][j])[ok]
     r = r[ok]
-    fig, ax = plt.subplots(figsize=figsize(0.7, 0.55))
+    fig, ax = plt.subplots(figsize=style.figsize(0.7, 0.55))
     bins = np.linspace(0, 1, 21)
-    ax.hist(r[~same], bins=bins, density=True, alpha=0.6, color=OKABE_ITO[5], label="between clusters")
-    ax.hist(r[same], bins=bins, density=True, alpha=0.6, color=OKABE_ITO[0], label="within a cluster")
+    ax.hist(r[~same], bins=bins, density=True, alpha=0.6, color=style.OKABE_ITO[5], label="between clusters")
+    ax.hist(r[same], bins=bins, density=True, alpha=0.6, color=style.OKABE_ITO[0], label="within a cluster")
     ax.set_xlabel("|r| of two items' country profiles")
     ax.set_ylabel("density")
     ax.legend(fontsize=6)

@@ -33,7 +33,8 @@ from typing import Any
 
 import pandas as pd
 
-from valuealign import paths, plotting
+from valuealign import artefacts, paths, style
+from valuealign.macros import read_macros
 
 GRAPHICS_EXTS = (".pdf", ".png", ".jpg", ".jpeg")
 _REF = re.compile(
@@ -181,7 +182,7 @@ def check_thesis(
     """Cross-check the thesis LaTeX against ``figures/`` and its manifest (see module doc)."""
     main_tex = Path(main_tex or paths.THESIS / "main.tex")
     figures_dir = Path(figures_dir or paths.FIGURES)
-    textwidth_in = plotting.TEXTWIDTH_IN if textwidth_in is None else textwidth_in
+    textwidth_in = style.TEXTWIDTH_IN if textwidth_in is None else textwidth_in
     notebooks_dir = Path(notebooks_dir or paths.NOTEBOOKS)
     report = ThesisReport()
 
@@ -195,7 +196,7 @@ def check_thesis(
             f"{paths.relative(main_tex)}: geometry textwidth is {tw:.4f} in but "
             f"plotting.TEXTWIDTH_IN is {textwidth_in} in; change one so they agree")
 
-    manifest = plotting.read_manifest(figures_dir)
+    manifest = artefacts.read_manifest(figures_dir)
     producers: dict[str, list[str]] = {}
     for name, entry in manifest.items():
         for f in entry.get("files", []):
@@ -233,7 +234,7 @@ def check_thesis(
                     f"{ref.where()}: {paths.relative(path)} is {size[0]:.2f} in wide, wider than the "
                     f"text width {textwidth_in} in: make it with plotting.figsize(fraction <= 1)")
 
-    macros = plotting.read_macros(figures_dir)
+    macros = read_macros(figures_dir)
     for tex, line, name in results_used(main_tex):
         if name not in macros:
             report.errors.append(
@@ -359,13 +360,13 @@ def pipeline_table(manifests: pd.DataFrame) -> pd.DataFrame:
 
 def plot_pipeline_runtime(table: pd.DataFrame, fraction: float = 0.8) -> Any:
     """Horizontal bars: wall time per stage (what a re-run of the thesis costs, and where)."""
-    fig, ax = plotting.subplots(fraction, 0.45)
+    fig, ax = style.subplots(fraction, 0.45)
     stages = list(table["Stage"])[::-1]
     minutes = list(table["Wall time (min)"])[::-1]
-    ax.barh(stages, minutes, color=plotting.OKABE_ITO[0])
+    ax.barh(stages, minutes, color=style.OKABE_ITO[0])
     for y, v in enumerate(minutes):
         ax.text(v, y, f" {v:.1f}" if v >= 1 else f" {v:.2f}", va="center",
-                fontsize=plotting.BASE_FONT_PT - 1)
+                fontsize=style.BASE_FONT_PT - 1)
     ax.set_xlabel("wall time (minutes, this profile)")
     ax.set_xlim(0, max(minutes + [0.1]) * 1.18)
     return fig
@@ -457,22 +458,22 @@ def plot_cost_vs_alignment(runs: pd.DataFrame, alignment: pd.DataFrame, fraction
     df = runs.merge(alignment[["run", "alignment"]], on="run", how="inner")
     if df.empty:
         raise ValueError("no fine-tuned run has an evaluation: run notebooks 03 and 04 first")
-    fig, ax = plotting.subplots(fraction, 0.75)
-    for method in plotting.sort_methods(df["method"].dropna()):
+    fig, ax = style.subplots(fraction, 0.75)
+    for method in style.sort_methods(df["method"].dropna()):
         d = df[df["method"] == method]
-        ax.scatter(d["wall_time_s"] / 60.0, d["alignment"], s=18, label=plotting.method_label(method),
-                   color=plotting.method_color(method))
+        ax.scatter(d["wall_time_s"] / 60.0, d["alignment"], s=18, label=style.method_label(method),
+                   color=style.method_color(method))
     base = alignment[alignment["run"].astype(str).str.startswith("_")] if "method" in alignment else None
     if base is not None and "method" in base.columns:
         if "value_set" in base.columns and "value_set" in df.columns:
             base = base[base["value_set"].isin(set(df["value_set"].dropna()))]
-        for method in plotting.sort_methods(base["method"].dropna()):
+        for method in style.sort_methods(base["method"].dropna()):
             v = base.loc[base["method"] == method, "alignment"].mean()
-            ax.axhline(v, color=plotting.method_color(method), lw=0.8, ls="--",
-                       label=f"{plotting.method_label(method)} (no training)")
+            ax.axhline(v, color=style.method_color(method), lw=0.8, ls="--",
+                       label=f"{style.method_label(method)} (no training)")
     ax.set_xlabel("fine-tuning wall time (minutes)")
     ax.set_ylabel("alignment (1 - JS distance)")
-    ax.legend(loc="best", fontsize=plotting.BASE_FONT_PT - 2)
+    ax.legend(loc="best", fontsize=style.BASE_FONT_PT - 2)
     return fig
 
 
@@ -489,7 +490,7 @@ def artefact_table(manifest: dict[str, Any], exclude_notebook: str | None = SELF
 
 def figure_checks(manifest: dict[str, Any], textwidth_in: float | None = None) -> pd.DataFrame:
     """Per produced figure PDF: width vs the text width and whether every font is embedded."""
-    textwidth_in = plotting.TEXTWIDTH_IN if textwidth_in is None else textwidth_in
+    textwidth_in = style.TEXTWIDTH_IN if textwidth_in is None else textwidth_in
     have_pdffonts = shutil.which("pdffonts") is not None
     rows = []
     for name, e in sorted(manifest.items()):

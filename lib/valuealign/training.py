@@ -33,11 +33,17 @@ renormalised over the item's letters (soft labels, as in SubPOP, Suh et al. 2025
 arXiv:2502.16761). ``DistTrainer`` (:func:`dist_trainer_class`) is trl's ``SFTTrainer`` with its own ``compute_loss``,
 so LoRA, quantisation, optimiser, checkpoints and logging are SFT's; it reads the letter
 probabilities at the position and with the tokens that the evaluation scores
-(``valuealign.evaluation.chat_text`` and ``label_token_ids``).
+(``valuealign.inference.chat_text`` and ``label_token_ids``).
 
 Why the reference model is the base with the adapter switched off: DPO and KTO need a frozen
 reference policy; with peft, trl uses the same weights with the LoRA layers disabled, so a
 7-13B model is held in memory once (a second 4-bit copy is a known cause of out-of-memory).
+
+Why one module of about 1500 lines: a run's id, its resumption, its data fingerprint, the
+trainer it builds and the record it leaves (manifest, model card, ``DONE``) must agree with
+each other exactly (a finished run is found again by its id); they share ``TrainParams`` and
+the run folder layout. What several stages share is elsewhere: forward passes in
+``valuealign.inference``, the row schema and KTO weights in ``valuealign.rows``.
 """
 
 from __future__ import annotations
@@ -60,21 +66,15 @@ from typing import Any
 
 import pandas as pd
 
-from valuealign import models, paths, provenance, schemas
+from valuealign import models, paths, provenance, schemas, style
+from valuealign.inference import chat_text, completion_logprob, greedy_replies, label_token_ids
+from valuealign.rows import METHODS, TRAINER_COLUMNS, KtoBalanceError, kto_class_weights
 
-METHODS: tuple[str, ...] = ("sft", "dpo", "kto", "dist")
 QUANTIZATIONS: tuple[str, ...] = ("auto", "4bit", "none")
 DATA_SOURCES: tuple[str, ...] = ("survey", "consultation")
 OPTIMIZERS: tuple[str, ...] = ("auto", "paged_adamw_8bit", "paged_adamw_32bit", "adamw_torch")
 SCHEDULERS: tuple[str, ...] = ("constant", "constant_with_warmup", "cosine", "linear")
 
-# The columns trl needs per method; other columns are kept for provenance.
-REQUIRED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "sft": ("prompt", "completion"),
-    "dpo": ("prompt", "chosen", "rejected"),
-    "kto": ("prompt", "completion", "label"),
-    "dist": ("prompt", "option_letters", "target_shares"),
-}
 SHARE_TOLERANCE = 1e-6  # |sum of a dist row's target shares - 1| allowed
 KTO_BETA = 0.1  # trl's default and the KTO paper's; recorded in each KTO run's parameters
 STAGE = "03_finetune"
@@ -149,11 +149,11 @@ def check_columns(dataset: Any, method: str, where: str = "dataset") -> None:
     check_method(method)
     splits = dataset.items() if hasattr(dataset, "keys") else [("train", dataset)]
     for split, ds in splits:
-        missing = [c for c in REQUIRED_COLUMNS[method] if c not in ds.column_names]
+        missing = [c for c in TRAINER_COLUMNS[method] if c not in ds.column_names]
         if missing:
             raise DatasetFormatError(
                 f"{where} (split {split!r}) lacks the column(s) {', '.join(missing)} that {method} "
-                f"needs (it needs {', '.join(REQUIRED_COLUMNS[method])}; it has "
+                f"needs (it needs {', '.join(TRAINER_COLUMNS[method])}; it has "
                 f"{', '.join(ds.column_names)})"
             )
         if method == "kto" and len(ds) and not isinstance(ds[0]["label"], bool):
@@ -720,22 +720,14 @@ def load_alignment_dataset(value_set: str, method: str, data_source: str = "surv
 
 
 def kto_weights(train: Any, desirable: float = 0.0, undesirable: float = 0.0) -> tuple[float, float]:
-    """KTO class weights; a 0 weight is derived so that weighted counts balance (ratio 1:1).
-
-    The KTO paper advises keeping (w_d * n_d) / (w_u * n_u) within [1, 4/3]; with both
-    weights 0 the majority class gets weight 1 and the minority is up-weighted.
-    """
+    """KTO class weights of a train split (its ``label`` column): :func:`valuealign.rows.kto_class_weights`;
+    a 0 weight is derived so that the weighted counts balance (ratio 1:1)."""
     labels = list(train["label"])
-    n_d, n_u = sum(1 for x in labels if x), sum(1 for x in labels if not x)
-    if n_d == 0 or n_u == 0:
-        raise DatasetFormatError(f"KTO needs desirable and undesirable rows; got {n_d} desirable, {n_u} undesirable")
-    if desirable > 0 and undesirable > 0:
-        return float(desirable), float(undesirable)
-    if desirable > 0:
-        return float(desirable), desirable * n_d / n_u
-    if undesirable > 0:
-        return undesirable * n_u / n_d, float(undesirable)
-    return (1.0, n_d / n_u) if n_d >= n_u else (n_u / n_d, 1.0)
+    n_d = sum(1 for x in labels if x)
+    try:
+        return kto_class_weights(n_d, len(labels) - n_d, desirable, undesirable)
+    except KtoBalanceError as err:
+        raise DatasetFormatError(str(err)) from err
 
 
 def drop_too_long(ds: Any, method: str, tokenizer: Any, max_length: int) -> tuple[Any, int]:
@@ -745,16 +737,14 @@ def drop_too_long(ds: Any, method: str, tokenizer: Any, max_length: int) -> tupl
     from the end (SFT) or cuts the completion (DPO/KTO), so a truncated row teaches nothing or
     the wrong thing. The count is reported in the run's manifest.
     """
-    answers = [c for c in REQUIRED_COLUMNS[method] if c not in ("prompt", "label")]
+    answers = [c for c in TRAINER_COLUMNS[method] if c not in ("prompt", "label")]
 
     def fits(row: Mapping[str, Any]) -> bool:
         if method == "dist":  # the prompt and the one letter token read after it
-            from valuealign.evaluation import chat_text
-
             return len(tokenizer(chat_text(tokenizer, list(row["prompt"])), add_special_tokens=False)
                        ["input_ids"]) + 1 <= max_length
         for col in answers:
-            text = tokenizer.apply_chat_template(list(row["prompt"]) + list(row[col]), tokenize=False)
+            text = chat_text(tokenizer, list(row["prompt"]) + list(row[col]), generation_prompt=False)
             if len(tokenizer(text, add_special_tokens=False)["input_ids"]) > max_length:
                 return False
         return True
@@ -765,7 +755,7 @@ def drop_too_long(ds: Any, method: str, tokenizer: Any, max_length: int) -> tupl
 
 def prepare_split(ds: Any, method: str, max_rows: int = 0, seed: int = 0) -> Any:
     """Keep the columns trl needs; optionally a seeded subsample of ``max_rows`` rows."""
-    ds = ds.select_columns(list(REQUIRED_COLUMNS[method]))
+    ds = ds.select_columns(list(TRAINER_COLUMNS[method]))
     if max_rows and len(ds) > max_rows:
         ds = ds.shuffle(seed=seed).select(range(max_rows))
     return ds
@@ -867,14 +857,12 @@ def dist_features(ds: Any, tokenizer: Any) -> Any:
     """Tokenise dist rows as the evaluation scores them: ``input_ids`` of the chat prompt,
     ``option_ids`` (the token of each option letter after it) and ``target`` (the shares).
 
-    The prompt text is :func:`valuealign.evaluation.chat_text` and the letter tokens come from
-    :func:`valuealign.evaluation.label_token_ids`, so training raises exactly the probabilities
+    The prompt text is :func:`valuealign.inference.chat_text` and the letter tokens come from
+    :func:`valuealign.inference.label_token_ids`, so training raises exactly the probabilities
     that notebook 04 reads. A letter that is not one token, or two letters with one token,
     cannot be scored in one position: an error naming the row and the letters.
     """
     from datasets import Dataset
-
-    from valuealign.evaluation import chat_text, label_token_ids
 
     rows: dict[str, list[Any]] = {"input_ids": [], "option_ids": [], "target": []}
     for i, row in enumerate(ds):
@@ -1397,29 +1385,6 @@ def _train_locked(p: TrainParams, dataset: Any | None, run_dir: Path, fingerprin
 # ---------------------------------------------------------------- before/after examples
 
 
-def _chat_text(tokenizer: Any, messages: list[dict], generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-
-
-def completion_logprob(model: Any, tokenizer: Any, prompt: list[dict], answer: str) -> float:
-    """Summed log-probability of the assistant turn ``answer`` after ``prompt`` (as SFT trains it)."""
-    import torch
-
-    prompt_text = _chat_text(tokenizer, prompt, True)
-    full_text = _chat_text(tokenizer, prompt + [{"role": "assistant", "content": answer}], False)
-    if not full_text.startswith(prompt_text):
-        raise ValueError("chat template does not extend the prompt with the answer; cannot score it")
-    p_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    ids = tokenizer(full_text, add_special_tokens=False)["input_ids"]
-    x = torch.tensor([ids], device=next(model.parameters()).device)
-    with torch.no_grad():
-        logits = model(input_ids=x).logits.float()
-    logp = torch.log_softmax(logits[0, :-1], dim=-1)
-    targets = x[0, 1:]
-    token_lp = logp.gather(1, targets[:, None])[:, 0]
-    return float(token_lp[len(p_ids) - 1:].sum())
-
-
 def target_answer(row: Mapping[str, Any], method: str) -> str:
     """The answer a row teaches: SFT completion, DPO chosen, KTO completion (if desirable),
     dist: the letter with the largest target share (the population's most common answer)."""
@@ -1451,19 +1416,6 @@ def example_rows(dataset: Any, method: str, n: int = 3, seed: int = 0) -> list[d
     return rows
 
 
-def _generate(model: Any, tokenizer: Any, prompts: list[list[dict]], max_new_tokens: int) -> list[str]:
-    import torch
-
-    texts = [_chat_text(tokenizer, m, True) for m in prompts]
-    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    enc = {k: v.to(next(model.parameters()).device) for k, v in enc.items()}
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
-                             temperature=None, top_p=None, top_k=None,
-                             pad_token_id=tokenizer.pad_token_id)
-    return [tokenizer.decode(o[enc["input_ids"].shape[1]:], skip_special_tokens=True).strip() for o in out]
-
-
 def before_after(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]],
                  max_new_tokens: int = 8) -> pd.DataFrame:
     """Greedy answers and the target answer's log-probability, base (adapter off) vs trained."""
@@ -1473,9 +1425,9 @@ def before_after(model: Any, tokenizer: Any, rows: Sequence[Mapping[str, Any]],
     model.eval()
     prompts = [list(r["prompt"]) for r in rows]
     with model.disable_adapter():
-        before = _generate(model, tokenizer, prompts, max_new_tokens)
+        before = greedy_replies(model, tokenizer, prompts, max_new_tokens)
         lp_before = [completion_logprob(model, tokenizer, pr, r["target"]) for pr, r in zip(prompts, rows, strict=True)]
-    after = _generate(model, tokenizer, prompts, max_new_tokens)
+    after = greedy_replies(model, tokenizer, prompts, max_new_tokens)
     lp_after = [completion_logprob(model, tokenizer, pr, r["target"]) for pr, r in zip(prompts, rows, strict=True)]
     return pd.DataFrame({
         "item_id": [r["item_id"] for r in rows],
@@ -1495,9 +1447,7 @@ def plot_curves(logs: Mapping[tuple[str, str], pd.DataFrame], metrics: Sequence[
 
     ``logs`` maps (value_set, method) to a training log; runs lacking a metric are left out.
     """
-    import matplotlib.pyplot as plt
-
-    from valuealign import plotting
+    plt = style.pyplot()
 
     value_sets = sorted({vs for vs, _ in logs})
     styles = ["-", "--", ":", "-."]
@@ -1507,14 +1457,14 @@ def plot_curves(logs: Mapping[tuple[str, str], pd.DataFrame], metrics: Sequence[
         return None
     ncol = min(3, len(panels))
     nrow = math.ceil(len(panels) / ncol)
-    fig, axes = plt.subplots(nrow, ncol, figsize=plotting.figsize(1.0, 0.33 * nrow), squeeze=False)
+    fig, axes = plt.subplots(nrow, ncol, figsize=style.figsize(1.0, 0.33 * nrow), squeeze=False)
     for ax, (col, title) in zip(axes.flat, panels, strict=False):
         for (vs, method), df in sorted(logs.items()):
             if methods and method not in methods or col not in df.columns or df[col].isna().all():
                 continue
             ax.plot(df["step"], df[col], styles[value_sets.index(vs) % len(styles)], marker=".",
-                    color=plotting.METHOD_COLORS.get(method), lw=1,
-                    label=f"{plotting.method_label(method)}, {plotting.value_set_label(vs)}")
+                    color=style.METHOD_COLORS.get(method), lw=1,
+                    label=f"{style.method_label(method)}, {style.value_set_label(vs)}")
         ax.set_title(title)
         ax.set_xlabel("optimizer step")
         ax.legend(frameon=False, fontsize=6)
@@ -1538,14 +1488,12 @@ PREFERENCE_PANELS: tuple[tuple[str, str], ...] = (
 
 def loss_figure(logs: Mapping[tuple[str, str], pd.DataFrame]) -> Any:
     """One loss panel per method (their scales differ: cross-entropy vs log-sigmoid losses)."""
-    import matplotlib.pyplot as plt
-
-    from valuealign import plotting
+    plt = style.pyplot()
 
     methods = [m for m in METHODS if any(mm.rsplit("+", 1)[-1] == m for _, mm in logs)]
     if not methods:
         return None
-    fig, axes = plt.subplots(1, len(methods), figsize=plotting.figsize(1.0, 0.3), squeeze=False)
+    fig, axes = plt.subplots(1, len(methods), figsize=style.figsize(1.0, 0.3), squeeze=False)
     value_sets = sorted({vs for vs, _ in logs})
     for ax, method in zip(axes.flat, methods, strict=True):
         for (vs, m), df in sorted(logs.items()):
@@ -1553,11 +1501,11 @@ def loss_figure(logs: Mapping[tuple[str, str], pd.DataFrame]) -> Any:
             if m.rsplit("+", 1)[-1] != method or "loss" not in df.columns:
                 continue
             chained = "+" in m
-            label = plotting.value_set_label(vs) + (f" (from {plotting.method_label(m.rsplit('+', 1)[0])})"
+            label = style.value_set_label(vs) + (f" (from {style.method_label(m.rsplit('+', 1)[0])})"
                                                      if chained else "")
             ax.plot(df["step"], df["loss"], ["-", "--", ":", "-."][value_sets.index(vs) % 4],
                     marker="o" if chained else ".", mfc="none" if chained else None,
-                    color=plotting.METHOD_COLORS.get(method), lw=1, label=label)
+                    color=style.METHOD_COLORS.get(method), lw=1, label=label)
         ax.set_title(LOSS_PANELS[method][1])
         ax.set_xlabel("optimizer step")
         ax.legend(frameon=False, fontsize=6)

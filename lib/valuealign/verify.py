@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from valuealign import paths, plotting, provenance
+from valuealign import artefacts, paths, provenance
 
 EXPECTED_DIR_NAME = "expected"
 DEFAULT_METRIC_TOLERANCE = 0.01
@@ -163,7 +163,7 @@ def current_macros(figures_dir: Path | None = None) -> dict[str, dict[str, str]]
     store = (figures_dir or paths.FIGURES) / "results-macros.json"
     if not store.exists():
         raise VerifyError(f"{paths.relative(store)} is missing: run `make all` first")
-    return plotting._read_json_store(store)
+    return artefacts.read_json_store(store)
 
 
 def evaluation_check(profile: str, current: Mapping[str, Mapping[str, str]],
