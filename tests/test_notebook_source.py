@@ -10,6 +10,7 @@ notebook as JupyterLab or papermill leave it to its committed form.
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import re
@@ -138,3 +139,93 @@ def test_git_add_through_the_registered_filter_commits_the_clean_source(tmp_path
     for path in NOTEBOOKS:
         staged = _git(repo, "show", f":notebooks/{path.name}")
         assert staged == path.read_text(encoding="utf-8"), f"git add of an executed {path.name} staged more than its source"
+
+
+# ---------------------------------------------------------------- the one stage skeleton
+
+def _code_cells(path: Path) -> list[dict[str, Any]]:
+    return [c for c in json.loads(path.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+
+
+def _source(cell: dict[str, Any]) -> str:
+    return "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+
+
+def _dotted(node: ast.AST) -> str:
+    """``a.b.c`` of a Name/Attribute chain ('' for anything else)."""
+    if isinstance(node, ast.Attribute):
+        inner = _dotted(node.value)
+        return f"{inner}.{node.attr}" if inner else ""
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def skeleton_problems(path: Path) -> list[str]:
+    """Where a notebook leaves the skeleton of :mod:`valuealign.notebooks`: it must start with
+    ``stage = notebooks.start("<its name>", globals())`` in the cell after its parameters, end with
+    ``stage.finish(...)``, and not time, stop, show figures or name itself any other way."""
+    cells = _code_cells(path)
+    problems = []
+    at = next((i for i, c in enumerate(cells) if "parameters" in c["metadata"].get("tags", [])), None)
+    first = ast.parse(_source(cells[at + 1])) if at is not None and at + 1 < len(cells) else ast.Module(body=[])
+    starts = [s for s in first.body if isinstance(s, ast.Assign) and _dotted(s.targets[0]) == "stage"
+              and isinstance(s.value, ast.Call) and _dotted(s.value.func) == "notebooks.start"]
+    if not starts:
+        problems.append("the cell after the parameters does not set `stage = notebooks.start(...)`")
+    elif [ast.literal_eval(a) for a in starts[0].value.args[:1]] != [path.stem] or \
+            ast.unparse(starts[0].value.args[1]) != "globals()":
+        problems.append(f"start(...) must name the notebook {path.stem!r} and pass globals()")
+    last = ast.parse(_source(cells[-1])).body
+    if not (last and isinstance(last[-1], ast.Expr) and isinstance(last[-1].value, ast.Call)
+            and _dotted(last[-1].value.func) == "stage.finish"):
+        problems.append("the last code cell does not end with stage.finish(...)")
+    other_ways = {"provenance.Manifest": "its own manifest", "config.check_parameters": "its own parameter check",
+                  "plotting.save_figure": "a figure saved without stage.figure", "plt.show": "a figure shown by plt.show",
+                  "display": None}
+    for i, cell in enumerate(cells):
+        for node in ast.walk(ast.parse(_source(cell))):
+            if isinstance(node, ast.Call):
+                name = _dotted(node.func)
+                if name == "display" and node.args and _dotted(node.args[0]) == "fig":
+                    problems.append(f"code cell {i}: display(fig) (use stage.figure)")
+                elif other_ways.get(name):
+                    problems.append(f"code cell {i}: {name}(...): {other_ways[name]}")
+                elif isinstance(node.func, ast.Attribute) and node.func.attr in ("__enter__", "__exit__"):
+                    problems.append(f"code cell {i}: {node.func.attr}() (the stage times itself)")
+            elif isinstance(node, ast.Raise) and node.exc is not None and "SystemExit" in ast.unparse(node.exc):
+                problems.append(f"code cell {i}: raise SystemExit (use stage.stop)")
+            elif isinstance(node, ast.FunctionDef) and node.name in ("stop", "fail", "show"):
+                problems.append(f"code cell {i}: its own {node.name}() (use stage.{'figure' if node.name == 'show' else 'stop'})")
+            elif isinstance(node, ast.Assign | ast.NamedExpr):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for name in ("NB", "NOTEBOOK", "NAME"):
+                    if any(_dotted(t) == name for t in targets):
+                        problems.append(f"code cell {i}: its own name as {name} (use stage.name)")
+    return problems
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_uses_the_stage_skeleton(path):
+    """Every notebook starts with notebooks.start(...) and ends with stage.finish(...), and shows
+    figures, stops and names itself only through the stage."""
+    assert skeleton_problems(path) == []
+
+
+def test_the_skeleton_check_finds_the_old_styles(tmp_path):
+    """The check is not vacuous: a notebook written the ways they were before the skeleton (its own
+    parameter check, a Manifest entered and exited across cells, `NB`, its own stop() raising
+    SystemExit, figures saved and shown by hand) fails it on each."""
+    nb = json.loads(NOTEBOOKS[0].read_text(encoding="utf-8"))
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    at = next(i for i, c in enumerate(code) if "parameters" in c["metadata"].get("tags", []))
+    code[at + 1]["source"] = 'from valuealign import config\n\nparams = config.check_parameters("x", globals())'
+    code[at + 2]["source"] = ('NB = "03_finetune"\nmanifest = provenance.Manifest(NB, parameters=params).__enter__()\n'
+                              'def stop(err):\n    raise SystemExit(f"stopped: {err}") from None\n'
+                              'plotting.save_figure(fig, "x", notebook=NB)\ndisplay(fig)\nplt.show()\n')
+    code[-1]["source"] = "manifest.__exit__(None, None, None)\nmanifest.write(paths.RUNS / 'm.json')"
+    old = tmp_path / NOTEBOOKS[0].name
+    old.write_text(json.dumps(nb), encoding="utf-8")
+    found = "\n".join(skeleton_problems(old))
+    for style in ("does not set `stage = notebooks.start", "does not end with stage.finish",
+                  "config.check_parameters", "provenance.Manifest", "__enter__", "__exit__", "as NB",
+                  "its own stop()", "raise SystemExit", "plotting.save_figure", "display(fig)", "plt.show"):
+        assert style in found, style
