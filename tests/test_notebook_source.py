@@ -229,3 +229,47 @@ def test_the_skeleton_check_finds_the_old_styles(tmp_path):
                   "config.check_parameters", "provenance.Manifest", "__enter__", "__exit__", "as NB",
                   "its own stop()", "raise SystemExit", "plotting.save_figure", "display(fig)", "plt.show"):
         assert style in found, style
+
+
+def test_stage_saves_figures_stops_and_writes_the_manifest(tmp_path, monkeypatch):
+    """The skeleton itself, outside a kernel: start checks the parameters and takes the seed; figure
+    saves through the plotting registry as this notebook's and closes the figure; stop raises
+    StageStopped naming the notebook and the error; finish writes the manifest where it is told
+    (default data/processed/<name>.manifest.json) with the parameters, seed, hashes and extra."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import config, notebooks, paths, plotting, provenance
+
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
+    monkeypatch.setattr(paths, "FIGURES", tmp_path / "figures")
+    monkeypatch.setattr(paths, "PROCESSED", tmp_path / "processed")
+    monkeypatch.setenv("VALUEALIGN_NOTEBOOK", "someone-else")
+    namespace = {name: spec.default for name, spec in config.notebook_parameters("03_finetune").items()}
+    stage = notebooks.start("03_finetune", {**namespace, "seed": 7})
+    assert stage.name == "03_finetune" and stage.params["seed"] == 7 and stage.manifest.seed == 7
+    with pytest.raises(config.ConfigError):
+        notebooks.start("03_finetune", {**namespace, "max_steps": "three"})
+
+    source = tmp_path / "input.txt"
+    source.write_text("data", encoding="utf-8")
+    fig, ax = plotting.subplots(0.5)
+    ax.plot([0, 1], [1, 0])
+    stage.figure(fig, "stage-test", inputs=[source])
+    assert (tmp_path / "figures" / "stage-test.pdf").exists() and (tmp_path / "figures" / "stage-test.png").exists()
+    record = plotting.read_manifest()["stage-test"]
+    assert record["notebook"] == "03_finetune" and record["inputs"] == {"input.txt": provenance.sha256_file(source)}
+    assert not plt.fignum_exists(fig.number)
+
+    with pytest.raises(notebooks.StageStopped, match="03_finetune stopped: ValueError: no such value set"):
+        stage.stop(ValueError("no such value set"))
+
+    stage.finish(tmp_path / "runs" / "m.json", inputs=[source], outputs=[tmp_path / "figures" / "stage-test.pdf"],
+                 extra={"runs": ["a"]})
+    written = provenance.read_json(tmp_path / "runs" / "m.json")
+    assert written["stage"] == "03_finetune" and written["seed"] == 7 and written["parameters"] == stage.params
+    assert written["inputs"] == {"input.txt": provenance.sha256_file(source)}
+    assert list(written["outputs"]) == ["figures/stage-test.pdf"] and written["extra"] == {"runs": ["a"]}
+    assert written["wall_time_s"] >= 0
+    notebooks.start("06_thesis_figures", {}).finish()
+    default = provenance.read_json(tmp_path / "processed" / "06_thesis_figures.manifest.json")
+    assert default["stage"] == "06_thesis_figures" and default["seed"] is None
