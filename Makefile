@@ -55,7 +55,7 @@ help: ## list the targets
 	@echo "  variables: PROFILE=$(PROFILE) (configs/<PROFILE>.yaml), GRID=$(GRID)"
 
 # ---------------------------------------------------------------- environment
-setup: $(STAMPS)/venv $(STAMPS)/kernel $(STAMPS)/model ## create .venv from environment.yml, install lib/, convert the bundled model
+setup: $(STAMPS)/venv $(STAMPS)/kernel $(STAMPS)/model $(STAMPS)/git-filter ## create .venv from environment.yml, install lib/, convert the bundled model, register the notebook filter
 
 $(STAMPS)/venv: environment.yml pyproject.toml tools/env_requirements.py
 	@test -x $(PY) || $(BASE_PY) -m venv $(VENV)
@@ -72,6 +72,24 @@ $(STAMPS)/venv: environment.yml pyproject.toml tools/env_requirements.py
 $(STAMPS)/kernel: $(STAMPS)/venv
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (valuealign)" >/dev/null
 	@touch $@
+
+# Each notebook's one source is notebooks/NN_*.ipynb, committed without outputs: register nbstripout
+# (pinned in environment.yml) as this clone's git filter for them (.gitattributes), so that saving an
+# executed notebook and `git add` commits its cells only. What it strips besides nbstripout's defaults
+# (outputs, counts): papermill's run metadata and injected parameters, what JupyterLab adds to
+# language_info besides its name (the Python version of whoever saved it); cell ids are kept. tests/test_notebook_source.py checks the committed files. Outside
+# a git checkout (an exported tarball) there is nothing to register.
+NBSTRIPOUT_ARGS := --keep-id --drop-tagged-cells injected-parameters --extra-keys "metadata.papermill cell.metadata.papermill metadata.language_info.version metadata.language_info.codemirror_mode metadata.language_info.file_extension metadata.language_info.mimetype metadata.language_info.nbconvert_exporter metadata.language_info.pygments_lexer"
+NBSTRIPOUT      := "$(abspath $(PY))" -m nbstripout $(NBSTRIPOUT_ARGS)
+
+$(STAMPS)/git-filter: $(STAMPS)/venv Makefile
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+		git config filter.nbstripout.clean '$(NBSTRIPOUT)' && \
+		git config filter.nbstripout.smudge cat && \
+		git config diff.ipynb.textconv '$(NBSTRIPOUT) -t' && \
+		echo "registered the nbstripout filter for notebooks/*.ipynb (.gitattributes)"; \
+	else echo "not a git checkout: no nbstripout filter to register"; fi
+	@mkdir -p $(STAMPS) && touch $@
 
 $(STAMPS)/model: $(STAMPS)/venv $(LIB)/models.py
 	$(PY) -m valuealign.models convert-bundled

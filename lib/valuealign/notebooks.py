@@ -1,9 +1,15 @@
-"""Execute a numbered notebook with papermill under a parameter profile.
+"""The numbered notebooks: their one skeleton (:func:`start`, :class:`Stage`) and their execution.
 
-``make all`` calls this once per notebook; the sweep calls :func:`execute` per grid cell.
-Parameters are validated against the notebook's ``parameters`` cell before the kernel
-starts, and the executed notebook is written atomically together with an HTML rendering
-for the supervisor (who reads, and runs nothing).
+Inside a notebook, the cell after the parameters calls ``stage = notebooks.start("NN_name",
+globals())``; the notebook then shows and saves every figure with ``stage.figure``, stops on bad
+input with ``stage.stop(err)`` and ends with ``stage.finish(...)``, which writes its manifest. Why
+one skeleton: the seven notebooks used to time themselves, stop, show figures and name themselves
+in several ways each (tests/test_notebook_source.py checks that they use this one).
+
+Outside, ``make all`` runs a notebook with papermill under a parameter profile
+(:func:`execute`, once per notebook; the sweep once per grid cell). Parameters are validated
+against the notebook's ``parameters`` cell before the kernel starts, and the executed notebook is
+written atomically together with an HTML rendering for the supervisor (who reads, and runs nothing).
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from valuealign import config, locks, paths, provenance
 
@@ -22,6 +30,79 @@ from valuealign import config, locks, paths, provenance
 # written) or per evaluation: parallel sweep cells run them at once, so they take no stage lock.
 PER_RUN_STAGES = ("03_finetune", "04_evaluate")
 LOCKS_DIR = ".locks"  # under the repository root (git-ignored): one lock file per shared stage
+
+
+class StageStopped(RuntimeError):
+    """A notebook stopped on bad input or a failed step (:meth:`Stage.stop`); the message says why."""
+
+
+@dataclass
+class Stage:
+    """One run of a notebook: its validated parameters and its manifest, timed from :func:`start`.
+
+    Made by :func:`start`; the notebook shows figures with :meth:`figure`, stops with :meth:`stop`
+    and ends with :meth:`finish`.
+    """
+
+    name: str
+    params: dict[str, Any]
+    manifest: provenance.Manifest
+
+    @property
+    def elapsed_s(self) -> float:
+        """Seconds since :func:`start` (for the notebook's own progress lines)."""
+        return time.time() - self.manifest.started
+
+    def figure(self, fig: Any, name: str, *, inputs: Iterable[Path | str] = (), run: str | None = None) -> None:
+        """Save ``fig`` as ``figures/<name>.pdf/.png`` (recorded as this notebook's, from ``inputs``),
+        show the saved PNG, and close the figure.
+
+        Why the saved PNG: the kernels run with the Agg backend, where ``display(fig)`` showed only
+        ``<Figure ...>``; the executed notebook and its HTML now show the very file the thesis gets.
+        """
+        import matplotlib.pyplot as plt
+        from IPython.display import Image, display
+
+        from valuealign import plotting
+
+        written = plotting.save_figure(fig, name, notebook=self.name, inputs=inputs, run=run)
+        png = next(p for p in written if p.suffix == ".png")
+        display(Image(filename=str(png), width=round(float(fig.get_size_inches()[0]) * 96)))
+        plt.close(fig)
+
+    def stop(self, err: BaseException | str) -> NoReturn:
+        """Show why the notebook cannot go on and stop it, without a deep library traceback."""
+        from IPython.display import Markdown, display
+
+        what = f"{type(err).__name__}: {err}" if isinstance(err, BaseException) else str(err)
+        display(Markdown(f"**{self.name} stopped.** {what}"))
+        raise StageStopped(f"{self.name} stopped: {what}") from None
+
+    def finish(
+        self, record: Path | str | None = None, *, inputs: Iterable[Path | str] = (),
+        outputs: Iterable[Path | str] = (), extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write the stage's manifest (parameters, seed, input and output hashes, ``extra``, wall time
+        since :func:`start`) to ``record`` (default ``data/processed/<name>.manifest.json``)."""
+        from IPython.display import Markdown, display
+
+        target = Path(record) if record is not None else paths.PROCESSED / f"{self.name}.manifest.json"
+        self.manifest.add_inputs(inputs)
+        self.manifest.add_outputs(outputs)
+        if extra is not None:
+            self.manifest.extra = dict(extra)
+        self.manifest.__exit__(None, None, None)
+        self.manifest.write(target)
+        display(Markdown(f"**{self.name}** done in {self.manifest.wall_time_s:.1f} s; "
+                         f"manifest `{paths.relative(target)}`."))
+
+
+def start(notebook: str, namespace: Mapping[str, Any]) -> Stage:
+    """Begin notebook ``notebook`` (its file name without ``.ipynb``): check the parameters in effect
+    in ``namespace`` (the notebook's ``globals()``) against its parameters cell, name it as the
+    producer of the figures it saves, and start its manifest's clock (seed: its ``seed`` parameter)."""
+    params = config.check_parameters(notebook, namespace)
+    return Stage(notebook, params, provenance.Manifest(notebook, parameters=params, seed=params.get("seed")))
 
 
 def stage_locks(src: Path, out_dir: Path, stage: bool = True) -> list[tuple[Path, str]]:
