@@ -43,7 +43,7 @@ ifneq ($(filter $(PROFILE),$(ISOLATED_PROFILES)),)
 WORKSPACE := $(CURDIR)/executed/$(PROFILE)/workspace
 export VALUEALIGN_ROOT := $(WORKSPACE)
 WORKSPACE_READY := $(WORKSPACE)/.ready
-$(WORKSPACE_READY): | $(STAMPS)/venv
+$(WORKSPACE_READY): $(LIB)/workspace.py | $(STAMPS)/venv  # a new link reaches an existing workspace
 	VALUEALIGN_ROOT= $(PY) -m valuealign.workspace $(WORKSPACE)  # paths of this checkout, not of the workspace
 	@touch $@
 endif

@@ -628,6 +628,10 @@ def test_workspace_links_inputs_keeps_its_own_outputs_and_refuses_the_root(tmp_p
 
     ws = workspace.prepare(tmp_path / "ws")
     assert (ws / "data" / "raw").resolve() == paths.RAW.resolve() and (ws / "models").is_symlink()
+    # what the notebooks read from the checkout besides data: notebook 06 checks the figures
+    # against thesis/main.tex (the demo stopped there when it was not linked), the budget reads
+    # the measured anchors in benchmarks/results/
+    assert (ws / "thesis" / "main.tex").is_file() and (ws / "benchmarks" / "results").is_dir()
     for rel in workspace.OWN:
         assert (ws / rel).is_dir() and not (ws / rel).is_symlink()
     (ws / "runs" / "finished-run").mkdir()

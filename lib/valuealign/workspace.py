@@ -5,8 +5,9 @@ Why: every notebook writes to fixed places under the root (``data/processed/alig
 ``runs/``, ``figures/``). A profile that runs other parameters there (the CPU rehearsal of a GPU
 profile, the demo profile) would replace the embedded default's datasets and the thesis's
 figures and macros. A workspace links the read-only inputs (raw data, reference texts, pinned
-taxonomy, notebooks, configs, models, the embedding cache) and keeps its own ``data/processed``,
-``runs`` and ``figures``.
+taxonomy, notebooks, configs, models, the embedding cache, the thesis sources notebook 06 checks the
+figures against, the measured benchmark anchors the GPU budget reads) and keeps its own
+``data/processed``, ``runs`` and ``figures``.
 
     .venv/bin/python -m valuealign.workspace executed/demo/workspace   # what `make all PROFILE=demo` runs
 """
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from valuealign import paths
 
-LINKED = ("data/raw", "data/reference", "data/pinned", "data/cache", "notebooks", "configs", "models")
+LINKED = ("data/raw", "data/reference", "data/pinned", "data/cache", "notebooks", "configs", "models",
+          "thesis", "benchmarks/results")
 OWN = ("data/processed", "runs", "figures", "executed")
 
 
