@@ -289,13 +289,75 @@ def test_an_evaluation_saved_later_does_not_change_what_the_thesis_reports(tmp_p
     time.sleep(0.05)
     _save_evaluation(runs, "bbbb2222", "run-b")  # a sweep cell or a test evaluates later
     assert evaluation.latest_eval_hash(runs) == "bbbb2222"
-    reported, why = thesis.reported_eval_hash("", "smoke", runs)
-    assert reported == "aaaa1111" and "named for profile 'smoke'" in why
+    reported = thesis.reported_evaluation("", "smoke", runs)
+    assert reported.eval_hash == "aaaa1111" and "named for profile 'smoke'" in reported.why
     assert thesis.named_evaluation("smoke", runs)["runs"] == ["run-a"]
-    assert thesis.reported_eval_hash("bbbb2222", "smoke", runs)[0] == "bbbb2222"  # explicit wins
+    assert thesis.reported_evaluation("bbbb2222", "smoke", runs).eval_hash == "bbbb2222"  # explicit wins
     # make verify: figures built from another evaluation do not hold
     assert not verify.evaluation_check("smoke", _store(SummaryEvalHash="bbbb2222"), runs).holds
     assert verify.evaluation_check("smoke", _store(SummaryEvalHash="aaaa1111"), runs).holds
+
+
+def _results(eval_hash: str, run: str, mean: float) -> evaluation.Results:
+    """What notebook 04 saves for one run and the base model (the tables save_results writes)."""
+    e = pd.DataFrame()
+    rows = _summary_rows(eval_hash, run).drop(columns=["eval_hash"]).assign(mean=[mean, 0.6])
+    preds = pd.DataFrame({"run": [run, "_baselines"], "item_id": "i1", "split": "test"})
+    items = pd.DataFrame({"item_id": ["i1"], "split": ["test"], "stratum": ["s"]})
+    return evaluation.Results(eval_hash, evaluation.EvalSettings(), items, preds, preds.copy(),
+                              rows.assign(eval_hash=eval_hash), e, {}, e, e, e, e, e, e, {})
+
+
+def test_the_thesis_reports_only_the_runs_its_evaluation_scored(tmp_path):
+    """Two executions of notebook 04 with the same settings and items share an eval_hash, and the
+    combined summary keeps both runs' rows. A run replaced since (here: retrained with other
+    parameters, so it has a new id) was listed by the pointer and counted, pooled and chosen as
+    "best" by notebook 06; now both read only the runs the latest execution scored."""
+    runs = tmp_path / "runs"
+    evaluation.save_results(_results("aaaa1111", "run-old", 0.9), {"value_sets": ["germany"]}, runs)
+    evaluation.save_results(_results("aaaa1111", "run-new", 0.7), {"value_sets": ["germany"]}, runs)
+    assert set(evaluation.load_summary("aaaa1111", runs)["run"]) == {"run-old", "run-new", "_baselines"}
+    assert thesis.scored_runs("aaaa1111", runs) == ["run-new"]
+    thesis.name_evaluation("smoke", runs_dir=runs)
+    pointer = thesis.named_evaluation("smoke", runs)
+    assert pointer["runs"] == ["run-new"] and "scored_runs" not in pointer["settings"]
+    for reported in (thesis.reported_evaluation("", "smoke", runs), thesis.reported_evaluation("aaaa1111", "x", runs)):
+        summary = reported.summary(runs)
+        assert set(summary["run"]) == {"run-new", "_baselines"}, reported.why
+        assert thesis.best_run_on_validation(summary.assign(split="validation"), report_split="validation")["run"] == "run-new"
+
+
+def test_notebook_06_counts_only_this_pipelines_runs_and_evaluation(tmp_path):
+    """runs/ keeps earlier fine-tunes and evaluations; notebook 06's run table, run count, wall
+    times and lineage take those of notebook 03's record, notebook 05's evaluation and the
+    reported eval_hash only (they used to count every folder)."""
+    runs, consultation = tmp_path / "runs", tmp_path / "consultation"
+    for run in ("sft-old", "sft-new", "kto-new__from-sft-new", "dpo-old__from-sft-old"):
+        m = provenance.Manifest("03_finetune", parameters={"run_id": run, "method": run[:3]}, seed=0)
+        m.wall_time_s, m.extra = 60.0, {"run_id": run}
+        m.write(runs / run / "manifest.json")
+        (runs / run / "adapter").mkdir()
+        for f in ("adapter_config.json", "adapter_model.safetensors"):
+            (runs / run / "adapter" / f).write_text("{}")
+        (runs / run / "DONE").write_text("")
+    for h in ("aaaa1111", "bbbb2222"):
+        m = provenance.Manifest("04_evaluate")
+        m.wall_time_s = 10.0
+        m.write(evaluation.eval_folder(evaluation.BASELINES_RUN, h, runs) / "manifest.json")
+    provenance.write_json({"stage": "03_finetune", "extra": {"runs": ["sft-new"]}}, runs / "03_finetune.manifest.json")
+    provenance.write_json({"lineage": [{"run": "sft-new"}, {"run": "kto-new__from-sft-new"}], "summary": [],
+                           "differences": []}, consultation / "evaluation.json")
+    current = thesis.current_runs(runs, consultation)
+    assert current == {"sft-new", "kto-new__from-sft-new"}
+    records = thesis.current_records(thesis.stage_manifests(tmp_path / "processed", runs), current, "bbbb2222")
+    assert sorted(records["run_id"].dropna()) == ["kto-new__from-sft-new", "sft-new"]
+    assert list(records.loc[records["stage"] == "04_evaluate", "record"].map(lambda r: Path(r).parent.name)) == ["bbbb2222"]
+    assert sorted(thesis.runs_table(records)["run"]) == ["kto-new__from-sft-new", "sft-new"]
+    assert thesis.pipeline_table(records)["Wall time (min)"].sum() == pytest.approx(2 + 10 / 60)
+    from valuealign import consultation_eval
+    assert list(consultation_eval.chained_lineage(runs, only=current)["run"]) == ["kto-new__from-sft-new"]
+    (runs / "03_finetune.manifest.json").unlink()
+    assert thesis.current_runs(runs, consultation) is None  # before notebook 03: every run counts
 
 
 def test_the_named_evaluation_is_not_taken_for_a_run_folder(tmp_path):

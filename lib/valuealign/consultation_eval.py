@@ -421,12 +421,15 @@ def read_evaluation(out_dir: Path | None = None) -> dict[str, Any]:
 # ---------------------------------------------------------------- notebook 06: lineage and comparison
 
 
-def chained_lineage(runs_root: Path | None = None) -> pd.DataFrame:
+def chained_lineage(runs_root: Path | None = None, only: set[str] | None = None) -> pd.DataFrame:
     """Every finished chained run in ``runs/`` (``init_from`` set) with its lineage, and its
-    parents: the lineage table of notebook 06 (base -> survey SFT -> DPO; -> consultation)."""
+    parents: the lineage table of notebook 06 (base -> survey SFT -> DPO; -> consultation).
+    ``only``: the run ids to consider (``valuealign.thesis.current_runs``; None: all)."""
     root = Path(runs_root or paths.RUNS)
     chained = []
     for f in sorted(root.glob("*__from-*/manifest.json")):
+        if only is not None and f.parent.name not in only:
+            continue
         if training.run_status(f.parent) == "finished":
             chained.append(f.parent.name)
     if not chained:

@@ -84,6 +84,7 @@ from valuealign.stats import bootstrap_ci, holm_adjust, paired_test, two_level_b
 
 BASELINES_RUN = "_baselines"
 SUMMARY_NAME = "eval_summary.parquet"
+SCORED_RUNS_KEY = "scored_runs"  # eval.json: the runs one execution of notebook 04 scored
 GENERAL_PROMPTS_NAME = "general_prompts.txt"
 BASELINE_METHODS = ("uniform", "base", "prompted", "oracle")
 METRICS = ("js_alignment", "js_alignment_e", "w1_alignment", "majority_match", "entropy_diff_bits")
@@ -1171,6 +1172,10 @@ def save_results(res: Results, meta: Mapping[str, Any], runs_dir: Path | None = 
     """Per-run folders (``runs/<run>/eval/<eval_hash>/``; baselines under ``runs/_baselines``)
     and the combined ``runs/eval_summary.parquet``."""
     out: list[Path] = []
+    # which runs this execution scored: the combined summary also keeps rows of runs scored
+    # earlier with the same settings and items (valuealign.thesis.ReportedEvaluation)
+    meta = {**meta, SCORED_RUNS_KEY: sorted(str(r) for r in set(res.predictions["run"])
+                                            if not str(r).startswith("_"))}
 
     def strip(df: pd.DataFrame) -> pd.DataFrame:
         return df.drop(columns=[c for c in ("run", "eval_hash") if c in df.columns])

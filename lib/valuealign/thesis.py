@@ -345,6 +345,39 @@ def stage_manifests(processed: Path | None = None, runs: Path | None = None,
                                                         ignore_index=True)
 
 
+def current_runs(runs_dir: Path | None = None, consultation_dir: Path | None = None) -> set[str] | None:
+    """The fine-tuned runs of the pipeline's latest notebook executions: those notebook 03's
+    record lists and those notebook 05's evaluation names in its lineage. None before notebook
+    03 recorded any (then every run folder counts).
+
+    Why: ``runs/`` keeps every earlier run (other parameters, data or code) so that nothing is
+    trained twice; a summary of this pipeline must not count, time or choose among them."""
+    from valuealign import consultation_eval, provenance
+
+    record = (runs_dir or paths.RUNS) / consultation_eval.NOTEBOOK03_RECORD
+    if not record.exists():
+        return None
+    runs = {str(r) for r in (provenance.read_json(record).get("extra") or {}).get("runs") or []}
+    try:
+        lineage = consultation_eval.read_evaluation(consultation_dir).get("lineage") or []
+    except consultation_eval.ConsultationEvalError:
+        lineage = []
+    return runs | {str(x["run"]) for x in lineage if isinstance(x, dict) and x.get("run")}
+
+
+def current_records(manifests: pd.DataFrame, runs: set[str] | None = None,
+                    eval_hash: str | None = None) -> pd.DataFrame:
+    """:func:`stage_manifests` without the records of earlier work: fine-tunes not in ``runs``
+    (:func:`current_runs`; None keeps all) and notebook 04 records of another ``eval_hash``."""
+    keep = pd.Series(True, index=manifests.index)
+    if runs is not None:
+        keep &= (manifests["stage"] != "03_finetune") | manifests["run_id"].isin(runs)
+    if eval_hash:
+        folder = manifests["record"].map(lambda r: Path(str(r)).parent.name)
+        keep &= (manifests["stage"] != "04_evaluate") | (folder == eval_hash)
+    return manifests[keep].reset_index(drop=True)
+
+
 def pipeline_table(manifests: pd.DataFrame) -> pd.DataFrame:
     """Per stage: how many records (notebook runs, fine-tunes) and their total wall time."""
     if manifests.empty:
@@ -531,15 +564,60 @@ def name_evaluation(profile: str, eval_hash: str | None = None, runs_dir: Path |
 
     eval_hash = eval_hash or evaluation.latest_eval_hash(runs_dir)
     summary = evaluation.load_summary(eval_hash, runs_dir)  # refuses an unknown eval_hash
-    meta_file = evaluation.eval_folder(evaluation.BASELINES_RUN, eval_hash, runs_dir) / "eval.json"
-    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
+    meta = _evaluation_meta(eval_hash, runs_dir)
+    scored = scored_runs(eval_hash, runs_dir)
     from valuealign import provenance
 
     return provenance.write_json({
         "profile": profile, "eval_hash": eval_hash,
-        "runs": sorted(str(r) for r in summary["run"].unique() if not str(r).startswith("_")),
-        "settings": {k: v for k, v in meta.items() if isinstance(v, str | int | float | bool | list)},
+        # the runs notebook 04 scored in it, not every run with rows of this eval_hash in the
+        # combined summary (rows of earlier runs, scored before with the same settings, stay there)
+        "runs": scored if scored is not None else sorted(
+            str(r) for r in summary["run"].unique() if not str(r).startswith("_")),
+        "settings": {k: v for k, v in meta.items() if k != evaluation.SCORED_RUNS_KEY
+                     and isinstance(v, str | int | float | bool | list)},
     }, evaluation_pointer(profile, runs_dir))
+
+
+def _evaluation_meta(eval_hash: str, runs_dir: Path | None = None) -> dict[str, Any]:
+    from valuealign import evaluation
+
+    meta_file = evaluation.eval_folder(evaluation.BASELINES_RUN, eval_hash, runs_dir) / "eval.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def scored_runs(eval_hash: str, runs_dir: Path | None = None) -> list[str] | None:
+    """The fine-tuned runs notebook 04's latest execution of ``eval_hash`` scored (None: not
+    recorded, an evaluation saved before this was kept)."""
+    from valuealign import evaluation
+
+    runs = _evaluation_meta(eval_hash, runs_dir).get(evaluation.SCORED_RUNS_KEY)
+    return sorted(str(r) for r in runs) if isinstance(runs, list) else None
+
+
+@dataclass(frozen=True)
+class ReportedEvaluation:
+    """The evaluation the thesis reports (:func:`reported_evaluation`): its hash, why it was
+    chosen, and the runs it covers (None: every run with rows of that hash)."""
+
+    eval_hash: str
+    why: str
+    runs: tuple[str, ...] | None
+
+    def summary(self, runs_dir: Path | None = None) -> pd.DataFrame:
+        """Its rows of ``runs/eval_summary.parquet``: the baselines and its own runs only.
+
+        Why: the combined summary keeps the rows of every run ever scored with the same
+        settings and items (the same ``eval_hash``); a run since replaced (other parameters,
+        data or code) must not be counted, pooled or chosen as "best"."""
+        from valuealign import evaluation
+
+        s = evaluation.load_summary(self.eval_hash, runs_dir)
+        if self.runs is None:
+            return s
+        run = s["run"].astype(str)
+        return s[run.str.startswith("_") | run.isin(self.runs)].reset_index(drop=True)
 
 
 def named_evaluation(profile: str, runs_dir: Path | None = None) -> dict[str, Any] | None:
@@ -553,25 +631,34 @@ def named_evaluation(profile: str, runs_dir: Path | None = None) -> dict[str, An
     return data
 
 
-def reported_eval_hash(eval_hash: str = "", profile: str | None = None,
-                       runs_dir: Path | None = None) -> tuple[str, str]:
-    """The evaluation the thesis reports, and why: an explicit ``eval_hash``, else the one named for
-    ``profile`` (default ``$VALUEALIGN_PROFILE``, else ``smoke``). Only when the profile names none
-    (notebooks run outside `make`, e.g. under nbval before any `make all`) the latest, said so.
-    """
+def reported_evaluation(eval_hash: str = "", profile: str | None = None,
+                        runs_dir: Path | None = None) -> ReportedEvaluation:
+    """The evaluation the thesis reports, why, and the runs it covers: an explicit ``eval_hash``,
+    else the one named for ``profile`` (default ``$VALUEALIGN_PROFILE``, else ``smoke``). Only when
+    the profile names none (notebooks run outside `make`, e.g. under nbval before any `make all`)
+    the latest, said so. Its runs: the named pointer's list, else the runs notebook 04 recorded
+    scoring in it."""
     import os
 
     from valuealign import evaluation
 
+    def covering(h: str) -> tuple[str, ...] | None:
+        runs = scored_runs(h, runs_dir)
+        return tuple(runs) if runs is not None else None
+
     if eval_hash:
-        return eval_hash, "given by the eval_hash parameter"
+        return ReportedEvaluation(eval_hash, "given by the eval_hash parameter", covering(eval_hash))
     profile = profile or os.environ.get(PROFILE_ENV) or "smoke"
     named = named_evaluation(profile, runs_dir)
+    pointer = paths.relative(evaluation_pointer(profile, runs_dir))
     if named is not None:
-        return named["eval_hash"], f"named for profile {profile!r} in {paths.relative(evaluation_pointer(profile, runs_dir))}"
-    return evaluation.latest_eval_hash(runs_dir), (
-        f"the latest: profile {profile!r} names no evaluation yet ({paths.relative(evaluation_pointer(profile, runs_dir))} "
-        "is written when `make` runs notebook 04)")
+        runs = named.get("runs")
+        return ReportedEvaluation(named["eval_hash"], f"named for profile {profile!r} in {pointer}",
+                                  tuple(str(r) for r in runs) if isinstance(runs, list) else None)
+    latest = evaluation.latest_eval_hash(runs_dir)
+    return ReportedEvaluation(latest, (
+        f"the latest: profile {profile!r} names no evaluation yet ({pointer} "
+        "is written when `make` runs notebook 04)"), covering(latest))
 
 
 def main(argv: list[str] | None = None) -> int:
