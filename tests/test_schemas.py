@@ -123,6 +123,17 @@ def test_choices_and_ranges_agree_with_the_code_that_uses_them() -> None:
     assert nb04["n_paraphrases"].high == len(prompts.PARAPHRASES)
 
 
+def test_a_parameter_shared_by_several_notebooks_has_one_range() -> None:
+    """One flat profile sets ``seed`` (or any shared knob) for every notebook: a value one notebook
+    takes must not be refused by another (seed was [0, 1e6] in 01 and 05, [0, 2^31-1] in 02-04)."""
+    seen: dict[str, dict[str, tuple]] = {}
+    for name, schema in schemas.SCHEMAS.items():
+        for key, spec in schemas.specs_of(schema).items():
+            seen.setdefault(key, {})[name] = (spec.low, spec.high, spec.choices)
+    differ = {k: v for k, v in seen.items() if len(v) > 1 and len(set(v.values())) > 1}
+    assert not differ, differ
+
+
 # ---------------------------------------------------------------- the library's defaults
 
 

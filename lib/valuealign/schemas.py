@@ -138,7 +138,7 @@ class SurveyData:
 class ValueTaxonomy:
     """Notebook 01_value_taxonomy: embedding, clustering, consensus and validation of the value taxonomy."""
 
-    seed: int = param(0, "random seed for UMAP, the stability subsamples and k-means", bounds=(0, 1000000))
+    seed: int = param(0, "random seed for UMAP, the stability subsamples and k-means", bounds=(0, 2147483647))
     taxonomy_mode: str = param(
         "pinned",
         "pinned: the pinned embeddings and taxonomy of data/pinned/ when they match these inputs, else recompute and say so; recompute: re-run and compare with the pin; require-pin: fail without a matching pin",
@@ -468,7 +468,7 @@ class PublicConsultation:
     seed: int = param(
         0,
         "random seed: UMAP, DPO pair sampling, the held-out split, the refined run and the statements scored (the Polis groups are deterministic)",
-        bounds=(0, 1000000),
+        bounds=(0, 2147483647),
     )
     consultation_conversations: list[str] = param(
         ["scoop-hivemind.ubi", "scoop-hivemind.affordable-housing", "scoop-hivemind.biodiversity"],
