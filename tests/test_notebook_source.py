@@ -273,3 +273,39 @@ def test_stage_saves_figures_stops_and_writes_the_manifest(tmp_path, monkeypatch
     notebooks.start("06_thesis_figures", {}).finish()
     default = provenance.read_json(tmp_path / "processed" / "06_thesis_figures.manifest.json")
     assert default["stage"] == "06_thesis_figures" and default["seed"] is None
+
+
+def test_finish_drops_what_the_notebook_no_longer_makes(tmp_path, monkeypatch):
+    """A figure a notebook made in an earlier execution but not in this one (here renamed) stayed in
+    figures/manifest.json and was counted by notebook 06 (SummaryFigures 28 for 27 in a long-lived
+    checkout). Finish now drops it and its files; other notebooks' entries and the macros stay."""
+    import matplotlib.pyplot as plt
+
+    from valuealign import artefacts, config, notebooks, paths, plotting
+
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
+    monkeypatch.setattr(paths, "FIGURES", tmp_path / "figures")
+    monkeypatch.setattr(paths, "PROCESSED", tmp_path / "processed")
+
+    def save(name: str, notebook: str) -> None:
+        fig, ax = plotting.subplots(0.5)
+        ax.plot([0, 1], [1, 0])
+        plotting.save_figure(fig, name, notebook=notebook)
+        plt.close(fig)
+
+    save("eval-old-name", "04_evaluate")
+    save("taxonomy-map", "01_value_taxonomy")
+    artefacts.record_artefact("evaluation-macros", [], "04_evaluate", extra={"kind": "macros"})
+    store = tmp_path / "figures" / "manifest.json"
+    data = plotting.read_manifest()
+    for entry in data.values():
+        entry["made_utc"] = "2026-01-01T00:00:00Z"  # an earlier execution
+    store.write_text(json.dumps(data), encoding="utf-8")
+
+    namespace = {name: spec.default for name, spec in config.notebook_parameters("04_evaluate").items()}
+    stage = notebooks.start("04_evaluate", namespace)
+    save("eval-new-name", "04_evaluate")
+    stage.finish(tmp_path / "m.json")
+    assert sorted(plotting.read_manifest()) == ["eval-new-name", "evaluation-macros", "taxonomy-map"]
+    assert not (tmp_path / "figures" / "eval-old-name.pdf").exists()
+    assert (tmp_path / "figures" / "eval-new-name.pdf").exists() and (tmp_path / "figures" / "taxonomy-map.png").exists()

@@ -98,6 +98,29 @@ def record_artefact(
         update_json_store(paths.FIGURES / "manifest.json", name, entry)
 
 
+def forget_unmade(notebook: str, since: float) -> list[str]:
+    """Drop the artefacts ``notebook`` recorded before ``since`` (the start of its execution that
+    just finished) from ``figures/manifest.json``, and delete their files; returns their names.
+
+    Why: the manifest is keyed by name, so a figure or table a notebook no longer makes (renamed,
+    or not made under the current parameters) stayed listed, was counted by notebook 06 and could
+    still be included by the thesis. After a complete execution the notebook's entries are
+    exactly what it made; ``check_thesis`` then names a thesis reference to a dropped one."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(since)))  # made_utc's resolution
+    store = paths.FIGURES / "manifest.json"
+    with figures_lock():
+        data = read_json_store(store)
+        stale = sorted(k for k, e in data.items() if isinstance(e, dict) and e.get("notebook") == notebook
+                       and e.get("kind") != "macros" and str(e.get("made_utc") or "") < stamp)
+        if not stale:
+            return []
+        for name in stale:
+            for f in data.pop(name).get("files") or []:
+                (paths.ROOT / f).unlink(missing_ok=True)
+        provenance.write_json(data, store)
+    return stale
+
+
 def save_figure(
     fig: Any, name: str, *, notebook: str | None = None,
     inputs: Iterable[Path | str] = (), run: str | None = None, out_dir: Path | None = None,

@@ -83,8 +83,12 @@ class Stage:
         outputs: Iterable[Path | str] = (), extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Write the stage's manifest (parameters, seed, input and output hashes, ``extra``, wall time
-        since :func:`start`) to ``record`` (default ``data/processed/<name>.manifest.json``)."""
+        since :func:`start`) to ``record`` (default ``data/processed/<name>.manifest.json``), and
+        drop from ``figures/manifest.json`` what this notebook recorded before this execution and
+        did not make again (:func:`valuealign.artefacts.forget_unmade`)."""
         from IPython.display import Markdown, display
+
+        from valuealign import artefacts
 
         target = Path(record) if record is not None else paths.PROCESSED / f"{self.name}.manifest.json"
         self.manifest.add_inputs(inputs)
@@ -93,8 +97,10 @@ class Stage:
             self.manifest.extra = dict(extra)
         self.manifest.__exit__(None, None, None)
         self.manifest.write(target)
+        dropped = artefacts.forget_unmade(self.name, self.manifest.started)
         display(Markdown(f"**{self.name}** done in {self.manifest.wall_time_s:.1f} s; "
-                         f"manifest `{paths.relative(target)}`."))
+                         f"manifest `{paths.relative(target)}`."
+                         + (f" No longer made, so dropped from figures/: {', '.join(dropped)}." if dropped else "")))
 
 
 def start(notebook: str, namespace: Mapping[str, Any]) -> Stage:
