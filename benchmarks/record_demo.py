@@ -63,21 +63,20 @@ def shuffled_on_train(eval_hash: str, scored: set[str], population: str = "unite
     real ``population`` (notebook 04's per-item scores, its bootstrap: 1000 resamples, seed 0)."""
     import pandas as pd
 
+    from valuealign.evaluation import gain_matrix
     from valuealign.stats import two_level_bootstrap_ci
 
     folder = WORKSPACE / "runs"
     t = pd.concat([pd.read_parquet(f) for f in sorted(folder.glob(f"*/eval/{eval_hash}/item_metrics.parquet"))
                    if f.parts[-4] in scored | {"_baselines"}], ignore_index=True)
-    t = t[(t["split"] == "train") & (t["target_value_set"] == population)]
-    base = t[t["method"] == "base"].groupby("item_id")["js_alignment"].mean()
+    shuffled = f"{population}-shuffled"
     out = []
-    for method, runs in t[t["value_set"] == f"{population}-shuffled"].groupby("method"):
-        w = runs.pivot_table(index="run", columns="item_id", values="js_alignment", aggfunc="mean")
-        items = sorted(set(w.columns) & set(base.index))
-        r = two_level_bootstrap_ci((w[items] - base[items].to_numpy()[None, :]).to_numpy(dtype=float), 1000, 0)
-        out.append({"method": method, "trained_on": f"{population}-shuffled", "scored_against": population,
+    for method in sorted(set(t.loc[t["value_set"] == shuffled, "method"])):
+        g = gain_matrix(t, method, shuffled, population, "train", "js_alignment")
+        r = two_level_bootstrap_ci(g.to_numpy(dtype=float), 1000, 0)
+        out.append({"method": method, "trained_on": shuffled, "scored_against": population,
                     "split": "train", "gain": float(r["mean"]), "ci_low": float(r["ci_low"]),
-                    "ci_high": float(r["ci_high"]), "n_items": int(len(items))})
+                    "ci_high": float(r["ci_high"]), "n_items": int(g.shape[1])})
     return out
 
 
@@ -104,7 +103,7 @@ def main() -> int:
     scored = scored_runs(verdicts["eval_hash"])
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     record = {
-        "what": "make all PROFILE=demo: control verdicts of notebook 04, wall times",
+        "what": "make all PROFILE=demo: notebook 04's control verdicts and gains over base, wall times",
         "commit": commit, "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "controls": verdicts,
         "notebook_seconds": notebook_seconds(),

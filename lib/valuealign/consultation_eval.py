@@ -79,13 +79,22 @@ class Checkpoint:
 NOTEBOOK03_RECORD = "03_finetune.manifest.json"
 
 
-def _notebook03_finished(root: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Notebook 03's listed run ids, and the parameters of those that are finished.
+def notebook03_runs(root: Path | None = None) -> list[str] | None:
+    """The run ids notebook 03's record (``runs/03_finetune.manifest.json``) lists; None before
+    notebook 03 wrote one.
 
     Why from notebook 03's record: ``runs/`` may hold older runs of the same method and value
     set (other parameters or data); the ones the pipeline made now are the ones its manifest lists."""
-    record = root / NOTEBOOK03_RECORD
-    listed = (provenance.read_json(record).get("extra") or {}).get("runs") or [] if record.exists() else []
+    record = Path(root or paths.RUNS) / NOTEBOOK03_RECORD
+    if not record.exists():
+        return None
+    return [str(r) for r in (provenance.read_json(record).get("extra") or {}).get("runs") or []]
+
+
+def _notebook03_finished(root: Path) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Notebook 03's listed run ids (:func:`notebook03_runs`), and the parameters of those that
+    are finished."""
+    listed = notebook03_runs(root) or []
     finished = {}
     for run_id in listed:
         manifest = root / run_id / "manifest.json"

@@ -1400,7 +1400,7 @@ def farthest_populations(jsd: pd.DataFrame, sources: Iterable[str],
     return out
 
 
-def _gain_matrix(item_table: pd.DataFrame, method: str, trained_on: str, target: str, split: str,
+def gain_matrix(item_table: pd.DataFrame, method: str, trained_on: str, target: str, split: str,
                  metric: str) -> pd.DataFrame:
     """(runs x items) gains over the base model: the runs of ``method`` trained on ``trained_on``,
     scored against ``target`` on ``split``, minus the base model against ``target`` per item."""
@@ -1455,19 +1455,19 @@ def control_verdicts(item_table: pd.DataFrame, far: Mapping[str, str], held_out_
     for (method, vs), _ in t.groupby(["method", "value_set"], sort=True):
         source = control_source(vs)
         if source is None:
-            g = _gain_matrix(item_table, method, vs, vs, POSITIVE_SPLIT, metric)
+            g = gain_matrix(item_table, method, vs, vs, POSITIVE_SPLIT, metric)
             if g.shape[1]:
                 rows.append(_verdict(CONTROL_POSITIVE, method, vs, vs, POSITIVE_SPLIT, g, item_table, n_boot, seed))
             if vs in far:
-                own = _gain_matrix(item_table, method, vs, vs, held_out_split, metric)
-                other = _gain_matrix(item_table, method, vs, far[vs], held_out_split, metric)
+                own = gain_matrix(item_table, method, vs, vs, held_out_split, metric)
+                other = gain_matrix(item_table, method, vs, far[vs], held_out_split, metric)
                 items = sorted(set(own.columns) & set(other.columns))
                 if items:
                     d = other[items] - own[items]
                     rows.append(_verdict(CONTROL_OTHER_POPULATION, method, vs, far[vs], held_out_split, d,
                                          item_table, n_boot, seed))
         else:
-            g = _gain_matrix(item_table, method, vs, source, held_out_split, metric)
+            g = gain_matrix(item_table, method, vs, source, held_out_split, metric)
             if g.shape[1]:
                 rows.append(_verdict(CONTROL_SHUFFLED, method, vs, source, held_out_split, g, item_table,
                                      n_boot, seed))

@@ -352,12 +352,12 @@ def current_runs(runs_dir: Path | None = None, consultation_dir: Path | None = N
 
     Why: ``runs/`` keeps every earlier run (other parameters, data or code) so that nothing is
     trained twice; a summary of this pipeline must not count, time or choose among them."""
-    from valuealign import consultation_eval, provenance
+    from valuealign import consultation_eval
 
-    record = (runs_dir or paths.RUNS) / consultation_eval.NOTEBOOK03_RECORD
-    if not record.exists():
+    listed = consultation_eval.notebook03_runs(runs_dir)
+    if listed is None:
         return None
-    runs = {str(r) for r in (provenance.read_json(record).get("extra") or {}).get("runs") or []}
+    runs = set(listed)
     try:
         lineage = consultation_eval.read_evaluation(consultation_dir).get("lineage") or []
     except consultation_eval.ConsultationEvalError:
@@ -565,7 +565,7 @@ def name_evaluation(profile: str, eval_hash: str | None = None, runs_dir: Path |
     eval_hash = eval_hash or evaluation.latest_eval_hash(runs_dir)
     summary = evaluation.load_summary(eval_hash, runs_dir)  # refuses an unknown eval_hash
     meta = _evaluation_meta(eval_hash, runs_dir)
-    scored = scored_runs(eval_hash, runs_dir)
+    scored = _scored_in(meta)
     from valuealign import provenance
 
     return provenance.write_json({
@@ -590,9 +590,13 @@ def _evaluation_meta(eval_hash: str, runs_dir: Path | None = None) -> dict[str, 
 def scored_runs(eval_hash: str, runs_dir: Path | None = None) -> list[str] | None:
     """The fine-tuned runs notebook 04's latest execution of ``eval_hash`` scored (None: not
     recorded, an evaluation saved before this was kept)."""
+    return _scored_in(_evaluation_meta(eval_hash, runs_dir))
+
+
+def _scored_in(meta: dict[str, Any]) -> list[str] | None:
     from valuealign import evaluation
 
-    runs = _evaluation_meta(eval_hash, runs_dir).get(evaluation.SCORED_RUNS_KEY)
+    runs = meta.get(evaluation.SCORED_RUNS_KEY)
     return sorted(str(r) for r in runs) if isinstance(runs, list) else None
 
 
